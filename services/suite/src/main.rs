@@ -1,0 +1,207 @@
+//! `backroom`: the all-in-one launcher.
+//!
+//! `backroom up` runs every Backroom service in one process on 127.0.0.1
+//! (account :50051, inventory :50052, payment :50053) against a throwaway
+//! Postgres cluster started from the machine's PostgreSQL binaries, or against
+//! the server named by `DATABASE_URL`. Each service gets its own role and
+//! schema, exactly as in production. ctrl-c stops everything and removes the
+//! throwaway cluster.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::Context as _;
+use backroom_shared::{
+    config::{ServerConfig, TelemetryConfig},
+    db,
+    server::{GrpcServer, shutdown_signal},
+    telemetry,
+    testing::PostgresCluster,
+};
+use clap::{Parser, Subcommand};
+use diesel::connection::SimpleConnection as _;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "backroom",
+    version,
+    about = "Backroom: a commerce backend in three gRPC services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every service in this process against a throwaway (or the given) Postgres.
+    Up(UpArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    /// Admin URL of a Postgres server to use instead of a throwaway cluster.
+    /// Each service's role and schema are created in its database.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Address the services listen on.
+    #[arg(long, env = "BACKROOM_HOST", default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port of the account service; inventory and payment take the next two.
+    #[arg(long, env = "BACKROOM_BASE_PORT", default_value_t = 50051)]
+    base_port: u16,
+    #[command(flatten)]
+    telemetry: TelemetryConfig,
+}
+
+/// One service of the suite: its name (= schema) and port offset.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    service: &'static str,
+    port_offset: u16,
+}
+
+const SLOTS: [Slot; 3] = [
+    Slot {
+        service: "account",
+        port_offset: 0,
+    },
+    Slot {
+        service: "inventory",
+        port_offset: 1,
+    },
+    Slot {
+        service: "payment",
+        port_offset: 2,
+    },
+];
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("backroom: cannot start the runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("backroom: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let telemetry = telemetry::init("backroom", &args.telemetry)?;
+
+    // The cluster (if any) lives until the end of this function: dropping it
+    // stops Postgres and removes its directory.
+    let (admin_url, cluster) = match &args.database_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            eprintln!("starting a throwaway Postgres cluster…");
+            let cluster = tokio::task::spawn_blocking(PostgresCluster::start)
+                .await?
+                .context("no DATABASE_URL given and no throwaway cluster could be started")?;
+            let url = cluster.url("backroom");
+            let admin = cluster.url("postgres");
+            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                db::connect(&admin)?.batch_execute("CREATE DATABASE backroom")?;
+                Ok(())
+            })
+            .await??;
+            (url, Some(cluster))
+        }
+    };
+
+    // Provision every service's role and schema. With an external server the
+    // roles get a fresh random password each run; the throwaway cluster
+    // trusts loopback connections.
+    let external = cluster.is_none();
+    let mut servers = Vec::new();
+    for slot in SLOTS {
+        let admin_url = admin_url.clone();
+        let password = external.then(|| uuid::Uuid::new_v4().simple().to_string());
+        let service_url = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+            let mut admin = db::connect(&admin_url)?;
+            db::provision_service(&mut admin, slot.service, password.as_deref())?;
+            db::url_with_credentials(
+                &admin_url,
+                &db::role_name(slot.service),
+                password.as_deref(),
+            )
+        })
+        .await??;
+        let addr = SocketAddr::new(args.host, args.base_port + slot.port_offset);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for {}", slot.service))?;
+        let server = build(slot, &service_url).await?;
+        servers.push((slot, addr, listener, server));
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    eprintln!("\nBackroom is up:");
+    for (slot, addr, listener, server) in servers {
+        eprintln!("  {:<10} {addr}", slot.service);
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let result = server
+                .serve(listener, async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await;
+            (slot.service, result)
+        });
+    }
+    let account = SocketAddr::new(args.host, args.base_port);
+    eprintln!(
+        "\nTry:\n  grpcurl -plaintext {account} list\n  grpcurl -plaintext -d '{{\"service\":\"\"}}' {account} grpc.health.v1.Health/Check\n\nctrl-c stops everything{}.",
+        if external {
+            ""
+        } else {
+            " and removes the throwaway cluster"
+        }
+    );
+
+    tokio::select! {
+        () = shutdown_signal() => {}
+        Some(joined) = tasks.join_next() => {
+            // A server stopped on its own: report it and stop the rest.
+            let (service, result) = joined?;
+            tracing::error!(service, ?result, "server stopped unexpectedly");
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(joined) = tasks.join_next().await {
+        let (service, result) = joined?;
+        if let Err(err) = result {
+            eprintln!("{service}: {err:#}");
+        }
+    }
+    if let Some(cluster) = cluster {
+        tokio::task::spawn_blocking(move || cluster.stop()).await?;
+        eprintln!("throwaway cluster removed");
+    }
+    telemetry.shutdown();
+    Ok(())
+}
+
+/// Builds the server of one slot. Each service issue plugs its service in
+/// here; a slot whose service is not built yet serves health and reflection
+/// only.
+async fn build(slot: Slot, _service_url: &str) -> anyhow::Result<GrpcServer> {
+    let config = ServerConfig::default();
+    match slot.service {
+        "account" | "inventory" | "payment" => Ok(GrpcServer::new(config)),
+        other => anyhow::bail!("unknown service {other}"),
+    }
+}

@@ -1,0 +1,272 @@
+//! Typed configuration from environment variables (and matching command-line
+//! flags), parsed with clap's `env` support so `--help` documents every
+//! variable with its default. Defaults suit local development.
+//!
+//! Variables read by the groups in this module:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `BACKROOM_LISTEN_ADDR` | the service's port on 0.0.0.0 | gRPC listen address |
+//! | `BACKROOM_REQUEST_TIMEOUT_MS` | 30000 | upper bound on any call (a shorter `grpc-timeout` wins) |
+//! | `BACKROOM_CONCURRENCY_LIMIT` | 256 | in-flight calls per process before RESOURCE_EXHAUSTED |
+//! | `BACKROOM_MAX_MESSAGE_BYTES` | 4194304 | largest request or response message |
+//! | `BACKROOM_SHUTDOWN_DELAY_MS` | 0 | after SIGTERM: NOT_SERVING published, still serving, for this long |
+//! | `BACKROOM_DRAIN_TIMEOUT_MS` | 20000 | after the delay: longest wait for in-flight calls |
+//! | `DATABASE_URL` | (required by services) | the service's own Postgres role + database |
+//! | `BACKROOM_DB_POOL_SIZE` | 10 | pooled connections |
+//! | `BACKROOM_DB_POOL_MIN_IDLE` | 2 | connections kept open when idle |
+//! | `BACKROOM_DB_CHECKOUT_TIMEOUT_MS` | 2000 | wait for a pooled connection before UNAVAILABLE |
+//! | `BACKROOM_DB_STATEMENT_TIMEOUT_MS` | 10000 | Postgres `statement_timeout` |
+//! | `RUN_MIGRATIONS` | true | apply pending migrations at start-up |
+//! | `RUST_LOG` | `info` | log filter (tracing `EnvFilter` syntax) |
+//! | `BACKROOM_LOG_FORMAT` | `auto` | `json`, `pretty`, or `auto` (pretty on a terminal) |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | unset | OTLP/gRPC collector; unset disables export |
+//! | `OTEL_SERVICE_NAME` | the binary's service name | `service.name` resource attribute |
+//! | `BACKROOM_METRICS_ADDR` | unset | Prometheus `/metrics` listen address; unset disables |
+
+use std::{fmt, net::SocketAddr, time::Duration};
+
+/// A string that never shows in `Debug`/`Display` output (database URLs with
+/// passwords, signing keys, client secrets).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself: call only where it is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// How the gRPC server listens, limits and shuts down.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerConfig {
+    /// gRPC listen address. Unset: 0.0.0.0 on the service's default port.
+    #[arg(long, env = "BACKROOM_LISTEN_ADDR")]
+    pub listen_addr: Option<SocketAddr>,
+    /// Upper bound on any call, in milliseconds; a shorter client deadline
+    /// (`grpc-timeout`) wins.
+    #[arg(long, env = "BACKROOM_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// Calls in flight across all connections before new ones are shed with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "BACKROOM_CONCURRENCY_LIMIT", default_value_t = 256)]
+    pub concurrency_limit: usize,
+    /// Largest encoded request or response message, in bytes.
+    #[arg(long, env = "BACKROOM_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// After SIGTERM: health says NOT_SERVING but calls are still accepted for
+    /// this long (milliseconds), so load balancers stop routing first.
+    #[arg(long, env = "BACKROOM_SHUTDOWN_DELAY_MS", default_value_t = 0)]
+    pub shutdown_delay_ms: u64,
+    /// After the delay: the longest wait for in-flight calls (milliseconds).
+    #[arg(long, env = "BACKROOM_DRAIN_TIMEOUT_MS", default_value_t = 20_000)]
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: None,
+            request_timeout_ms: 30_000,
+            concurrency_limit: 256,
+            max_message_bytes: 4 * 1024 * 1024,
+            shutdown_delay_ms: 0,
+            drain_timeout_ms: 20_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// [`Self::request_timeout_ms`] as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    /// [`Self::shutdown_delay_ms`] as a duration.
+    pub fn shutdown_delay(&self) -> Duration {
+        Duration::from_millis(self.shutdown_delay_ms)
+    }
+    /// [`Self::drain_timeout_ms`] as a duration.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+    /// The listen address, or 0.0.0.0:`default_port`.
+    pub fn listen_addr_or(&self, default_port: u16) -> SocketAddr {
+        self.listen_addr
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default_port)))
+    }
+}
+
+/// The service's database connection and pool.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DbConfig {
+    /// Postgres URL of the service's own role, e.g.
+    /// `postgres://backroom_account:…@db:5432/backroom`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Secret,
+    /// Pooled connections.
+    #[arg(long, env = "BACKROOM_DB_POOL_SIZE", default_value_t = 10)]
+    pub pool_size: u32,
+    /// Connections kept open while idle.
+    #[arg(long, env = "BACKROOM_DB_POOL_MIN_IDLE", default_value_t = 2)]
+    pub pool_min_idle: u32,
+    /// Wait for a pooled connection before answering UNAVAILABLE (ms).
+    #[arg(long, env = "BACKROOM_DB_CHECKOUT_TIMEOUT_MS", default_value_t = 2_000)]
+    pub checkout_timeout_ms: u64,
+    /// Postgres `statement_timeout` for every pooled connection (ms).
+    #[arg(
+        long,
+        env = "BACKROOM_DB_STATEMENT_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub statement_timeout_ms: u64,
+    /// Apply pending migrations at start-up (the `migrate` subcommand always does).
+    #[arg(long, env = "RUN_MIGRATIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub run_migrations: bool,
+}
+
+impl DbConfig {
+    /// A config for `database_url` with every other value at its default.
+    pub fn for_url(database_url: impl Into<String>) -> Self {
+        Self {
+            database_url: Secret::new(database_url),
+            pool_size: 10,
+            pool_min_idle: 2,
+            checkout_timeout_ms: 2_000,
+            statement_timeout_ms: 10_000,
+            run_migrations: true,
+        }
+    }
+    /// [`Self::checkout_timeout_ms`] as a duration.
+    pub fn checkout_timeout(&self) -> Duration {
+        Duration::from_millis(self.checkout_timeout_ms)
+    }
+    /// [`Self::statement_timeout_ms`] as a duration.
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.statement_timeout_ms)
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable, coloured (development).
+    Pretty,
+    /// Pretty when stderr is a terminal, JSON otherwise.
+    Auto,
+}
+
+/// Logs, traces and metrics.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelemetryConfig {
+    /// Log filter in `tracing_subscriber::EnvFilter` syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+    /// Log line format.
+    #[arg(long, env = "BACKROOM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+    /// OTLP/gRPC endpoint of an OpenTelemetry collector, e.g.
+    /// `http://otel-collector:4317`. Unset: traces are not exported.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of exported traces. Unset: the binary's service name.
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub service_name: Option<String>,
+    /// Listen address of the Prometheus `/metrics` endpoint. Unset: disabled.
+    #[arg(long, env = "BACKROOM_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_filter: "info".into(),
+            log_format: LogFormat::Auto,
+            otlp_endpoint: None,
+            service_name: None,
+            metrics_addr: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Probe {
+        #[command(flatten)]
+        server: ServerConfig,
+        #[command(flatten)]
+        db: DbConfig,
+        #[command(flatten)]
+        telemetry: TelemetryConfig,
+    }
+
+    #[test]
+    fn defaults_suit_development_and_flags_override_them() {
+        let probe = Probe::try_parse_from([
+            "probe",
+            "--database-url",
+            "postgres://u:hunter2@h/db",
+            "--request-timeout-ms",
+            "500",
+            "--run-migrations",
+            "false",
+        ])
+        .unwrap();
+        assert_eq!(probe.server.request_timeout(), Duration::from_millis(500));
+        assert_eq!(probe.server.concurrency_limit, 256);
+        assert_eq!(probe.db.pool_size, 10);
+        assert!(!probe.db.run_migrations);
+        assert_eq!(probe.telemetry.log_format, LogFormat::Auto);
+        assert_eq!(
+            probe.server.listen_addr_or(50051),
+            "0.0.0.0:50051".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let probe = Probe::try_parse_from(["probe", "--database-url", "postgres://u:hunter2@h/db"])
+            .unwrap();
+        assert!(!format!("{probe:?}").contains("hunter2"));
+        assert_eq!(probe.db.database_url.expose(), "postgres://u:hunter2@h/db");
+    }
+
+    #[test]
+    fn a_missing_database_url_is_a_clear_error() {
+        // SAFETY-free: only reads; the variable is not set in the test env.
+        if std::env::var_os("DATABASE_URL").is_none() {
+            let err = Probe::try_parse_from(["probe"]).unwrap_err();
+            assert!(err.to_string().contains("--database-url"));
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Rich gRPC errors: `tonic::Status` carrying `google.rpc` details
+//! (`ErrorInfo` with reason + domain, `BadRequest` field violations), built with
+//! `tonic_types` so every language's client can decode them.
+//!
+//! Each service keeps ONE domain `Error` enum and ONE exhaustive mapping to
+//! [`Status`]; that mapping uses the constructors here so the wire shape of an
+//! error is the same everywhere. Internal causes are logged by
+//! [`internal`], never sent.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of a service, e.g. `backroom.account`.
+pub type Domain = &'static str;
+
+/// A status with an `ErrorInfo { reason, domain, metadata }` detail.
+///
+/// `reason` is a stable `UPPER_SNAKE_CASE` identifier documented in the proto;
+/// clients branch on it, not on the message.
+pub fn with_reason(
+    code: Code,
+    domain: Domain,
+    reason: &str,
+    message: impl Into<String>,
+    metadata: impl IntoIterator<Item = (String, String)>,
+) -> Status {
+    let metadata: HashMap<String, String> = metadata.into_iter().collect();
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, domain, metadata),
+    )
+}
+
+/// One invalid request field: the dotted proto path and why it is invalid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Dotted path of the field in the request, e.g. `card.exp_month`.
+    pub field: String,
+    /// Human-readable reason; never echoes a secret value.
+    pub description: String,
+}
+
+impl FieldViolation {
+    /// A violation of `field`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// `INVALID_ARGUMENT` with a `BadRequest` listing every offending field and an
+/// `ErrorInfo` with reason `INVALID_ARGUMENT`. The message names the fields too,
+/// so a person reading grpcurl output sees them without decoding details.
+pub fn invalid_argument(domain: Domain, violations: &[FieldViolation]) -> Status {
+    let message = violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut details = ErrorDetails::with_error_info("VALIDATION_FAILED", domain, HashMap::new());
+    for violation in violations {
+        details.add_bad_request_violation(&violation.field, &violation.description);
+    }
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+/// `INTERNAL` for a cause the client must not see: the cause is logged with its
+/// chain (at the current span, so it carries the trace id) and the client gets
+/// a fixed message.
+pub fn internal(domain: Domain, cause: &(dyn std::error::Error + 'static)) -> Status {
+    tracing::error!(error = %ErrorChain(cause), "internal error");
+    with_reason(Code::Internal, domain, "INTERNAL", "internal error", [])
+}
+
+/// `UNAVAILABLE`: a dependency (database, another service) is down or
+/// saturated. Safe to retry with backoff.
+pub fn unavailable(domain: Domain, message: impl Into<String>) -> Status {
+    with_reason(
+        Code::Unavailable,
+        domain,
+        "SERVICE_UNAVAILABLE",
+        message,
+        [],
+    )
+}
+
+/// Formats an error with its whole `source()` chain: `a: b: c`.
+#[derive(Debug)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// What a client reads back from a rich status (used by tests and by our own
+/// clients to branch on reasons).
+pub fn reason_of(status: &Status) -> Option<String> {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+}
+
+/// The fields named by a status's `BadRequest` detail.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|bad| {
+            bad.field_violations
+                .iter()
+                .map(|v| v.field.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_carries_every_field_and_names_them_in_the_message() {
+        let status = invalid_argument(
+            "backroom.test",
+            &[
+                FieldViolation::new("email", "must contain @"),
+                FieldViolation::new("password", "too short"),
+            ],
+        );
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(violated_fields(&status), ["email", "password"]);
+        assert!(status.message().contains("email: must contain @"));
+        assert_eq!(reason_of(&status).as_deref(), Some("VALIDATION_FAILED"));
+    }
+
+    #[test]
+    fn internal_never_leaks_the_cause() {
+        let cause = std::io::Error::other("password=hunter2 at db.internal:5432");
+        let status = internal("backroom.test", &cause);
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("hunter2"));
+        assert!(!format!("{:?}", status.details()).contains("hunter2"));
+    }
+
+    #[test]
+    fn error_chain_lists_every_source() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let err = Outer(std::io::Error::other("inner"));
+        assert_eq!(ErrorChain(&err).to_string(), "outer: inner");
+    }
+}

@@ -1,0 +1,20 @@
+//! `backroom-shared`: what every Backroom service shares, so each service
+//! crate holds only its domain.
+//!
+//! Layout:
+//! - [`config`]: typed configuration from environment variables;
+//! - [`server`]: health, reflection, the layer stack, graceful shutdown;
+//! - [`client`]: traced outbound channels;
+//! - [`telemetry`]: logs, traces (OTLP), RED metrics, trace-context layers;
+//! - [`db`]: the r2d2/diesel pool, provisioning, migrations, error mapping;
+//! - [`errors`]: `tonic::Status` with `google.rpc` details;
+//! - [`testing`] (feature `testing`): throwaway Postgres and test servers.
+
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod errors;
+pub mod server;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;

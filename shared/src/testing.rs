@@ -1,0 +1,494 @@
+//! The test kit (feature `testing`): a throwaway Postgres cluster, a fresh
+//! database per test, and servers on `127.0.0.1:0` with connected channels.
+//!
+//! Layout:
+//! - [`PostgresCluster`]: `initdb` + `pg_ctl` from the machine's PostgreSQL
+//!   binaries in a temp dir, on a free loopback port, as user `postgres` when
+//!   running as root (Postgres refuses root). A reaper process removes the
+//!   cluster when the owning process exits, however it exits. `backroom up`
+//!   uses the same type.
+//! - [`shared_cluster`]: one cluster per test process, started on first use,
+//!   unless `BACKROOM_TEST_DATABASE_URL` points at a server to use instead.
+//! - [`TestDb`]: a fresh database per test, so tests run in parallel.
+//! - [`TestServer`]: serves a [`GrpcServer`] on `127.0.0.1:0`.
+
+use std::{
+    net::SocketAddr,
+    os::unix::{fs::MetadataExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{Mutex, OnceLock},
+};
+
+use anyhow::{Context as _, bail};
+use diesel::connection::SimpleConnection as _;
+use diesel_migrations::EmbeddedMigrations;
+
+use crate::{
+    client::{self, ClientConfig, TracedChannel},
+    config::DbConfig,
+    db,
+    server::{GrpcServer, Health},
+};
+
+/// Where PostgreSQL's server binaries are, or why none were found.
+fn find_bindir() -> anyhow::Result<PathBuf> {
+    let has_initdb = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(dir) = std::env::var_os("BACKROOM_PG_BINDIR") {
+        let dir = PathBuf::from(dir);
+        if has_initdb(&dir) {
+            return Ok(dir);
+        }
+        bail!("BACKROOM_PG_BINDIR={} has no initdb/pg_ctl", dir.display());
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if has_initdb(&dir) {
+            return Ok(dir);
+        }
+    }
+    // Debian/Ubuntu keep server binaries off PATH, one dir per major version.
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut versions: Vec<(u32, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let major = e.file_name().to_str()?.parse::<u32>().ok()?;
+                Some((major, e.path().join("bin")))
+            })
+            .filter(|(_, dir)| has_initdb(dir))
+            .collect();
+        versions.sort();
+        if let Some((_, dir)) = versions.pop() {
+            return Ok(dir);
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if has_initdb(&dir) {
+                return Ok(dir);
+            }
+        }
+    }
+    bail!(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found. Install the PostgreSQL \
+         server (Debian/Ubuntu: `apt-get install postgresql`; macOS: `brew install postgresql`), \
+         or set BACKROOM_PG_BINDIR to their directory, or set DATABASE_URL \
+         (BACKROOM_TEST_DATABASE_URL for tests) to use a running server"
+    )
+}
+
+/// Runs commands as `postgres` when we are root, as ourselves otherwise.
+#[derive(Debug, Clone)]
+struct RunAs {
+    as_postgres: bool,
+}
+
+impl RunAs {
+    fn detect() -> Self {
+        // /proc/self is owned by the effective uid.
+        let euid = std::fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .unwrap_or(1);
+        Self {
+            as_postgres: euid == 0,
+        }
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        if self.as_postgres {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(program);
+            cmd
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn shell_prefix(&self) -> &'static str {
+        if self.as_postgres {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        }
+    }
+
+    fn give_dir(&self, dir: &Path) -> anyhow::Result<()> {
+        if self.as_postgres {
+            let id = |flag: &str| -> anyhow::Result<u32> {
+                let out = Command::new("id").args([flag, "postgres"]).output()?;
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse()
+                    .context("running as root, but there is no `postgres` user to run Postgres as")
+            };
+            std::os::unix::fs::chown(dir, Some(id("-u")?), Some(id("-g")?))?;
+        }
+        Ok(())
+    }
+}
+
+fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A throwaway Postgres cluster in a temp dir. Stopped and removed on
+/// [`PostgresCluster::stop`], on drop, or — through the reaper — when the
+/// process exits in any way, including a panic or SIGKILL.
+#[derive(Debug)]
+pub struct PostgresCluster {
+    dir: PathBuf,
+    bindir: PathBuf,
+    run_as: RunAs,
+    port: u16,
+    /// Closing this pipe (our exit) tells the reaper to stop the cluster.
+    reaper_pipe: Option<ChildStdin>,
+    reaper: Option<Child>,
+}
+
+impl PostgresCluster {
+    /// initdb + start. Takes a second or two.
+    pub fn start() -> anyhow::Result<Self> {
+        let bindir = find_bindir()?;
+        let run_as = RunAs::detect();
+        let dir = tempfile::Builder::new()
+            .prefix("backroom-pg-")
+            .tempdir()?
+            .keep();
+        run_as.give_dir(&dir)?;
+        let data = dir.join("data");
+
+        // The reaper first, so even a failed start is cleaned up.
+        let script = format!(
+            "cat >/dev/null; {prefix}'{pg_ctl}' -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{dir}'",
+            prefix = run_as.shell_prefix(),
+            pg_ctl = bindir.join("pg_ctl").display(),
+            data = data.display(),
+            dir = dir.display(),
+        );
+        let mut reaper = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group: a ctrl-c aimed at us must not kill it.
+            .process_group(0)
+            .spawn()
+            .context("cannot spawn the cluster reaper")?;
+        let reaper_pipe = reaper.stdin.take();
+
+        let mut initdb = run_as.command(&bindir.join("initdb"));
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]);
+        let mut cluster = Self {
+            dir,
+            bindir,
+            run_as,
+            port: 0,
+            reaper_pipe,
+            reaper: Some(reaper),
+        };
+        run(initdb, "initdb")?;
+
+        let mut last_error = None;
+        for _ in 0..3 {
+            let port = free_port()?;
+            let options = format!(
+                "-c listen_addresses=127.0.0.1 -p {port} -k '{sock}' -c fsync=off \
+                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=500 \
+                 -c lc_messages=C -c shared_buffers=128MB",
+                sock = cluster.dir.display()
+            );
+            let mut pg_ctl = cluster.run_as.command(&cluster.bindir.join("pg_ctl"));
+            pg_ctl
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(cluster.dir.join("postgres.log"))
+                .args(["-w", "-t", "60", "-o", &options, "start"]);
+            match run(pg_ctl, "pg_ctl start") {
+                Ok(()) => {
+                    cluster.port = port;
+                    return Ok(cluster);
+                }
+                // Most likely the port was taken between probe and bind.
+                Err(err) => last_error = Some(err),
+            }
+        }
+        let log = std::fs::read_to_string(cluster.dir.join("postgres.log")).unwrap_or_default();
+        Err(last_error
+            .unwrap_or_else(|| anyhow::anyhow!("pg_ctl start failed"))
+            .context(log))
+    }
+
+    /// Superuser URL of database `name`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the cluster and removes its directory now.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if self.port != 0 {
+            let mut pg_ctl = self.run_as.command(&self.bindir.join("pg_ctl"));
+            pg_ctl
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-m", "fast", "-w", "stop"]);
+            if let Err(err) = run(pg_ctl, "pg_ctl stop") {
+                eprintln!("{err:#}");
+            }
+            self.port = 0;
+        }
+        // Closing the pipe lets the reaper remove the directory; wait for it
+        // so nothing is left behind when we return.
+        drop(self.reaper_pipe.take());
+        if let Some(mut reaper) = self.reaper.take() {
+            let _ = reaper.wait();
+        }
+    }
+}
+
+impl Drop for PostgresCluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The admin (superuser) URL of the server tests use: the one named by
+/// `BACKROOM_TEST_DATABASE_URL`, or a cluster this process starts on first
+/// use. Statics are never dropped, so the reaper stops that cluster when the
+/// test process exits.
+pub fn admin_url(database: &str) -> String {
+    static CLUSTER: OnceLock<Result<Mutex<PostgresCluster>, String>> = OnceLock::new();
+    if let Ok(url) = std::env::var("BACKROOM_TEST_DATABASE_URL") {
+        let mut url = url::Url::parse(&url).expect("BACKROOM_TEST_DATABASE_URL is not a URL");
+        url.set_path(database);
+        return url.into();
+    }
+    let cluster = CLUSTER.get_or_init(|| {
+        PostgresCluster::start()
+            .map(Mutex::new)
+            .map_err(|err| format!("{err:#}"))
+    });
+    match cluster {
+        // The lock guards nothing but the read of the port.
+        Ok(cluster) => cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .url(database),
+        Err(err) => panic!("cannot start the test Postgres cluster: {err}"),
+    }
+}
+
+/// A fresh, empty database on the test server, named `t_<uuid>`.
+#[derive(Debug, Clone)]
+pub struct TestDb {
+    /// Database name.
+    pub name: String,
+}
+
+impl TestDb {
+    /// Creates the database (on the blocking pool).
+    pub async fn create() -> Self {
+        tokio::task::spawn_blocking(|| {
+            let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+            let mut admin = db::connect(&admin_url("postgres")).expect("connect to test Postgres");
+            admin
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .expect("create test database");
+            Self { name }
+        })
+        .await
+        .expect("create test database task")
+    }
+
+    /// Superuser URL of this database.
+    pub fn admin_url(&self) -> String {
+        admin_url(&self.name)
+    }
+
+    /// Provisions `service`'s role and schema in this database, runs its
+    /// migrations as that role, and returns the config the service connects
+    /// with (a small pool).
+    pub async fn service_config(
+        &self,
+        service: &'static str,
+        migrations: EmbeddedMigrations,
+    ) -> DbConfig {
+        let admin = self.admin_url();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db::connect(&admin).expect("connect as admin");
+            db::provision_service(&mut conn, service, None).expect("provision service");
+            let url = db::url_with_credentials(&admin, &db::role_name(service), None)
+                .expect("service url");
+            let mut conn = db::connect(&url).expect("connect as the service role");
+            db::run_migrations(&mut conn, service, migrations).expect("run migrations");
+            let mut config = DbConfig::for_url(url);
+            config.pool_size = 4;
+            config.pool_min_idle = 1;
+            config
+        })
+        .await
+        .expect("provision task")
+    }
+}
+
+/// A server running on `127.0.0.1:<free port>` with a channel to it.
+#[derive(Debug)]
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// A traced channel to it; wrap it in a generated client.
+    pub channel: TracedChannel,
+    /// Its health handle.
+    pub health: Health,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Binds first, then spawns `server`, so calls made right away queue on
+    /// the listener instead of racing the start.
+    pub async fn spawn(server: GrpcServer) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let health = server.health();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(listener, async {
+            let _ = rx.await;
+        }));
+        let channel = client::channel(&ClientConfig::new(format!("http://{addr}")))
+            .expect("channel to the test server");
+        Self {
+            addr,
+            channel,
+            health,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// `http://addr`, for building more channels.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Begins graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Shuts down gracefully and waits until the server has drained.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.begin_shutdown();
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// The diagnostic `EchoService`: waits `delay`, answers with the message.
+/// Used by the shared crate's tests and as the load generator's bare
+/// transport baseline.
+#[derive(Debug, Clone, Default)]
+pub struct Echo;
+
+/// Longest delay an echo call may ask for.
+const MAX_ECHO_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[tonic::async_trait]
+impl backroom_proto::testing::v1::echo_service_server::EchoService for Echo {
+    async fn echo(
+        &self,
+        request: tonic::Request<backroom_proto::testing::v1::EchoRequest>,
+    ) -> Result<tonic::Response<backroom_proto::testing::v1::EchoResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let delay = echo_delay(request.delay)?;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Ok(tonic::Response::new(
+            backroom_proto::testing::v1::EchoResponse {
+                message: request.message,
+            },
+        ))
+    }
+}
+
+/// Parses an echo request's `delay`: unset is zero; negative or over a minute
+/// is INVALID_ARGUMENT naming the field.
+pub fn echo_delay(
+    delay: Option<prost_types::Duration>,
+) -> Result<std::time::Duration, tonic::Status> {
+    let Some(delay) = delay else {
+        return Ok(std::time::Duration::ZERO);
+    };
+    std::time::Duration::try_from(delay)
+        .ok()
+        .filter(|d| *d <= MAX_ECHO_DELAY)
+        .ok_or_else(|| {
+            crate::errors::invalid_argument(
+                "backroom.testing",
+                &[crate::errors::FieldViolation::new(
+                    "delay",
+                    "must be between 0 and 60 seconds",
+                )],
+            )
+        })
+}
+
+/// A [`GrpcServer`] serving [`Echo`] with `config`.
+pub fn echo_server(config: crate::config::ServerConfig) -> GrpcServer {
+    let max = config.max_message_bytes;
+    GrpcServer::new(config).add_service(
+        backroom_proto::testing::v1::echo_service_server::EchoServiceServer::new(Echo)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+    )
+}

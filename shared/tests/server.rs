@@ -1,0 +1,244 @@
+//! The shared server bootstrap against real servers on 127.0.0.1:0: health,
+//! reflection, graceful shutdown, load shedding and rich errors.
+
+use std::time::Duration;
+
+use backroom_proto::testing::v1::{EchoRequest, echo_service_client::EchoServiceClient};
+use backroom_shared::{
+    config::ServerConfig,
+    errors,
+    testing::{TestServer, echo_server},
+};
+use tokio_stream::StreamExt as _;
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+fn echo_request(message: &str, delay: Duration) -> EchoRequest {
+    EchoRequest {
+        message: message.into(),
+        delay: Some(delay.try_into().unwrap()),
+    }
+}
+
+#[tokio::test]
+async fn health_is_serving_then_flips_to_not_serving_when_shutdown_begins() {
+    // The delay keeps the server accepting calls after NOT_SERVING, which is
+    // the window load balancers need (and the window this test observes).
+    let config = ServerConfig {
+        shutdown_delay_ms: 2_000,
+        ..ServerConfig::default()
+    };
+    let mut server = TestServer::spawn(echo_server(config)).await;
+    let mut health = HealthClient::new(server.channel.clone());
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "backroom.testing.v1.EchoService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next = async || watch.next().await.unwrap().unwrap().status();
+    let mut status = next().await;
+    if status == ServingStatus::NotServing {
+        status = next().await;
+    }
+    assert_eq!(status, ServingStatus::Serving);
+
+    server.begin_shutdown();
+    assert_eq!(next().await, ServingStatus::NotServing);
+    // Still answering during the shutdown delay.
+    let overall = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(overall.status, ServingStatus::NotServing as i32);
+}
+
+#[tokio::test]
+async fn an_in_flight_call_completes_during_graceful_shutdown() {
+    let server = TestServer::spawn(echo_server(ServerConfig::default())).await;
+    let mut client = EchoServiceClient::new(server.channel.clone());
+    // Make sure the connection is up before the slow call starts.
+    client
+        .echo(echo_request("warm", Duration::ZERO))
+        .await
+        .unwrap();
+
+    let slow = tokio::spawn(async move {
+        client
+            .echo(echo_request("slow", Duration::from_millis(700)))
+            .await
+    });
+    // Let the call reach the server before shutdown begins: the health
+    // round trip on the same connection is ordered after the slow request.
+    let mut health = HealthClient::new(server.channel.clone());
+    health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+
+    let drained = tokio::spawn(server.shutdown());
+    let reply = slow.await.unwrap().expect("in-flight call must complete");
+    assert_eq!(reply.into_inner().message, "slow");
+    drained.await.unwrap().expect("server drains cleanly");
+}
+
+#[tokio::test]
+async fn a_rich_error_decodes_on_the_client_with_its_reason_and_field() {
+    let server = TestServer::spawn(echo_server(ServerConfig::default())).await;
+    let mut client = EchoServiceClient::new(server.channel.clone());
+    let status = client
+        .echo(EchoRequest {
+            message: "x".into(),
+            delay: Some(prost_types::Duration {
+                seconds: -1,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        errors::reason_of(&status).as_deref(),
+        Some("VALIDATION_FAILED")
+    );
+    assert_eq!(errors::violated_fields(&status), ["delay"]);
+    assert!(status.message().contains("delay"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn past_the_concurrency_limit_calls_are_shed_with_resource_exhausted() {
+    let config = ServerConfig {
+        concurrency_limit: 1,
+        ..ServerConfig::default()
+    };
+    let server = TestServer::spawn(echo_server(config)).await;
+    let mut client = EchoServiceClient::new(server.channel.clone());
+    client
+        .echo(echo_request("warm", Duration::ZERO))
+        .await
+        .unwrap();
+
+    let mut slow_client = client.clone();
+    let slow = tokio::spawn(async move {
+        slow_client
+            .echo(echo_request("slow", Duration::from_millis(1_500)))
+            .await
+    });
+    // Keep calling until one lands while the slow call holds the only slot.
+    let mut shed = None;
+    for _ in 0..200 {
+        match client.echo(echo_request("fast", Duration::ZERO)).await {
+            Ok(_) => tokio::task::yield_now().await,
+            Err(status) => {
+                shed = Some(status);
+                break;
+            }
+        }
+    }
+    let shed = shed.expect("a call made while the slot is taken must be shed");
+    assert_eq!(shed.code(), Code::ResourceExhausted);
+    assert!(
+        slow.await.unwrap().is_ok(),
+        "the admitted call still completes"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_message_is_rejected_not_buffered() {
+    let config = ServerConfig {
+        max_message_bytes: 1024,
+        ..ServerConfig::default()
+    };
+    let server = TestServer::spawn(echo_server(config)).await;
+    let mut client = EchoServiceClient::new(server.channel.clone());
+    let status = client
+        .echo(echo_request(&"x".repeat(4096), Duration::ZERO))
+        .await
+        .unwrap_err();
+    // tonic answers OUT_OF_RANGE for a message past the decoding limit.
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("too large"), "{status:?}");
+    // The server is still fine afterwards.
+    client
+        .echo(echo_request("ok", Duration::ZERO))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn reflection_lists_our_services_health_and_reflection_in_v1_and_v1alpha() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let server = TestServer::spawn(echo_server(ServerConfig::default())).await;
+
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(server.channel.clone());
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "backroom.testing.v1.EchoService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    // Only what this server serves is advertised.
+    assert_eq!(names.len(), 4, "{names:?}");
+
+    // google.rpc types are describable (grpcurl decodes error details with them).
+    let mut client =
+        v1::server_reflection_client::ServerReflectionClient::new(server.channel.clone());
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "google.rpc.BadRequest".into(),
+            ),
+        ),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses
+        .next()
+        .await
+        .unwrap()
+        .unwrap()
+        .message_response
+        .unwrap();
+    assert!(
+        matches!(
+            response,
+            v1::server_reflection_response::MessageResponse::FileDescriptorResponse(_)
+        ),
+        "{response:?}"
+    );
+}
