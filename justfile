@@ -1,0 +1,36 @@
+# Recipes beyond the README's two commands. `just --list` shows them.
+# (just installs with `pip install rust-just` or `cargo install just --locked`.)
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+buf_version := "1.75.0"
+tools := justfile_directory() / ".ci/.tools"
+
+# Run every service in one process against a throwaway Postgres.
+up:
+    cargo run -p backroom -- up
+
+# Run every test (starts its own Postgres).
+test:
+    cargo test --workspace
+
+# Format all Rust code.
+fmt:
+    cargo fmt --all
+
+# Install buf (npm) into .ci/.tools if it is not there yet.
+buf-install:
+    [ -x "{{tools}}/node_modules/.bin/buf" ] || npm install --silent --no-save --prefix "{{tools}}" "@bufbuild/buf@{{buf_version}}"
+
+# Lint the protos with buf.
+proto-lint: buf-install
+    cd proto && "{{tools}}/node_modules/.bin/buf" lint && "{{tools}}/node_modules/.bin/buf" format --diff --exit-code
+
+# fmt check, clippy with warnings as errors, buf lint.
+lint: proto-lint
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Everything CI runs.
+ci:
+    bash .ci/run
