@@ -34,3 +34,20 @@ lint: proto-lint
 # Everything CI runs.
 ci:
     bash .ci/run
+
+# Regenerate a service's diesel schema.rs from its migrations (needs the
+# diesel CLI: `cargo install diesel_cli --no-default-features --features postgres --locked`
+# and a Postgres admin URL in SCHEMA_DB_URL, default the local server).
+schema svc:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    base="${SCHEMA_DB_URL:-postgres://postgres@127.0.0.1:5432}"
+    db="backroom_schema_{{svc}}"
+    psql "$base/postgres" -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+    psql "$base/$db" -qc "CREATE SCHEMA {{svc}}"
+    url="$base/$db?options=-csearch_path%3D{{svc}}"
+    cd services/{{svc}}
+    diesel migration run --database-url "$url"
+    diesel print-schema --database-url "$url" > /dev/null
+    psql "$base/postgres" -qc "DROP DATABASE $db"
+    cargo fmt -p backroom-{{svc}}

@@ -23,6 +23,8 @@
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | unset | OTLP/gRPC collector; unset disables export |
 //! | `OTEL_SERVICE_NAME` | the binary's service name | `service.name` resource attribute |
 //! | `BACKROOM_METRICS_ADDR` | unset | Prometheus `/metrics` listen address; unset disables |
+//! | `BACKROOM_JWT_ISSUER` | `backroom` | `iss` of every access token |
+//! | `BACKROOM_ACCOUNT_ENDPOINT` | `http://127.0.0.1:50051` | the account service (JWKS, service tokens) |
 
 use std::{fmt, net::SocketAddr, time::Duration};
 
@@ -211,6 +213,27 @@ impl Default for TelemetryConfig {
             otlp_endpoint: None,
             service_name: None,
             metrics_addr: None,
+        }
+    }
+}
+
+/// Who issues tokens and where their verification keys come from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthConfig {
+    /// `iss` of every access token; verifiers reject any other.
+    #[arg(long, env = "BACKROOM_JWT_ISSUER", default_value = "backroom")]
+    pub jwt_issuer: String,
+    /// The account service, `http://host:port`: verifiers fetch its JWKS,
+    /// services redeem their client credentials there.
+    #[arg(long, env = "BACKROOM_ACCOUNT_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    pub account_endpoint: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_issuer: "backroom".into(),
+            account_endpoint: "http://127.0.0.1:50051".into(),
         }
     }
 }

@@ -159,15 +159,18 @@ impl From<diesel::ConnectionError> for DbError {
 /// Sets per-connection session parameters when r2d2 opens a connection.
 #[derive(Debug, Clone)]
 struct SessionSetup {
+    schema: String,
     statement_timeout: Duration,
 }
 
 impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSetup {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
-        // A runaway statement is cancelled by the server instead of holding a
-        // pooled connection (and a blocking thread) forever.
+        // The service's own schema first, whatever the role's defaults are;
+        // and a runaway statement is cancelled by the server instead of
+        // holding a pooled connection (and a blocking thread) forever.
         conn.batch_execute(&format!(
-            "SET statement_timeout = {}",
+            "SET search_path TO {}; SET statement_timeout = {}",
+            self.schema,
             self.statement_timeout.as_millis()
         ))
         .map_err(diesel::r2d2::Error::QueryError)
@@ -206,7 +209,11 @@ impl Pool {
     /// opened in the background, and a checkout that finds none within the
     /// checkout timeout is [`DbError::Unavailable`]. The server's health
     /// probe decides when the service is SERVING.
-    pub fn new(config: &DbConfig) -> Self {
+    ///
+    /// `schema` is the service's schema; every connection's `search_path`
+    /// starts with it.
+    pub fn new(config: &DbConfig, schema: &str) -> Self {
+        debug_assert!(check_identifier(schema).is_ok(), "schema names are [a-z_]+");
         let manager = ConnectionManager::<PgConnection>::new(config.database_url.expose());
         let inner = r2d2::Pool::builder()
             .max_size(config.pool_size)
@@ -217,6 +224,7 @@ impl Pool {
             .test_on_check_out(false)
             .connection_timeout(config.checkout_timeout())
             .connection_customizer(Box::new(SessionSetup {
+                schema: schema.to_owned(),
                 statement_timeout: config.statement_timeout(),
             }))
             .error_handler(Box::new(TracingErrorHandler))
@@ -235,10 +243,13 @@ impl Pool {
 
     /// Runs blocking diesel work on tokio's blocking pool with a pooled
     /// connection, inside the caller's tracing span.
-    pub async fn run<T, F>(&self, work: F) -> Result<T, DbError>
+    /// The error type is the caller's (a service's domain error, or
+    /// `tonic::Status`) as long as a [`DbError`] converts into it.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
-        F: FnOnce(&mut PgConnection) -> Result<T, DbError> + Send + 'static,
+        F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: From<DbError> + Send + 'static,
     {
         let pool = self.clone();
         blocking(move || {
@@ -256,7 +267,7 @@ impl Pool {
         F: Fn(&mut PgConnection) -> Result<T, DbError> + Send + 'static,
         T: Send + 'static,
     {
-        self.run(move |conn| {
+        self.run(move |conn: &mut PgConnection| {
             let mut attempt = 1;
             loop {
                 match conn.transaction(&work) {
@@ -273,7 +284,7 @@ impl Pool {
 
     /// True when a connection can be checked out and answers `SELECT 1`.
     pub async fn is_healthy(&self) -> bool {
-        self.run(|conn| Ok(conn.batch_execute("SELECT 1")?))
+        self.run(|conn| Ok::<_, DbError>(conn.batch_execute("SELECT 1")?))
             .await
             .is_ok()
     }
@@ -281,10 +292,11 @@ impl Pool {
 
 /// Runs blocking work on tokio's blocking pool inside the current span (a bare
 /// `spawn_blocking` would start a new trace).
-pub async fn blocking<T, F>(work: F) -> Result<T, DbError>
+pub async fn blocking<T, E, F>(work: F) -> Result<T, E>
 where
-    F: FnOnce() -> Result<T, DbError> + Send + 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
     T: Send + 'static,
+    E: From<DbError> + Send + 'static,
 {
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || span.in_scope(work))
@@ -338,9 +350,10 @@ pub fn provision_service(
     Ok(())
 }
 
-/// Runs `migrations` inside schema `schema` (the diesel bookkeeping table
-/// lives there too), holding an advisory lock so concurrent runners wait for
-/// each other instead of racing.
+/// Runs the shared migrations ([`crate::idempotency::MIGRATIONS`]) and then
+/// the service's `migrations` inside schema `schema` (the diesel bookkeeping
+/// table lives there too), holding an advisory lock so concurrent runners
+/// wait for each other instead of racing. Returns the versions applied.
 pub fn run_migrations(
     conn: &mut PgConnection,
     schema: &str,
@@ -350,10 +363,18 @@ pub fn run_migrations(
     conn.batch_execute(&format!(
         "SET search_path TO {schema}; SELECT pg_advisory_lock(hashtext('backroom-migrate-{schema}'));"
     ))?;
-    let result = conn
-        .run_pending_migrations(migrations)
-        .map(|applied| applied.iter().map(ToString::to_string).collect())
-        .map_err(|err| DbError::Other(anyhow::anyhow!("migration failed: {err}")));
+    let mut applied = Vec::new();
+    let mut result = Ok(());
+    for set in [crate::idempotency::MIGRATIONS, migrations] {
+        match conn.run_pending_migrations(set) {
+            Ok(versions) => applied.extend(versions.iter().map(ToString::to_string)),
+            Err(err) => {
+                result = Err(DbError::Other(anyhow::anyhow!("migration failed: {err}")));
+                break;
+            }
+        }
+    }
+    let result = result.map(|()| applied);
     conn.batch_execute(&format!(
         "SELECT pg_advisory_unlock(hashtext('backroom-migrate-{schema}'))"
     ))?;

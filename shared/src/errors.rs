@@ -53,16 +53,55 @@ impl FieldViolation {
     }
 }
 
+/// Collects field violations while parsing a request, so one response names
+/// every bad field at once.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Keeps `result`'s value, or records its violation and returns `None`.
+    pub fn check<T>(&mut self, result: Result<T, FieldViolation>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(violation) => {
+                self.0.push(violation);
+                None
+            }
+        }
+    }
+
+    /// Records a violation.
+    pub fn push(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    /// Adds several violations.
+    pub fn extend(&mut self, violations: impl IntoIterator<Item = FieldViolation>) {
+        self.0.extend(violations);
+    }
+
+    /// `Err` with every violation, if any.
+    pub fn finish(self) -> Result<(), Vec<FieldViolation>> {
+        if self.0.is_empty() { Ok(()) } else { Err(self.0) }
+    }
+}
+
 /// `INVALID_ARGUMENT` with a `BadRequest` listing every offending field and an
 /// `ErrorInfo` with reason `INVALID_ARGUMENT`. The message names the fields too,
 /// so a person reading grpcurl output sees them without decoding details.
 pub fn invalid_argument(domain: Domain, violations: &[FieldViolation]) -> Status {
+    invalid_argument_with_reason(domain, "VALIDATION_FAILED", violations)
+}
+
+/// `INVALID_ARGUMENT` with a specific `ErrorInfo` reason (e.g.
+/// `UNKNOWN_AUDIENCE`) and the `BadRequest` field violations.
+pub fn invalid_argument_with_reason(domain: Domain, reason: &str, violations: &[FieldViolation]) -> Status {
     let message = violations
         .iter()
         .map(|v| format!("{}: {}", v.field, v.description))
         .collect::<Vec<_>>()
         .join("; ");
-    let mut details = ErrorDetails::with_error_info("VALIDATION_FAILED", domain, HashMap::new());
+    let mut details = ErrorDetails::with_error_info(reason, domain, HashMap::new());
     for violation in violations {
         details.add_bad_request_violation(&violation.field, &violation.description);
     }

@@ -2,18 +2,26 @@
 //! crate holds only its domain.
 //!
 //! Layout:
+//! - [`auth`]: bearer-token verification layer, callers, service tokens;
 //! - [`config`]: typed configuration from environment variables;
 //! - [`server`]: health, reflection, the layer stack, graceful shutdown;
 //! - [`client`]: traced outbound channels;
 //! - [`telemetry`]: logs, traces (OTLP), RED metrics, trace-context layers;
 //! - [`db`]: the r2d2/diesel pool, provisioning, migrations, error mapping;
 //! - [`errors`]: `tonic::Status` with `google.rpc` details;
+//! - [`idempotency`]: AIP-155 request ids, stored with the mutation;
+//! - [`paging`]: AIP-158 page sizes and tokens;
+//! - [`clock`]: injectable time;
 //! - [`testing`] (feature `testing`): throwaway Postgres and test servers.
 
+pub mod auth;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod errors;
+pub mod idempotency;
+pub mod paging;
 pub mod server;
 pub mod telemetry;
 #[cfg(feature = "testing")]

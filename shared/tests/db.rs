@@ -29,12 +29,12 @@ async fn migrations_land_in_the_service_schema_and_another_role_cannot_read_them
     let alpha = test_db.service_config("alpha", ALPHA).await;
     let beta = test_db.service_config("beta", BETA).await;
 
-    let alpha_pool = Pool::new(&alpha);
-    let beta_pool = Pool::new(&beta);
+    let alpha_pool = Pool::new(&alpha, "alpha");
+    let beta_pool = Pool::new(&beta, "beta");
     alpha_pool
         .run(|conn| {
             conn.batch_execute("INSERT INTO alpha.widgets (label) VALUES ('mine')")?;
-            Ok(())
+            Ok::<_, DbError>(())
         })
         .await
         .unwrap();
@@ -47,7 +47,7 @@ async fn migrations_land_in_the_service_schema_and_another_role_cannot_read_them
                 n: i64,
             }
             let rows: Vec<Count> = sql_query("SELECT count(*) AS n FROM widgets").load(conn)?;
-            Ok(rows[0].n)
+            Ok::<_, DbError>(rows[0].n)
         })
         .await
         .unwrap();
@@ -59,7 +59,7 @@ async fn migrations_land_in_the_service_schema_and_another_role_cannot_read_them
         "CREATE TABLE alpha.intruder (id int)",
     ] {
         let err = beta_pool
-            .run(move |conn| Ok(conn.batch_execute(statement)?))
+            .run(move |conn| Ok::<_, DbError>(conn.batch_execute(statement)?))
             .await
             .unwrap_err();
         assert!(
@@ -98,7 +98,10 @@ impl EchoService for SlowQuery {
         let delay = backroom_shared::testing::echo_delay(request.delay)?;
         self.pool
             .run(move |conn| {
-                Ok(conn.batch_execute(&format!("SELECT pg_sleep({})", delay.as_secs_f64()))?)
+                Ok::<_, DbError>(conn.batch_execute(&format!(
+                    "SELECT pg_sleep({})",
+                    delay.as_secs_f64()
+                ))?)
             })
             .await
             .map_err(|err| err.into_status("backroom.testing"))?;
@@ -117,7 +120,7 @@ async fn an_exhausted_pool_answers_unavailable_within_the_checkout_timeout() {
         checkout_timeout_ms: 300,
         ..test_db.service_config("alpha", ALPHA).await
     };
-    let pool = Pool::new(&config);
+    let pool = Pool::new(&config, "alpha");
     assert!(pool.is_healthy().await);
     let server = TestServer::spawn(
         GrpcServer::new(ServerConfig::default())

@@ -1,0 +1,813 @@
+//! The tonic `AccountService`: parse the request into domain values, check
+//! who may do it, run the domain operation, convert back. The one exhaustive
+//! `Error` → `Status` mapping is [`status`].
+
+use backroom_proto::account::v1::{
+    self as pb, account_service_server::AccountService,
+};
+use backroom_shared::{
+    auth::{Caller, ROLE_ADMIN, ROLE_CUSTOMER, audience},
+    clock::to_timestamp,
+    errors::{FieldViolation, Violations, internal, invalid_argument, invalid_argument_with_reason, with_reason},
+    idempotency::{self, IdempotencyKey},
+    paging::{PageRequest, fingerprint as page_fingerprint},
+};
+use chrono::{DateTime, Utc};
+use diesel::PgConnection;
+use tonic::{Code, Request, Response, Status};
+use tracing::instrument;
+use uuid::Uuid;
+
+use crate::{
+    DOMAIN, Deps,
+    db::{
+        models::{Account, AddressRow},
+        repo::{self, AccountChanges, AccountFilter, Rotation},
+    },
+    domain::{
+        AccountRef, AddressFields, Email, Error, MAX_DISPLAY_NAME, NewAddress, Password, account_name,
+        address_name, etag, parse_address_name, parse_roles, required_text, tokens,
+    },
+};
+
+/// The service implementation.
+#[derive(Debug, Clone)]
+pub struct AccountApi {
+    deps: Deps,
+}
+
+impl AccountApi {
+    /// Wraps the service's dependencies.
+    pub fn new(deps: Deps) -> Self {
+        Self { deps }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.deps.clock.now()
+    }
+
+    /// Runs `work` in a transaction guarded by the request id (AIP-155).
+    async fn idempotent<R, F>(&self, key: Option<IdempotencyKey>, fingerprint: Vec<u8>, work: F) -> Result<R, Status>
+    where
+        R: prost::Message + Default + Send + 'static,
+        F: FnOnce(&mut PgConnection, DateTime<Utc>) -> Result<R, Error> + Send + 'static,
+    {
+        let now = self.now();
+        self.deps
+            .pool
+            .run(move |conn| {
+                Ok::<_, Error>(idempotency::run(conn, DOMAIN, key.as_ref(), &fingerprint, now, |conn| {
+                    work(conn, now).map_err(status)
+                }))
+            })
+            .await
+            .map_err(status)?
+    }
+
+    /// Runs read or single-statement work on the pool.
+    async fn db<T, F>(&self, work: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut PgConnection) -> Result<T, Error> + Send + 'static,
+    {
+        self.deps.pool.run(work).await.map_err(status)
+    }
+
+    /// A new session for `account`: an access token for every audience and
+    /// a refresh token of `family` (already stored by the caller).
+    fn session(&self, account: &Account, refresh_token: String, now: DateTime<Utc>) -> Result<pb::Session, Status> {
+        let (access_token, access_expires) = self
+            .deps
+            .issuer
+            .issue(
+                account_name(account.id),
+                account.roles.clone(),
+                audience::ALL.iter().map(|a| (*a).to_owned()).collect(),
+                now,
+            )
+            .map_err(status)?;
+        Ok(pb::Session {
+            access_token,
+            access_token_expire_time: Some(to_timestamp(access_expires)),
+            refresh_token,
+            refresh_token_expire_time: Some(to_timestamp(now + self.deps.refresh_ttl)),
+            token_type: "Bearer".into(),
+            account: account_name(account.id),
+        })
+    }
+}
+
+fn validation(violations: Vec<FieldViolation>) -> Status {
+    invalid_argument(DOMAIN, &violations)
+}
+
+/// The one mapping of domain errors to statuses; exhaustive on purpose.
+fn status(err: Error) -> Status {
+    let reason = |code: Code, reason: &str, message: &str| with_reason(code, DOMAIN, reason, message, []);
+    match err {
+        Error::Validation(violations) => validation(violations),
+        Error::EmailTaken => reason(Code::AlreadyExists, "EMAIL_TAKEN", "an account with this email already exists"),
+        Error::InvalidCredentials => reason(Code::Unauthenticated, "INVALID_CREDENTIALS", "invalid email or password"),
+        Error::WrongCurrentPassword => invalid_argument_with_reason(
+            DOMAIN,
+            "INVALID_CREDENTIALS",
+            &[FieldViolation::new("current_password", "is not the current password")],
+        ),
+        Error::Locked { until, retry_after } => with_reason(
+            Code::PermissionDenied,
+            DOMAIN,
+            "ACCOUNT_LOCKED",
+            format!("too many failed logins; try again in {retry_after} s"),
+            [
+                ("retry_after".to_owned(), retry_after.to_string()),
+                ("lock_expire_time".to_owned(), until.to_rfc3339()),
+            ],
+        ),
+        Error::Disabled => reason(Code::PermissionDenied, "ACCOUNT_DISABLED", "the account is disabled"),
+        Error::InvalidRefreshToken => reason(Code::Unauthenticated, "INVALID_REFRESH_TOKEN", "unknown refresh token"),
+        Error::RefreshTokenReused => reason(
+            Code::Unauthenticated,
+            "REFRESH_TOKEN_REUSED",
+            "refresh token already used; the session is revoked, log in again",
+        ),
+        Error::RefreshTokenExpired => reason(Code::Unauthenticated, "REFRESH_TOKEN_EXPIRED", "refresh token expired"),
+        Error::SessionRevoked => reason(Code::Unauthenticated, "SESSION_REVOKED", "the session was revoked"),
+        Error::AccountNotFound(name) => with_reason(
+            Code::NotFound,
+            DOMAIN,
+            "ACCOUNT_NOT_FOUND",
+            format!("{name} not found"),
+            [("name".to_owned(), name)],
+        ),
+        Error::AddressNotFound(name) => with_reason(
+            Code::NotFound,
+            DOMAIN,
+            "ADDRESS_NOT_FOUND",
+            format!("{name} not found"),
+            [("name".to_owned(), name)],
+        ),
+        Error::EtagMismatch => reason(Code::Aborted, "ETAG_MISMATCH", "the account changed since it was read; re-read and retry"),
+        Error::CannotDisableSelf => reason(Code::FailedPrecondition, "CANNOT_DISABLE_SELF", "admins cannot disable their own account"),
+        Error::AddressLimitReached => reason(Code::FailedPrecondition, "ADDRESS_LIMIT_REACHED", "the account already has 20 addresses"),
+        Error::InvalidClient => reason(Code::Unauthenticated, "INVALID_CLIENT", "invalid client credentials"),
+        Error::UnknownAudience => invalid_argument_with_reason(
+            DOMAIN,
+            "UNKNOWN_AUDIENCE",
+            &[FieldViolation::new(
+                "audience",
+                "must be backroom.account, backroom.inventory or backroom.payment",
+            )],
+        ),
+        Error::Db(err) => err.into_status(DOMAIN),
+        Error::Internal(err) => internal(DOMAIN, err.as_ref()),
+    }
+}
+
+fn account_to_proto(account: &Account, now: DateTime<Utc>) -> pb::Account {
+    pb::Account {
+        name: account_name(account.id),
+        email: account.email.as_str().to_owned(),
+        display_name: account.display_name.clone(),
+        roles: account.roles.clone(),
+        state: if account.disabled {
+            pb::AccountState::Disabled
+        } else {
+            pb::AccountState::Active
+        } as i32,
+        lock_expire_time: account.failures.lock_at(now).map(to_timestamp),
+        disable_reason: account.disable_reason.clone(),
+        create_time: Some(to_timestamp(account.created_at)),
+        update_time: Some(to_timestamp(account.updated_at)),
+        etag: etag(account.version),
+    }
+}
+
+fn address_to_proto(row: &AddressRow) -> pb::Address {
+    pb::Address {
+        name: address_name(row.account_id, row.id),
+        recipient: row.recipient.clone(),
+        line1: row.line1.clone(),
+        line2: row.line2.clone(),
+        city: row.city.clone(),
+        region: row.region.clone(),
+        postal_code: row.postal_code.clone(),
+        country_code: row.country_code.clone(),
+        create_time: Some(to_timestamp(row.created_at)),
+    }
+}
+
+/// Parses the request id of a mutation into the violations.
+fn request_key(
+    violations: &mut Violations,
+    request_id: &str,
+    method: &'static str,
+    caller: Option<&Caller>,
+) -> Option<IdempotencyKey> {
+    violations
+        .check(IdempotencyKey::parse(request_id, method, caller))
+        .flatten()
+}
+
+/// Parses a UUID sort key out of a page request.
+fn page_after(page: &PageRequest) -> Result<Option<Uuid>, Status> {
+    page.after
+        .as_deref()
+        .map(|after| {
+            Uuid::try_parse(after)
+                .map_err(|_| validation(vec![FieldViolation::new("page_token", "is not a token this API issued")]))
+        })
+        .transpose()
+}
+
+#[tonic::async_trait]
+impl AccountService for AccountApi {
+    #[instrument(skip_all)]
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::Account>, Status> {
+        let caller = Caller::maybe(&request);
+        let req = request.into_inner();
+        let mut violations = Violations::default();
+        let email = violations.check(Email::parse("email", &req.email));
+        let password = violations.check(Password::parse("password", &req.password, email.as_ref()));
+        let display_name = violations.check(required_text("display_name", &req.display_name, MAX_DISPLAY_NAME));
+        let key = request_key(&mut violations, &req.request_id, "Register", caller.as_ref());
+        violations.finish().map_err(validation)?;
+        let (Some(email), Some(password), Some(display_name)) = (email, password, display_name) else {
+            unreachable!("no violations means every field parsed");
+        };
+        let fingerprint = idempotency::fingerprint(&pb::RegisterRequest {
+            email: email.as_str().to_owned(),
+            display_name: display_name.clone(),
+            ..Default::default()
+        });
+        let hash = self.deps.hasher.hash(&password).await.map_err(status)?;
+        let account = self
+            .idempotent(key, fingerprint, move |conn, now| {
+                let account = repo::insert_account(conn, &email, &display_name, &hash, &[ROLE_CUSTOMER], now)?;
+                Ok(account_to_proto(&account, now))
+            })
+            .await?;
+        tracing::info!(account = %account.name, "account registered");
+        Ok(Response::new(account))
+    }
+
+    #[instrument(skip_all)]
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::Session>, Status> {
+        let req = request.into_inner();
+        let mut violations = Violations::default();
+        let email = violations.check(Email::parse("email", &req.email));
+        let password = violations.check(Password::presented("password", &req.password));
+        violations.finish().map_err(validation)?;
+        let (Some(email), Some(password)) = (email, password) else {
+            unreachable!("no violations means every field parsed");
+        };
+        let found = self.db(move |conn| repo::find_by_email(conn, &email)).await?;
+        let now = self.now();
+        if let Some((account, _)) = &found
+            && let Some(until) = account.failures.lock_at(now)
+        {
+            return Err(status(Error::locked(until, now)));
+        }
+        // Always one hash, account or not: same answer, similar time.
+        let verified = self
+            .deps
+            .hasher
+            .verify(&password, found.as_ref().map(|(_, hash)| hash.as_str()))
+            .await
+            .map_err(status)?;
+        let Some((account, _)) = found else {
+            return Err(status(Error::InvalidCredentials));
+        };
+        if !verified.matches {
+            let policy = self.deps.lockout;
+            let id = account.id;
+            let failures = self
+                .db(move |conn| repo::record_login_failure(conn, id, &policy, now))
+                .await?;
+            if failures.lock_at(now).is_some() {
+                tracing::warn!(account = %account_name(id), "account locked after repeated login failures");
+            }
+            return Err(status(Error::InvalidCredentials));
+        }
+        if account.disabled {
+            return Err(status(Error::Disabled));
+        }
+        let rehash = if verified.needs_rehash {
+            Some(self.deps.hasher.hash(&password).await.map_err(status)?)
+        } else {
+            None
+        };
+        let (refresh_token, refresh_hash) = tokens::new_refresh_token();
+        let expires = now + self.deps.refresh_ttl;
+        let id = account.id;
+        self.db(move |conn| repo::start_session(conn, id, rehash.as_deref(), &refresh_hash, expires, now))
+            .await?;
+        Ok(Response::new(self.session(&account, refresh_token, now)?))
+    }
+
+    #[instrument(skip_all)]
+    async fn refresh_session(
+        &self,
+        request: Request<pb::RefreshSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let req = request.into_inner();
+        if req.refresh_token.is_empty() || req.refresh_token.len() > 256 {
+            return Err(validation(vec![FieldViolation::new("refresh_token", "is required (at most 256 characters)")]));
+        }
+        let presented = tokens::hash_refresh_token(&req.refresh_token);
+        let (refresh_token, refresh_hash) = tokens::new_refresh_token();
+        let now = self.now();
+        let ttl = self.deps.refresh_ttl;
+        let rotation = self
+            .db(move |conn| repo::rotate_refresh_token(conn, &presented, &refresh_hash, ttl, now))
+            .await?;
+        match rotation {
+            Rotation::Rotated(account) => Ok(Response::new(self.session(&account, refresh_token, now)?)),
+            Rotation::Rejected(err) => Err(status(err)),
+        }
+    }
+
+    #[instrument(skip_all)]
+    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        if req.refresh_token.is_empty() || req.refresh_token.len() > 256 {
+            return Err(validation(vec![FieldViolation::new("refresh_token", "is required (at most 256 characters)")]));
+        }
+        let presented = tokens::hash_refresh_token(&req.refresh_token);
+        let now = self.now();
+        self.db(move |conn| repo::revoke_family_of(conn, &presented, now)).await?;
+        Ok(Response::new(()))
+    }
+
+    #[instrument(skip_all)]
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<()>, Status> {
+        let caller = Caller::of(&request)?;
+        let req = request.into_inner();
+        let mut violations = Violations::default();
+        let account = violations.check(AccountRef::parse("name", &req.name));
+        let current = violations.check(Password::presented("current_password", &req.current_password));
+        let key = request_key(&mut violations, &req.request_id, "ChangePassword", Some(&caller));
+        // The policy check needs the email; the length bounds apply already.
+        let new_shape = violations.check(Password::parse("new_password", &req.new_password, None));
+        if req.new_password == req.current_password && !req.new_password.is_empty() {
+            violations.push("new_password", "must differ from the current password");
+        }
+        violations.finish().map_err(validation)?;
+        let (Some(account), Some(current), Some(_)) = (account, current, new_shape) else {
+            unreachable!("no violations means every field parsed");
+        };
+        let id = account.resolve("name", &caller).map_err(status)?;
+        // Only the owner: an admin resets nobody's password by knowing it.
+        if caller.account_id() != Some(id) {
+            caller.require_owner_or_admin(id)?;
+            if !caller.is_admin() || caller.account_id() != Some(id) {
+                return Err(with_reason(
+                    Code::PermissionDenied,
+                    DOMAIN,
+                    "ACCESS_DENIED",
+                    "only the owner can change a password",
+                    [("required".to_owned(), "owner".to_owned())],
+                ));
+            }
+        }
+        let (stored_account, stored_hash) = self
+            .db(move |conn| repo::password_hash_for_update(conn, id))
+            .await?;
+        let now = self.now();
+        if let Some(until) = stored_account.failures.lock_at(now) {
+            return Err(status(Error::locked(until, now)));
+        }
+        let new_password = Password::parse("new_password", &req.new_password, Some(&stored_account.email))
+            .map_err(|v| validation(vec![v]))?;
+        let verified = self
+            .deps
+            .hasher
+            .verify(&current, Some(&stored_hash))
+            .await
+            .map_err(status)?;
+        if !verified.matches {
+            let policy = self.deps.lockout;
+            self.db(move |conn| repo::record_login_failure(conn, id, &policy, now)).await?;
+            return Err(status(Error::WrongCurrentPassword));
+        }
+        let new_hash = self.deps.hasher.hash(&new_password).await.map_err(status)?;
+        let fingerprint = idempotency::fingerprint(&pb::ChangePasswordRequest {
+            name: account_name(id),
+            ..Default::default()
+        });
+        self.idempotent(key, fingerprint, move |conn, now| {
+            repo::set_password(conn, id, &new_hash, now)?;
+            Ok(())
+        })
+        .await?;
+        tracing::info!(account = %account_name(id), "password changed; sessions revoked");
+        Ok(Response::new(()))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_account(&self, request: Request<pb::GetAccountRequest>) -> Result<Response<pb::Account>, Status> {
+        let caller = Caller::of(&request)?;
+        let req = request.into_inner();
+        let account = AccountRef::parse("name", &req.name).map_err(|v| validation(vec![v]))?;
+        let id = account.resolve("name", &caller).map_err(status)?;
+        caller.require_owner_admin_or_service(id)?;
+        let account = self.db(move |conn| repo::get_account(conn, id)).await?;
+        Ok(Response::new(account_to_proto(&account, self.now())))
+    }
+
+    #[instrument(skip_all)]
+    async fn update_account(
+        &self,
+        request: Request<pb::UpdateAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        let caller = Caller::of(&request)?;
+        let req = request.into_inner();
+        let mut violations = Violations::default();
+        let key = request_key(&mut violations, &req.request_id, "UpdateAccount", Some(&caller));
+        let Some(account) = req.account else {
+            violations.push("account", "is required");
+            return Err(validation(violations.finish().err().unwrap_or_default()));
+        };
+        let target = violations.check(AccountRef::parse("account.name", &account.name));
+        let paths = req.update_mask.map(|mask| mask.paths).unwrap_or_default();
+        if paths.is_empty() {
+            violations.push("update_mask", "name at least one field: display_name, roles");
+        }
+        let mut changes = AccountChanges::default();
+        for path in &paths {
+            match path.as_str() {
+                "display_name" => {
+                    changes.display_name =
+                        violations.check(required_text("account.display_name", &account.display_name, MAX_DISPLAY_NAME));
+                }
+                "roles" => changes.roles = violations.check(parse_roles("account.roles", &account.roles)),
+                other => violations.push("update_mask", format!("unknown or immutable field {other:?}")),
+            }
+        }
+        let expected_version = if account.etag.is_empty() {
+            None
+        } else {
+            let version = account
+                .etag
+                .trim_matches('"')
+                .parse::<i64>()
+                .ok();
+            if version.is_none() {
+                violations.push("account.etag", "is not an etag this API issued");
+            }
+            version
+        };
+        violations.finish().map_err(validation)?;
+        let Some(target) = target else {
+            unreachable!("no violations means the name parsed");
+        };
+        let id = target.resolve("account.name", &caller).map_err(status)?;
+        caller.require_owner_or_admin(id)?;
+        if changes.roles.is_some() {
+            caller.require_role(ROLE_ADMIN)?;
+        }
+        let fingerprint = idempotency::fingerprint(&pb::UpdateAccountRequest {
+            account: Some(pb::Account {
+                name: account_name(id),
+                display_name: changes.display_name.clone().unwrap_or_default(),
+                roles: changes.roles.clone().unwrap_or_default(),
+                etag: account.etag.clone(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask { paths }),
+            request_id: String::new(),
+        });
+        let updated = self
+            .idempotent(key, fingerprint, move |conn, now| {
+                let account = repo::update_account(conn, id, expected_version, changes, now)?;
+                Ok(account_to_proto(&account, now))
+            })
+            .await?;
+        Ok(Response::new(updated))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_accounts(
+        &self,
+        request: Request<pb::ListAccountsRequest>,
+    ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.require_role(ROLE_ADMIN)?;
+        let req = request.into_inner();
+        let mut violations = Violations::default();
+        let disabled = match pb::AccountState::try_from(req.state) {
+            Ok(pb::AccountState::Unspecified) => None,
+            Ok(pb::AccountState::Active) => Some(false),
+            Ok(pb::AccountState::Disabled) => Some(true),
+            Err(_) => {
+                violations.push("state", "unknown state");
+                None
+            }
+        };
+        let prefix = req.email_prefix.trim().to_lowercase();
+        if prefix.len() > 254 {
+            violations.push("email_prefix", "must be at most 254 characters");
+        }
+        let page = violations.check(
+            PageRequest::parse(
+                req.page_size,
+                &req.page_token,
+                page_fingerprint(&[&req.state.to_string(), &prefix]),
+            )
+            .map_err(|mut v| v.remove(0)),
+        );
+        violations.finish().map_err(validation)?;
+        let Some(page) = page else {
+            unreachable!("no violations means the page parsed");
+        };
+        let after = page_after(&page)?;
+        let filter = AccountFilter {
+            disabled,
+            email_prefix: (!prefix.is_empty()).then_some(prefix),
+        };
+        let lookup = page.clone();
+        let rows = self
+            .db(move |conn| repo::list_accounts(conn, &filter, &lookup, after))
+            .await?;
+        let (rows, next_page_token) = page.finish(rows, |a| a.id.to_string());
+        let now = self.now();
+        Ok(Response::new(pb::ListAccountsResponse {
+            accounts: rows.iter().map(|a| account_to_proto(a, now)).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn disable_account(
+        &self,
+        request: Request<pb::DisableAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.require_role(ROLE_ADMIN)?;
+        let req = request.into_inner();
+        let mut violations = Violations::default();
+        let target = violations.check(AccountRef::parse("name", &req.name));
+        let reason = violations.check(required_text("reason", &req.reason, 500));
+        let key = request_key(&mut violations, &req.request_id, "DisableAccount", Some(&caller));
+        violations.finish().map_err(validation)?;
+        let (Some(target), Some(reason)) = (target, reason) else {
+            unreachable!("no violations means every field parsed");
+        };
+        let id = target.resolve("name", &caller).map_err(status)?;
+        if caller.account_id() == Some(id) {
+            return Err(status(Error::CannotDisableSelf));
+        }
+        let fingerprint = idempotency::fingerprint(&pb::DisableAccountRequest {
+            name: account_name(id),
+            reason: reason.clone(),
+            request_id: String::new(),
+        });
+        let account = self
+            .idempotent(key, fingerprint, move |conn, now| {
+                let account = repo::set_disabled(conn, id, true, &reason, now)?;
+                Ok(account_to_proto(&account, now))
+            })
+            .await?;
+        tracing::info!(account = %account.name, "account disabled");
+        Ok(Response::new(account))
+    }
+
+    #[instrument(skip_all)]
+    async fn enable_account(
+        &self,
+        request: Request<pb::EnableAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        let caller = Caller::of(&request)?;
+        caller.require_role(ROLE_ADMIN)?;
+        let req = request.into_inner();
+        let mut violations = Violations::default();
+        let target = violations.check(AccountRef::parse("name", &req.name));
+        let key = request_key(&mut violations, &req.request_id, "EnableAccount", Some(&caller));
+        violations.finish().map_err(validation)?;
+        let Some(target) = target else {
+            unreachable!("no violations means the name parsed");
+        };
+        let id = target.resolve("name", &caller).map_err(status)?;
+        let fingerprint = idempotency::fingerprint(&pb::EnableAccountRequest {
+            name: account_name(id),
+            request_id: String::new(),
+        });
+        let account = self
+            .idempotent(key, fingerprint, move |conn, now| {
+                let account = repo::set_disabled(conn, id, false, "", now)?;
+                Ok(account_to_proto(&account, now))
+            })
+            .await?;
+        Ok(Response::new(account))
+    }
+
+    #[instrument(skip_all)]
+    async fn create_address(
+        &self,
+        request: Request<pb::CreateAddressRequest>,
+    ) -> Result<Response<pb::Address>, Status> {
+        let caller = Caller::of(&request)?;
+        let req = request.into_inner();
+        let mut violations = Violations::default();
+        let parent = violations.check(AccountRef::parse("parent", &req.parent));
+        let key = request_key(&mut violations, &req.request_id, "CreateAddress", Some(&caller));
+        let address = match &req.address {
+            Some(a) => NewAddress::parse(
+                "address",
+                AddressFields {
+                    recipient: &a.recipient,
+                    line1: &a.line1,
+                    line2: &a.line2,
+                    city: &a.city,
+                    region: &a.region,
+                    postal_code: &a.postal_code,
+                    country_code: &a.country_code,
+                },
+                &mut violations,
+            ),
+            None => {
+                violations.push("address", "is required");
+                None
+            }
+        };
+        violations.finish().map_err(validation)?;
+        let (Some(parent), Some(address)) = (parent, address) else {
+            unreachable!("no violations means every field parsed");
+        };
+        let account_id = parent.resolve("parent", &caller).map_err(status)?;
+        caller.require_owner_or_admin(account_id)?;
+        let fingerprint = idempotency::fingerprint(&pb::CreateAddressRequest {
+            parent: account_name(account_id),
+            address: req.address.map(|mut a| {
+                a.name.clear();
+                a.create_time = None;
+                a
+            }),
+            request_id: String::new(),
+        });
+        let created = self
+            .idempotent(key, fingerprint, move |conn, now| {
+                let row = AddressRow::new(Uuid::now_v7(), account_id, address, now);
+                Ok(address_to_proto(&repo::insert_address(conn, &row)?))
+            })
+            .await?;
+        Ok(Response::new(created))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_address(&self, request: Request<pb::GetAddressRequest>) -> Result<Response<pb::Address>, Status> {
+        let caller = Caller::of(&request)?;
+        let req = request.into_inner();
+        let (account, address) = parse_address_name("name", &req.name).map_err(|v| validation(vec![v]))?;
+        let account_id = account.resolve("name", &caller).map_err(status)?;
+        caller.require_owner_admin_or_service(account_id)?;
+        let row = self.db(move |conn| repo::get_address(conn, account_id, address)).await?;
+        Ok(Response::new(address_to_proto(&row)))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_addresses(
+        &self,
+        request: Request<pb::ListAddressesRequest>,
+    ) -> Result<Response<pb::ListAddressesResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let req = request.into_inner();
+        let mut violations = Violations::default();
+        let parent = violations.check(AccountRef::parse("parent", &req.parent));
+        let page = violations.check(
+            PageRequest::parse(req.page_size, &req.page_token, page_fingerprint(&[&req.parent]))
+                .map_err(|mut v| v.remove(0)),
+        );
+        violations.finish().map_err(validation)?;
+        let (Some(parent), Some(page)) = (parent, page) else {
+            unreachable!("no violations means every field parsed");
+        };
+        let account_id = parent.resolve("parent", &caller).map_err(status)?;
+        caller.require_owner_or_admin(account_id)?;
+        let after = page_after(&page)?;
+        let lookup = page.clone();
+        let rows = self
+            .db(move |conn| repo::list_addresses(conn, account_id, &lookup, after))
+            .await?;
+        let (rows, next_page_token) = page.finish(rows, |r| r.id.to_string());
+        Ok(Response::new(pb::ListAddressesResponse {
+            addresses: rows.iter().map(address_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn delete_address(&self, request: Request<pb::DeleteAddressRequest>) -> Result<Response<()>, Status> {
+        let caller = Caller::of(&request)?;
+        let req = request.into_inner();
+        let mut violations = Violations::default();
+        let name = violations.check(parse_address_name("name", &req.name));
+        let key = request_key(&mut violations, &req.request_id, "DeleteAddress", Some(&caller));
+        violations.finish().map_err(validation)?;
+        let Some((account, address)) = name else {
+            unreachable!("no violations means the name parsed");
+        };
+        let account_id = account.resolve("name", &caller).map_err(status)?;
+        caller.require_owner_or_admin(account_id)?;
+        let fingerprint = idempotency::fingerprint(&pb::DeleteAddressRequest {
+            name: address_name(account_id, address),
+            request_id: String::new(),
+        });
+        self.idempotent(key, fingerprint, move |conn, _now| {
+            repo::delete_address(conn, account_id, address)
+        })
+        .await?;
+        Ok(Response::new(()))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::Jwks>, Status> {
+        let keys = self
+            .deps
+            .issuer
+            .keys()
+            .public_keys()
+            .into_iter()
+            .map(|key| pb::Jwk {
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x: key.x,
+                kid: key.kid,
+                alg: "EdDSA".into(),
+                r#use: "sig".into(),
+            })
+            .collect();
+        Ok(Response::new(pb::Jwks { keys }))
+    }
+
+    #[instrument(skip_all)]
+    async fn issue_service_token(
+        &self,
+        request: Request<pb::IssueServiceTokenRequest>,
+    ) -> Result<Response<pb::ServiceToken>, Status> {
+        let req = request.into_inner();
+        let mut violations = Violations::default();
+        if req.client_id.is_empty() || req.client_id.len() > 100 {
+            violations.push("client_id", "is required (at most 100 characters)");
+        }
+        let secret = violations.check(Password::presented("client_secret", &req.client_secret));
+        if req.audience.is_empty() {
+            violations.push("audience", "is required");
+        }
+        violations.finish().map_err(validation)?;
+        let Some(secret) = secret else {
+            unreachable!("no violations means the secret parsed");
+        };
+        if !audience::ALL.contains(&req.audience.as_str()) {
+            return Err(status(Error::UnknownAudience));
+        }
+        let stored = self
+            .deps
+            .clients
+            .iter()
+            .find(|(id, _)| *id == req.client_id)
+            .map(|(_, hash)| hash.as_str());
+        // Unknown clients cost a hash too: no oracle for valid client ids.
+        let verified = self.deps.hasher.verify(&secret, stored).await.map_err(status)?;
+        if !verified.matches {
+            return Err(status(Error::InvalidClient));
+        }
+        let now = self.now();
+        let (access_token, expires) = self
+            .deps
+            .issuer
+            .issue(
+                format!("services/{}", req.client_id),
+                vec![backroom_shared::auth::ROLE_SERVICE.to_owned()],
+                vec![req.audience],
+                now,
+            )
+            .map_err(status)?;
+        Ok(Response::new(pb::ServiceToken {
+            access_token,
+            expire_time: Some(to_timestamp(expires)),
+            token_type: "Bearer".into(),
+        }))
+    }
+}
+
+/// Deletes idempotency keys past their retention, every ten minutes.
+pub async fn purge_idempotency_keys(deps: Deps) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = deps.clock.now();
+        match deps
+            .pool
+            .run(move |conn| idempotency::purge_expired(conn, now))
+            .await
+        {
+            Ok(purged) if purged > 0 => tracing::info!(purged, "expired request ids purged"),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(%err, "purging request ids failed"),
+        }
+    }
+}

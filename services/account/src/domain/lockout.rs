@@ -1,0 +1,128 @@
+//! The failed-login policy: `max_failures` failures within `window` lock the
+//! account; each consecutive lock waits twice as long as the one before
+//! (`base_lock`, 2×, 4×, … capped at `max_lock`); a successful login resets
+//! everything.
+
+use chrono::{DateTime, Duration, Utc};
+
+/// The policy's knobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Failures that trigger a lock.
+    pub max_failures: i32,
+    /// The window the failures must fall in.
+    pub window: Duration,
+    /// The first lock's length.
+    pub base_lock: Duration,
+    /// The longest lock.
+    pub max_lock: Duration,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            window: Duration::minutes(15),
+            base_lock: Duration::minutes(1),
+            max_lock: Duration::hours(1),
+        }
+    }
+}
+
+/// The lockout counters stored with an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoginFailures {
+    /// Failures in the current window.
+    pub count: i32,
+    /// When the current window started.
+    pub window_start: Option<DateTime<Utc>>,
+    /// Locked until this time, if set and in the future.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// Consecutive locks so far.
+    pub lock_count: i32,
+}
+
+impl LoginFailures {
+    /// The lock in force at `now`, if any.
+    pub fn lock_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.locked_until.filter(|until| *until > now)
+    }
+}
+
+impl LockoutPolicy {
+    /// The counters after one more failure at `now`.
+    pub fn after_failure(&self, mut state: LoginFailures, now: DateTime<Utc>) -> LoginFailures {
+        let in_window = state.window_start.is_some_and(|start| now - start < self.window);
+        if in_window {
+            state.count += 1;
+        } else {
+            state.count = 1;
+            state.window_start = Some(now);
+        }
+        if state.count >= self.max_failures {
+            let doubling = u32::try_from(state.lock_count.clamp(0, 20)).unwrap_or(20);
+            let wait = self
+                .base_lock
+                .checked_mul(1 << doubling)
+                .unwrap_or(self.max_lock)
+                .min(self.max_lock);
+            state.locked_until = Some(now + wait);
+            state.lock_count += 1;
+            state.count = 0;
+            state.window_start = None;
+        }
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_failures_in_the_window_lock_for_a_growing_wait() {
+        let policy = LockoutPolicy::default();
+        let t0 = Utc::now();
+        let mut state = LoginFailures::default();
+        for i in 0..4 {
+            state = policy.after_failure(state, t0 + Duration::seconds(i));
+            assert_eq!(state.lock_at(t0), None);
+        }
+        state = policy.after_failure(state, t0 + Duration::seconds(4));
+        assert_eq!(state.lock_at(t0 + Duration::seconds(5)), Some(t0 + Duration::seconds(64)));
+
+        // The next lock waits twice as long.
+        let t1 = t0 + Duration::minutes(2);
+        for i in 0..5 {
+            state = policy.after_failure(state, t1 + Duration::seconds(i));
+        }
+        assert_eq!(state.locked_until, Some(t1 + Duration::seconds(4) + Duration::minutes(2)));
+    }
+
+    #[test]
+    fn failures_outside_the_window_start_a_new_count() {
+        let policy = LockoutPolicy::default();
+        let t0 = Utc::now();
+        let mut state = LoginFailures::default();
+        for i in 0..4 {
+            state = policy.after_failure(state, t0 + Duration::minutes(i));
+        }
+        state = policy.after_failure(state, t0 + Duration::minutes(20));
+        assert_eq!(state.count, 1);
+        assert_eq!(state.locked_until, None);
+    }
+
+    #[test]
+    fn the_wait_is_capped() {
+        let policy = LockoutPolicy::default();
+        let state = LoginFailures {
+            count: 4,
+            window_start: Some(Utc::now()),
+            locked_until: None,
+            lock_count: 30,
+        };
+        let now = Utc::now();
+        let after = policy.after_failure(state, now);
+        assert_eq!(after.locked_until, Some(now + Duration::hours(1)));
+    }
+}

@@ -1,0 +1,104 @@
+//! The account domain: values that are valid by construction, the
+//! service's one [`Error`] enum, and the policies (passwords, lockout,
+//! tokens) the repository and API apply.
+//!
+//! Layout: [`values`] (emails, passwords, names, addresses, roles),
+//! [`passwords`] (Argon2id on the bounded blocking pool), [`tokens`]
+//! (signing keys, JWTs, refresh tokens), [`lockout`] (failed-login policy).
+
+pub mod lockout;
+pub mod passwords;
+pub mod tokens;
+pub mod values;
+
+use backroom_shared::{db::DbError, errors::FieldViolation};
+use chrono::{DateTime, Utc};
+
+pub use values::*;
+
+/// Everything an account operation can fail with. Mapped to a gRPC status in
+/// exactly one place (`api.rs`), exhaustively.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input, one violation per field.
+    #[error("invalid request: {0:?}")]
+    Validation(Vec<FieldViolation>),
+    /// Register with an email that is already registered.
+    #[error("email already registered")]
+    EmailTaken,
+    /// Unknown email or wrong password (indistinguishable on purpose).
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// ChangePassword with a wrong current password.
+    #[error("current password is wrong")]
+    WrongCurrentPassword,
+    /// Too many failed logins; locked until then.
+    #[error("account locked until {until}")]
+    Locked {
+        /// When the lock ends.
+        until: DateTime<Utc>,
+        /// Whole seconds until then.
+        retry_after: i64,
+    },
+    /// An admin disabled the account.
+    #[error("account disabled")]
+    Disabled,
+    /// The refresh token is unknown.
+    #[error("unknown refresh token")]
+    InvalidRefreshToken,
+    /// The refresh token was already rotated: its family is now revoked.
+    #[error("refresh token reused")]
+    RefreshTokenReused,
+    /// The refresh token passed its expiry.
+    #[error("refresh token expired")]
+    RefreshTokenExpired,
+    /// The token's family was revoked.
+    #[error("session revoked")]
+    SessionRevoked,
+    /// No such account.
+    #[error("account {0} not found")]
+    AccountNotFound(String),
+    /// No such address.
+    #[error("address {0} not found")]
+    AddressNotFound(String),
+    /// The etag sent with an update is stale.
+    #[error("etag mismatch")]
+    EtagMismatch,
+    /// An admin tried to disable their own account.
+    #[error("cannot disable own account")]
+    CannotDisableSelf,
+    /// The account already has the maximum number of addresses.
+    #[error("address limit reached")]
+    AddressLimitReached,
+    /// Unknown client id or wrong secret.
+    #[error("invalid client credentials")]
+    InvalidClient,
+    /// A service token was asked for an audience that does not exist.
+    #[error("unknown audience")]
+    UnknownAudience,
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Anything else unexpected (hashing or signing failures).
+    #[error(transparent)]
+    Internal(anyhow::Error),
+}
+
+impl From<diesel::result::Error> for Error {
+    fn from(err: diesel::result::Error) -> Self {
+        Error::Db(err.into())
+    }
+}
+
+impl Error {
+    /// The lock in force at `now`.
+    pub fn locked(until: DateTime<Utc>, now: DateTime<Utc>) -> Self {
+        let retry_after = (until - now).num_seconds().max(1);
+        Error::Locked { until, retry_after }
+    }
+
+    /// A single field violation.
+    pub fn field(field: &str, description: impl Into<String>) -> Self {
+        Error::Validation(vec![FieldViolation::new(field, description)])
+    }
+}

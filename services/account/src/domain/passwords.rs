@@ -1,0 +1,152 @@
+//! Argon2id password hashing on tokio's blocking pool, bounded to one hash
+//! per core: NOTES.md measured ~3× the CPU per hash when dozens of 19 MiB
+//! hashes run at once, so excess requests wait for a permit instead.
+
+use std::sync::Arc;
+
+use argon2::{Algorithm, Argon2, PasswordHash, PasswordHasher as _, PasswordVerifier as _, Params, Version};
+use tokio::sync::Semaphore;
+
+use super::{Error, Password};
+
+/// The parameters every new hash uses (OWASP's Argon2id minimum).
+pub fn default_params() -> Params {
+    // Constant, valid parameters: m=19 MiB, t=2, p=1.
+    Params::new(19_456, 2, 1, None).expect("valid Argon2 parameters")
+}
+
+/// The outcome of checking a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// The password matches.
+    pub matches: bool,
+    /// The stored hash uses other parameters than today's: rehash it.
+    pub needs_rehash: bool,
+}
+
+/// Hashes and verifies passwords; see the module docs.
+#[derive(Clone)]
+pub struct Hasher {
+    params: Params,
+    permits: Arc<Semaphore>,
+    /// Verified against when the account does not exist, so an unknown
+    /// email costs the same time as a wrong password.
+    dummy_hash: Arc<str>,
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hasher")
+            .field("params", &self.params)
+            .field("permits", &self.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+fn argon2(params: Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+impl Hasher {
+    /// A hasher with `params`, at most `parallelism` hashes at once
+    /// (default: the number of cores). Blocking: computes the dummy hash.
+    pub fn new(params: Params, parallelism: Option<usize>) -> anyhow::Result<Self> {
+        let parallelism = parallelism
+            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+            .unwrap_or(2)
+            .max(1);
+        let dummy = argon2(params.clone())
+            .hash_password(b"backroom dummy password for timing")
+            .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
+            .to_string();
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(parallelism)),
+            dummy_hash: dummy.into(),
+        })
+    }
+
+    /// Hashes `password` into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
+    pub async fn hash(&self, password: &Password) -> Result<String, Error> {
+        let params = self.params.clone();
+        let password = password.clone();
+        self.on_pool(move || {
+            argon2(params)
+                .hash_password(password.expose())
+                .map(|hash| hash.to_string())
+                .map_err(|e| Error::Internal(anyhow::anyhow!("argon2 hash: {e}")))
+        })
+        .await
+    }
+
+    /// Checks `password` against `stored` (a PHC string), or against the
+    /// dummy hash when there is no account, so both paths cost one hash.
+    pub async fn verify(&self, password: &Password, stored: Option<&str>) -> Result<Verified, Error> {
+        let exists = stored.is_some();
+        let stored: Arc<str> = stored.map_or_else(|| self.dummy_hash.clone(), Arc::from);
+        let password = password.clone();
+        let current = self.params.clone();
+        self.on_pool(move || {
+            let hash = PasswordHash::new(&stored)
+                .map_err(|e| Error::Internal(anyhow::anyhow!("stored hash unreadable: {e}")))?;
+            let params = Params::try_from(&hash)
+                .map_err(|e| Error::Internal(anyhow::anyhow!("stored hash params: {e}")))?;
+            // Verify with the parameters the hash was made with.
+            let matches = argon2(params.clone())
+                .verify_password(password.expose(), &hash)
+                .is_ok();
+            let needs_rehash = hash.algorithm.as_str() != "argon2id"
+                || params.m_cost() != current.m_cost()
+                || params.t_cost() != current.t_cost()
+                || params.p_cost() != current.p_cost();
+            Ok(Verified {
+                matches: matches && exists,
+                needs_rehash,
+            })
+        })
+        .await
+    }
+
+    async fn on_pool<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| Error::Internal(anyhow::anyhow!("hasher closed: {e}")))?;
+        backroom_shared::db::blocking(work).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn password(raw: &str) -> Password {
+        Password::presented("password", raw).unwrap()
+    }
+
+    #[tokio::test]
+    async fn hashes_are_argon2id_phc_strings_that_verify() {
+        let hasher = Hasher::new(default_params(), None).unwrap();
+        let hash = hasher.hash(&password("correct horse battery")).await.unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+        let ok = hasher.verify(&password("correct horse battery"), Some(&hash)).await.unwrap();
+        assert_eq!(ok, Verified { matches: true, needs_rehash: false });
+        let wrong = hasher.verify(&password("wrong horse battery"), Some(&hash)).await.unwrap();
+        assert!(!wrong.matches);
+        let missing = hasher.verify(&password("correct horse battery"), None).await.unwrap();
+        assert!(!missing.matches, "no account never matches, even the dummy's password");
+    }
+
+    #[tokio::test]
+    async fn hashes_with_old_parameters_ask_for_a_rehash() {
+        let old = Hasher::new(Params::new(8_192, 1, 1, None).unwrap(), None).unwrap();
+        let hash = old.hash(&password("correct horse battery")).await.unwrap();
+        let current = Hasher::new(default_params(), None).unwrap();
+        let verified = current.verify(&password("correct horse battery"), Some(&hash)).await.unwrap();
+        assert_eq!(verified, Verified { matches: true, needs_rehash: true });
+    }
+}

@@ -1,0 +1,212 @@
+//! `backroom-account`: identities, passwords, sessions, service tokens,
+//! shipping addresses, and the keys that sign every Backroom access token.
+//!
+//! Layout:
+//! - [`api`]: the tonic `AccountService` impl, the only place proto ⇄ domain
+//!   conversions and `Error` → `Status` happen;
+//! - [`domain`]: values, the `Error` enum, password hashing, tokens, lockout;
+//! - [`db`]: diesel schema, rows, repository functions;
+//! - [`AccountConfig`] and [`server`]: how `main` and `backroom up` build it.
+
+pub mod api;
+pub mod db;
+pub mod domain;
+
+use std::{path::PathBuf, sync::Arc};
+
+use backroom_proto::account::v1::account_service_server::AccountServiceServer;
+use backroom_shared::{
+    auth::{AuthLayer, Verifier, audience},
+    clock::SharedClock,
+    config::{AuthConfig, Secret, ServerConfig},
+    db::Pool,
+    errors::Domain,
+    server::GrpcServer,
+};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+
+use crate::domain::{
+    Email, Password,
+    lockout::LockoutPolicy,
+    passwords::{Hasher, default_params},
+    tokens::{SigningKeys, TokenIssuer},
+};
+
+/// The service's name, schema and role suffix.
+pub const SERVICE: &str = "account";
+/// `ErrorInfo.domain` of every error.
+pub const DOMAIN: Domain = "backroom.account";
+/// Default gRPC port.
+pub const DEFAULT_PORT: u16 = 50051;
+/// The service's migrations (run after the shared ones, in schema `account`).
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// RPCs callable without a token.
+pub const PUBLIC_METHODS: [&str; 6] = [
+    "/backroom.account.v1.AccountService/Register",
+    "/backroom.account.v1.AccountService/Login",
+    "/backroom.account.v1.AccountService/RefreshSession",
+    "/backroom.account.v1.AccountService/Logout",
+    "/backroom.account.v1.AccountService/GetJwks",
+    "/backroom.account.v1.AccountService/IssueServiceToken",
+];
+
+/// Account-specific configuration (see the README's table).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AccountConfig {
+    /// One or more PKCS#8 PEM Ed25519 private keys, concatenated: the first
+    /// signs, all are published in the JWKS.
+    #[arg(long, env = "BACKROOM_JWT_SIGNING_KEYS", hide_env_values = true)]
+    pub jwt_signing_keys: Option<Secret>,
+    /// A file holding the same (a mounted Kubernetes Secret).
+    #[arg(long, env = "BACKROOM_JWT_SIGNING_KEYS_FILE")]
+    pub jwt_signing_keys_file: Option<PathBuf>,
+    /// Lifetime of access and service tokens, seconds.
+    #[arg(long, env = "BACKROOM_ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_token_ttl_secs: i64,
+    /// Lifetime of a refresh token, seconds.
+    #[arg(long, env = "BACKROOM_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl_secs: i64,
+    /// Service principals: `client_id:secret` pairs separated by commas.
+    #[arg(long, env = "BACKROOM_SERVICE_CLIENTS", hide_env_values = true)]
+    pub service_clients: Option<Secret>,
+    /// Email of an admin account created (or promoted) at start-up.
+    #[arg(long, env = "BACKROOM_BOOTSTRAP_ADMIN_EMAIL")]
+    pub bootstrap_admin_email: Option<String>,
+    /// Its password (used only when the account is created).
+    #[arg(long, env = "BACKROOM_BOOTSTRAP_ADMIN_PASSWORD", hide_env_values = true)]
+    pub bootstrap_admin_password: Option<Secret>,
+}
+
+impl AccountConfig {
+    /// A config with `signing_keys_pem` and every other value at its default.
+    pub fn with_keys(signing_keys_pem: String) -> Self {
+        Self {
+            jwt_signing_keys: Some(Secret::new(signing_keys_pem)),
+            jwt_signing_keys_file: None,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            service_clients: None,
+            bootstrap_admin_email: None,
+            bootstrap_admin_password: None,
+        }
+    }
+
+    fn signing_keys(&self) -> anyhow::Result<SigningKeys> {
+        let pem = match (&self.jwt_signing_keys, &self.jwt_signing_keys_file) {
+            (Some(pem), _) => pem.expose().to_owned(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+            (None, None) => anyhow::bail!(
+                "no signing key: set BACKROOM_JWT_SIGNING_KEYS (PKCS#8 PEM Ed25519) or BACKROOM_JWT_SIGNING_KEYS_FILE"
+            ),
+        };
+        SigningKeys::from_pem(&pem)
+    }
+}
+
+/// Everything the service needs beyond the database, built once.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// The pool of the `account` schema.
+    pub pool: Pool,
+    /// Where "now" comes from.
+    pub clock: SharedClock,
+    /// Argon2id hashing.
+    pub hasher: Hasher,
+    /// Token signing.
+    pub issuer: TokenIssuer,
+    /// Refresh-token lifetime.
+    pub refresh_ttl: chrono::Duration,
+    /// Failed-login policy.
+    pub lockout: LockoutPolicy,
+    /// Service principals: client id → Argon2 hash of its secret.
+    pub clients: Arc<Vec<(String, String)>>,
+}
+
+impl Deps {
+    /// Parses keys, hashes client secrets (secrets are kept only hashed).
+    pub async fn new(
+        auth: &AuthConfig,
+        config: &AccountConfig,
+        pool: Pool,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
+        let hasher = backroom_shared::db::blocking(|| {
+            Hasher::new(default_params(), None).map_err(backroom_shared::db::DbError::Other)
+        })
+        .await?;
+        let issuer = TokenIssuer::new(
+            config.signing_keys()?,
+            auth.jwt_issuer.clone(),
+            chrono::Duration::seconds(config.access_token_ttl_secs),
+        );
+        let mut clients = Vec::new();
+        if let Some(list) = &config.service_clients {
+            for pair in list.expose().split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let (id, secret) = pair
+                    .split_once(':')
+                    .filter(|(id, secret)| !id.is_empty() && !secret.is_empty())
+                    .ok_or_else(|| anyhow::anyhow!("BACKROOM_SERVICE_CLIENTS: expected client_id:secret pairs"))?;
+                let secret = Password::presented("client_secret", secret)
+                    .map_err(|v| anyhow::anyhow!("BACKROOM_SERVICE_CLIENTS: secret of {id} {}", v.description))?;
+                let hash = hasher.hash(&secret).await?;
+                clients.push((id.to_owned(), hash));
+            }
+        }
+        Ok(Self {
+            pool,
+            clock,
+            hasher,
+            issuer,
+            refresh_ttl: chrono::Duration::seconds(config.refresh_token_ttl_secs),
+            lockout: LockoutPolicy::default(),
+            clients: Arc::new(clients),
+        })
+    }
+}
+
+/// Creates or promotes the bootstrap admin from config; returns its email
+/// when configured.
+pub async fn bootstrap_admin(deps: &Deps, config: &AccountConfig) -> anyhow::Result<Option<String>> {
+    let (Some(email), Some(password)) = (&config.bootstrap_admin_email, &config.bootstrap_admin_password) else {
+        return Ok(None);
+    };
+    let email = Email::parse("BACKROOM_BOOTSTRAP_ADMIN_EMAIL", email).map_err(|v| anyhow::anyhow!("{}: {}", v.field, v.description))?;
+    let password = Password::parse("BACKROOM_BOOTSTRAP_ADMIN_PASSWORD", password.expose(), Some(&email))
+        .map_err(|v| anyhow::anyhow!("{}: {}", v.field, v.description))?;
+    let hash = deps.hasher.hash(&password).await?;
+    let now = deps.clock.now();
+    let stored = email.clone();
+    let created = deps
+        .pool
+        .run(move |conn| db::repo::ensure_admin(conn, &stored, &hash, now))
+        .await?;
+    tracing::info!(email = email.as_str(), created, "bootstrap admin ready");
+    Ok(Some(email.as_str().to_owned()))
+}
+
+/// The account gRPC server: the service, the auth layer (verifying with the
+/// service's own keys), and a readiness probe on the database.
+pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
+    let verifier = Arc::new(Verifier::with_keys(
+        deps.issuer.issuer(),
+        audience::ACCOUNT,
+        &deps.issuer.keys().public_keys(),
+    ));
+    let max = config.max_message_bytes;
+    let pool = deps.pool.clone();
+    let purge = deps.clone();
+    tokio::spawn(async move { api::purge_idempotency_keys(purge).await });
+    GrpcServer::new(config)
+        .with_layer(AuthLayer::new(verifier, DOMAIN, &PUBLIC_METHODS))
+        .with_health_probe(Arc::new(move || {
+            let pool = pool.clone();
+            Box::pin(async move { pool.is_healthy().await })
+        }))
+        .add_service(
+            AccountServiceServer::new(api::AccountApi::new(deps))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+}
