@@ -33,8 +33,9 @@ For the base and every overlay under deploy/k8s/overlays/ it
      - the Kubernetes recommended labels on workloads, pod templates and
        Services; HPA targets exist and own the replica count; PDBs select
        pods; every object is in the overlay's namespace.
-Prints one summary line per render; exits 1 on any violation (each printed
-with the object it concerns), 2 if a tool is missing.
+Prints one summary line per render and a closing `deploy-check: N passed,
+N failed`; exits 1 on any violation (each printed with the object it
+concerns), 2 if a tool is missing.
 """
 
 from __future__ import annotations
@@ -742,6 +743,8 @@ def main() -> int:
         failed |= bool(report.violations)
         status = f"FAIL ({len(report.violations)} violations)" if report.violations else "PASS"
         print(f"{status} {report.name}: " + "; ".join(report.facts))
+    n_failed = sum(1 for r in reports if r.violations)
+    print(f"deploy-check: {len(reports) - n_failed} passed, {n_failed} failed")
     return 1 if failed else 0
 
 

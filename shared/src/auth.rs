@@ -122,9 +122,13 @@ impl Caller {
     /// The caller of `request`, or UNAUTHENTICATED when the method was called
     /// without a token (public methods that still need a caller).
     pub fn of<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
-        request.extensions().get::<Caller>().cloned().ok_or_else(|| {
-            Status::unauthenticated("this call needs `authorization: Bearer <token>` metadata")
-        })
+        request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| {
+                Status::unauthenticated("this call needs `authorization: Bearer <token>` metadata")
+            })
     }
 
     /// The caller if the request carried a valid token.
@@ -254,8 +258,9 @@ pub struct PublicKey {
 }
 
 /// Fetches the current public keys (the account service's GetJwks).
-pub type KeyFetcher =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<PublicKey>>> + Send>> + Send + Sync>;
+pub type KeyFetcher = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<PublicKey>>> + Send>> + Send + Sync,
+>;
 
 /// Least time between two refetches triggered by unknown kids, so a stream of
 /// forged kids cannot turn the verifier into a JWKS flooder.
@@ -335,10 +340,16 @@ impl Verifier {
     }
 
     /// A verifier reading the JWKS from the account service at `channel`.
-    pub fn from_account_service(issuer: &str, audience: &str, channel: crate::client::TracedChannel) -> Self {
+    pub fn from_account_service(
+        issuer: &str,
+        audience: &str,
+        channel: crate::client::TracedChannel,
+    ) -> Self {
         let fetch: KeyFetcher = Arc::new(move || {
             let mut client =
-                backroom_proto::account::v1::account_service_client::AccountServiceClient::new(channel.clone());
+                backroom_proto::account::v1::account_service_client::AccountServiceClient::new(
+                    channel.clone(),
+                );
             Box::pin(async move {
                 let jwks = client
                     .get_jwks(backroom_proto::account::v1::GetJwksRequest {})
@@ -360,7 +371,10 @@ impl Verifier {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::EdDSA {
-            return Err(TokenError::Invalid(format!("algorithm {:?} not allowed", header.alg)));
+            return Err(TokenError::Invalid(format!(
+                "algorithm {:?} not allowed",
+                header.alg
+            )));
         }
         let kid = header
             .kid
@@ -374,7 +388,11 @@ impl Verifier {
             .ok_or_else(|| TokenError::Invalid(format!("unknown kid {kid}")))
     }
 
-    async fn verify_with_known(&self, kid: &str, token: &str) -> Result<Option<Claims>, TokenError> {
+    async fn verify_with_known(
+        &self,
+        kid: &str,
+        token: &str,
+    ) -> Result<Option<Claims>, TokenError> {
         let keys = self.keys.read().await;
         let Some(key) = keys.get(kid) else {
             return Ok(None);
@@ -486,7 +504,9 @@ where
             let token = bearer_token(request.headers()).map(str::to_owned);
             match (token, public) {
                 (None, true) => {}
-                (None, false) => return Ok(TokenError::Missing.into_status(layer.domain).into_http()),
+                (None, false) => {
+                    return Ok(TokenError::Missing.into_status(layer.domain).into_http());
+                }
                 (Some(token), public) => match layer.verifier.verify(&token).await {
                     Ok(claims) => {
                         request.extensions_mut().insert(Caller {
@@ -547,7 +567,9 @@ impl ServiceCredentials {
             return Ok(token.clone());
         }
         let mut client =
-            backroom_proto::account::v1::account_service_client::AccountServiceClient::new(self.channel.clone());
+            backroom_proto::account::v1::account_service_client::AccountServiceClient::new(
+                self.channel.clone(),
+            );
         let issued = client
             .issue_service_token(backroom_proto::account::v1::IssueServiceTokenRequest {
                 client_id: self.client_id.clone(),
@@ -569,7 +591,11 @@ impl ServiceCredentials {
     }
 
     /// Adds `authorization: Bearer <service token for audience>` to `request`.
-    pub async fn authorize<T>(&self, audience: &str, mut request: tonic::Request<T>) -> Result<tonic::Request<T>, Status> {
+    pub async fn authorize<T>(
+        &self,
+        audience: &str,
+        mut request: tonic::Request<T>,
+    ) -> Result<tonic::Request<T>, Status> {
         let token = self.token(audience).await?;
         let value = format!("Bearer {token}")
             .parse()
@@ -610,7 +636,10 @@ mod tests {
         };
         assert_eq!(claims.principal(), Some(Principal::Account(id)));
         claims.sub = "services/payment".into();
-        assert_eq!(claims.principal(), Some(Principal::Service("payment".into())));
+        assert_eq!(
+            claims.principal(),
+            Some(Principal::Service("payment".into()))
+        );
         claims.sub = "accounts/not-a-uuid".into();
         assert_eq!(claims.principal(), None);
         claims.sub = "services/".into();

@@ -37,10 +37,13 @@ pub struct ManualClock {
 }
 
 impl ManualClock {
-    /// A clock stopped at the current system time.
+    /// A clock stopped at the current system time, truncated to whole
+    /// microseconds (Postgres' precision, so stored times read back equal).
     pub fn new() -> Self {
+        let now = Utc::now();
+        let now = now - Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos() % 1_000));
         Self {
-            now: Arc::new(Mutex::new(Utc::now())),
+            now: Arc::new(Mutex::new(now)),
         }
     }
 

@@ -225,7 +225,11 @@ pub struct AuthConfig {
     pub jwt_issuer: String,
     /// The account service, `http://host:port`: verifiers fetch its JWKS,
     /// services redeem their client credentials there.
-    #[arg(long, env = "BACKROOM_ACCOUNT_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "BACKROOM_ACCOUNT_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub account_endpoint: String,
 }
 

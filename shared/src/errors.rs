@@ -82,7 +82,11 @@ impl Violations {
 
     /// `Err` with every violation, if any.
     pub fn finish(self) -> Result<(), Vec<FieldViolation>> {
-        if self.0.is_empty() { Ok(()) } else { Err(self.0) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
     }
 }
 
@@ -95,7 +99,11 @@ pub fn invalid_argument(domain: Domain, violations: &[FieldViolation]) -> Status
 
 /// `INVALID_ARGUMENT` with a specific `ErrorInfo` reason (e.g.
 /// `UNKNOWN_AUDIENCE`) and the `BadRequest` field violations.
-pub fn invalid_argument_with_reason(domain: Domain, reason: &str, violations: &[FieldViolation]) -> Status {
+pub fn invalid_argument_with_reason(
+    domain: Domain,
+    reason: &str,
+    violations: &[FieldViolation],
+) -> Status {
     let message = violations
         .iter()
         .map(|v| format!("{}: {}", v.field, v.description))

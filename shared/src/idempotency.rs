@@ -134,7 +134,8 @@ where
         }
         // A savepoint: a refused mutation's partial writes are undone while
         // the refusal itself is stored.
-        let outcome = conn.transaction::<R, TxError, _>(|conn| work(conn).map_err(TxError::Outcome));
+        let outcome =
+            conn.transaction::<R, TxError, _>(|conn| work(conn).map_err(TxError::Outcome));
         let outcome = match outcome {
             Ok(response) => Ok(response),
             Err(TxError::Outcome(status)) if !is_retryable(status.code()) => Err(status),
@@ -248,9 +249,11 @@ fn store<R: prost::Message>(
 
 /// Deletes keys older than [`RETENTION`]; returns how many.
 pub fn purge_expired(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<usize, DbError> {
-    Ok(sql_query("DELETE FROM idempotency_keys WHERE created_at < $1")
-        .bind::<Timestamptz, _>(now - RETENTION)
-        .execute(conn)?)
+    Ok(
+        sql_query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind::<Timestamptz, _>(now - RETENTION)
+            .execute(conn)?,
+    )
 }
 
 #[cfg(test)]

@@ -77,7 +77,10 @@ impl PageRequest {
                     None
                 }
                 None => {
-                    violations.push(FieldViolation::new("page_token", "is not a token this API issued"));
+                    violations.push(FieldViolation::new(
+                        "page_token",
+                        "is not a token this API issued",
+                    ));
                     None
                 }
             }
@@ -146,7 +149,12 @@ mod tests {
         assert_eq!((rows, next), (vec!["c"], String::new()));
 
         let other = fingerprint(&["inactive"]);
-        let err = PageRequest::parse(2, &URL_SAFE_NO_PAD.encode(br#"{"after":"b","f":"x"}"#), other).unwrap_err();
+        let err = PageRequest::parse(
+            2,
+            &URL_SAFE_NO_PAD.encode(br#"{"after":"b","f":"x"}"#),
+            other,
+        )
+        .unwrap_err();
         assert_eq!(err[0].field, "page_token");
         let err = PageRequest::parse(2, "%%%not-base64", fingerprint(&[])).unwrap_err();
         assert_eq!(err[0].field, "page_token");

@@ -98,10 +98,9 @@ impl EchoService for SlowQuery {
         let delay = backroom_shared::testing::echo_delay(request.delay)?;
         self.pool
             .run(move |conn| {
-                Ok::<_, DbError>(conn.batch_execute(&format!(
-                    "SELECT pg_sleep({})",
-                    delay.as_secs_f64()
-                ))?)
+                Ok::<_, DbError>(
+                    conn.batch_execute(&format!("SELECT pg_sleep({})", delay.as_secs_f64()))?,
+                )
             })
             .await
             .map_err(|err| err.into_status("backroom.testing"))?;

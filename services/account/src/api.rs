@@ -2,13 +2,14 @@
 //! who may do it, run the domain operation, convert back. The one exhaustive
 //! `Error` → `Status` mapping is [`status`].
 
-use backroom_proto::account::v1::{
-    self as pb, account_service_server::AccountService,
-};
+use backroom_proto::account::v1::{self as pb, account_service_server::AccountService};
 use backroom_shared::{
     auth::{Caller, ROLE_ADMIN, ROLE_CUSTOMER, audience},
     clock::to_timestamp,
-    errors::{FieldViolation, Violations, internal, invalid_argument, invalid_argument_with_reason, with_reason},
+    errors::{
+        FieldViolation, Violations, internal, invalid_argument, invalid_argument_with_reason,
+        with_reason,
+    },
     idempotency::{self, IdempotencyKey},
     paging::{PageRequest, fingerprint as page_fingerprint},
 };
@@ -25,8 +26,8 @@ use crate::{
         repo::{self, AccountChanges, AccountFilter, Rotation},
     },
     domain::{
-        AccountRef, AddressFields, Email, Error, MAX_DISPLAY_NAME, NewAddress, Password, account_name,
-        address_name, etag, parse_address_name, parse_roles, required_text, tokens,
+        AccountRef, AddressFields, Email, Error, MAX_DISPLAY_NAME, NewAddress, Password,
+        account_name, address_name, etag, parse_address_name, parse_roles, required_text, tokens,
     },
 };
 
@@ -47,7 +48,12 @@ impl AccountApi {
     }
 
     /// Runs `work` in a transaction guarded by the request id (AIP-155).
-    async fn idempotent<R, F>(&self, key: Option<IdempotencyKey>, fingerprint: Vec<u8>, work: F) -> Result<R, Status>
+    async fn idempotent<R, F>(
+        &self,
+        key: Option<IdempotencyKey>,
+        fingerprint: Vec<u8>,
+        work: F,
+    ) -> Result<R, Status>
     where
         R: prost::Message + Default + Send + 'static,
         F: FnOnce(&mut PgConnection, DateTime<Utc>) -> Result<R, Error> + Send + 'static,
@@ -56,9 +62,14 @@ impl AccountApi {
         self.deps
             .pool
             .run(move |conn| {
-                Ok::<_, Error>(idempotency::run(conn, DOMAIN, key.as_ref(), &fingerprint, now, |conn| {
-                    work(conn, now).map_err(status)
-                }))
+                Ok::<_, Error>(idempotency::run(
+                    conn,
+                    DOMAIN,
+                    key.as_ref(),
+                    &fingerprint,
+                    now,
+                    |conn| work(conn, now).map_err(status),
+                ))
             })
             .await
             .map_err(status)?
@@ -75,7 +86,12 @@ impl AccountApi {
 
     /// A new session for `account`: an access token for every audience and
     /// a refresh token of `family` (already stored by the caller).
-    fn session(&self, account: &Account, refresh_token: String, now: DateTime<Utc>) -> Result<pb::Session, Status> {
+    fn session(
+        &self,
+        account: &Account,
+        refresh_token: String,
+        now: DateTime<Utc>,
+    ) -> Result<pb::Session, Status> {
         let (access_token, access_expires) = self
             .deps
             .issuer
@@ -103,15 +119,27 @@ fn validation(violations: Vec<FieldViolation>) -> Status {
 
 /// The one mapping of domain errors to statuses; exhaustive on purpose.
 fn status(err: Error) -> Status {
-    let reason = |code: Code, reason: &str, message: &str| with_reason(code, DOMAIN, reason, message, []);
+    let reason =
+        |code: Code, reason: &str, message: &str| with_reason(code, DOMAIN, reason, message, []);
     match err {
         Error::Validation(violations) => validation(violations),
-        Error::EmailTaken => reason(Code::AlreadyExists, "EMAIL_TAKEN", "an account with this email already exists"),
-        Error::InvalidCredentials => reason(Code::Unauthenticated, "INVALID_CREDENTIALS", "invalid email or password"),
+        Error::EmailTaken => reason(
+            Code::AlreadyExists,
+            "EMAIL_TAKEN",
+            "an account with this email already exists",
+        ),
+        Error::InvalidCredentials => reason(
+            Code::Unauthenticated,
+            "INVALID_CREDENTIALS",
+            "invalid email or password",
+        ),
         Error::WrongCurrentPassword => invalid_argument_with_reason(
             DOMAIN,
             "INVALID_CREDENTIALS",
-            &[FieldViolation::new("current_password", "is not the current password")],
+            &[FieldViolation::new(
+                "current_password",
+                "is not the current password",
+            )],
         ),
         Error::Locked { until, retry_after } => with_reason(
             Code::PermissionDenied,
@@ -123,15 +151,31 @@ fn status(err: Error) -> Status {
                 ("lock_expire_time".to_owned(), until.to_rfc3339()),
             ],
         ),
-        Error::Disabled => reason(Code::PermissionDenied, "ACCOUNT_DISABLED", "the account is disabled"),
-        Error::InvalidRefreshToken => reason(Code::Unauthenticated, "INVALID_REFRESH_TOKEN", "unknown refresh token"),
+        Error::Disabled => reason(
+            Code::PermissionDenied,
+            "ACCOUNT_DISABLED",
+            "the account is disabled",
+        ),
+        Error::InvalidRefreshToken => reason(
+            Code::Unauthenticated,
+            "INVALID_REFRESH_TOKEN",
+            "unknown refresh token",
+        ),
         Error::RefreshTokenReused => reason(
             Code::Unauthenticated,
             "REFRESH_TOKEN_REUSED",
             "refresh token already used; the session is revoked, log in again",
         ),
-        Error::RefreshTokenExpired => reason(Code::Unauthenticated, "REFRESH_TOKEN_EXPIRED", "refresh token expired"),
-        Error::SessionRevoked => reason(Code::Unauthenticated, "SESSION_REVOKED", "the session was revoked"),
+        Error::RefreshTokenExpired => reason(
+            Code::Unauthenticated,
+            "REFRESH_TOKEN_EXPIRED",
+            "refresh token expired",
+        ),
+        Error::SessionRevoked => reason(
+            Code::Unauthenticated,
+            "SESSION_REVOKED",
+            "the session was revoked",
+        ),
         Error::AccountNotFound(name) => with_reason(
             Code::NotFound,
             DOMAIN,
@@ -146,10 +190,26 @@ fn status(err: Error) -> Status {
             format!("{name} not found"),
             [("name".to_owned(), name)],
         ),
-        Error::EtagMismatch => reason(Code::Aborted, "ETAG_MISMATCH", "the account changed since it was read; re-read and retry"),
-        Error::CannotDisableSelf => reason(Code::FailedPrecondition, "CANNOT_DISABLE_SELF", "admins cannot disable their own account"),
-        Error::AddressLimitReached => reason(Code::FailedPrecondition, "ADDRESS_LIMIT_REACHED", "the account already has 20 addresses"),
-        Error::InvalidClient => reason(Code::Unauthenticated, "INVALID_CLIENT", "invalid client credentials"),
+        Error::EtagMismatch => reason(
+            Code::Aborted,
+            "ETAG_MISMATCH",
+            "the account changed since it was read; re-read and retry",
+        ),
+        Error::CannotDisableSelf => reason(
+            Code::FailedPrecondition,
+            "CANNOT_DISABLE_SELF",
+            "admins cannot disable their own account",
+        ),
+        Error::AddressLimitReached => reason(
+            Code::FailedPrecondition,
+            "ADDRESS_LIMIT_REACHED",
+            "the account already has 20 addresses",
+        ),
+        Error::InvalidClient => reason(
+            Code::Unauthenticated,
+            "INVALID_CLIENT",
+            "invalid client credentials",
+        ),
         Error::UnknownAudience => invalid_argument_with_reason(
             DOMAIN,
             "UNKNOWN_AUDIENCE",
@@ -213,8 +273,12 @@ fn page_after(page: &PageRequest) -> Result<Option<Uuid>, Status> {
     page.after
         .as_deref()
         .map(|after| {
-            Uuid::try_parse(after)
-                .map_err(|_| validation(vec![FieldViolation::new("page_token", "is not a token this API issued")]))
+            Uuid::try_parse(after).map_err(|_| {
+                validation(vec![FieldViolation::new(
+                    "page_token",
+                    "is not a token this API issued",
+                )])
+            })
         })
         .transpose()
 }
@@ -222,16 +286,29 @@ fn page_after(page: &PageRequest) -> Result<Option<Uuid>, Status> {
 #[tonic::async_trait]
 impl AccountService for AccountApi {
     #[instrument(skip_all)]
-    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::Account>, Status> {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
         let caller = Caller::maybe(&request);
         let req = request.into_inner();
         let mut violations = Violations::default();
         let email = violations.check(Email::parse("email", &req.email));
         let password = violations.check(Password::parse("password", &req.password, email.as_ref()));
-        let display_name = violations.check(required_text("display_name", &req.display_name, MAX_DISPLAY_NAME));
-        let key = request_key(&mut violations, &req.request_id, "Register", caller.as_ref());
+        let display_name = violations.check(required_text(
+            "display_name",
+            &req.display_name,
+            MAX_DISPLAY_NAME,
+        ));
+        let key = request_key(
+            &mut violations,
+            &req.request_id,
+            "Register",
+            caller.as_ref(),
+        );
         violations.finish().map_err(validation)?;
-        let (Some(email), Some(password), Some(display_name)) = (email, password, display_name) else {
+        let (Some(email), Some(password), Some(display_name)) = (email, password, display_name)
+        else {
             unreachable!("no violations means every field parsed");
         };
         let fingerprint = idempotency::fingerprint(&pb::RegisterRequest {
@@ -242,7 +319,14 @@ impl AccountService for AccountApi {
         let hash = self.deps.hasher.hash(&password).await.map_err(status)?;
         let account = self
             .idempotent(key, fingerprint, move |conn, now| {
-                let account = repo::insert_account(conn, &email, &display_name, &hash, &[ROLE_CUSTOMER], now)?;
+                let account = repo::insert_account(
+                    conn,
+                    &email,
+                    &display_name,
+                    &hash,
+                    &[ROLE_CUSTOMER],
+                    now,
+                )?;
                 Ok(account_to_proto(&account, now))
             })
             .await?;
@@ -251,7 +335,10 @@ impl AccountService for AccountApi {
     }
 
     #[instrument(skip_all)]
-    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::Session>, Status> {
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
         let req = request.into_inner();
         let mut violations = Violations::default();
         let email = violations.check(Email::parse("email", &req.email));
@@ -260,7 +347,9 @@ impl AccountService for AccountApi {
         let (Some(email), Some(password)) = (email, password) else {
             unreachable!("no violations means every field parsed");
         };
-        let found = self.db(move |conn| repo::find_by_email(conn, &email)).await?;
+        let found = self
+            .db(move |conn| repo::find_by_email(conn, &email))
+            .await?;
         let now = self.now();
         if let Some((account, _)) = &found
             && let Some(until) = account.failures.lock_at(now)
@@ -299,8 +388,10 @@ impl AccountService for AccountApi {
         let (refresh_token, refresh_hash) = tokens::new_refresh_token();
         let expires = now + self.deps.refresh_ttl;
         let id = account.id;
-        self.db(move |conn| repo::start_session(conn, id, rehash.as_deref(), &refresh_hash, expires, now))
-            .await?;
+        self.db(move |conn| {
+            repo::start_session(conn, id, rehash.as_deref(), &refresh_hash, expires, now)
+        })
+        .await?;
         Ok(Response::new(self.session(&account, refresh_token, now)?))
     }
 
@@ -311,7 +402,10 @@ impl AccountService for AccountApi {
     ) -> Result<Response<pb::Session>, Status> {
         let req = request.into_inner();
         if req.refresh_token.is_empty() || req.refresh_token.len() > 256 {
-            return Err(validation(vec![FieldViolation::new("refresh_token", "is required (at most 256 characters)")]));
+            return Err(validation(vec![FieldViolation::new(
+                "refresh_token",
+                "is required (at most 256 characters)",
+            )]));
         }
         let presented = tokens::hash_refresh_token(&req.refresh_token);
         let (refresh_token, refresh_hash) = tokens::new_refresh_token();
@@ -321,7 +415,9 @@ impl AccountService for AccountApi {
             .db(move |conn| repo::rotate_refresh_token(conn, &presented, &refresh_hash, ttl, now))
             .await?;
         match rotation {
-            Rotation::Rotated(account) => Ok(Response::new(self.session(&account, refresh_token, now)?)),
+            Rotation::Rotated(account) => {
+                Ok(Response::new(self.session(&account, refresh_token, now)?))
+            }
             Rotation::Rejected(err) => Err(status(err)),
         }
     }
@@ -330,11 +426,15 @@ impl AccountService for AccountApi {
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<()>, Status> {
         let req = request.into_inner();
         if req.refresh_token.is_empty() || req.refresh_token.len() > 256 {
-            return Err(validation(vec![FieldViolation::new("refresh_token", "is required (at most 256 characters)")]));
+            return Err(validation(vec![FieldViolation::new(
+                "refresh_token",
+                "is required (at most 256 characters)",
+            )]));
         }
         let presented = tokens::hash_refresh_token(&req.refresh_token);
         let now = self.now();
-        self.db(move |conn| repo::revoke_family_of(conn, &presented, now)).await?;
+        self.db(move |conn| repo::revoke_family_of(conn, &presented, now))
+            .await?;
         Ok(Response::new(()))
     }
 
@@ -347,8 +447,16 @@ impl AccountService for AccountApi {
         let req = request.into_inner();
         let mut violations = Violations::default();
         let account = violations.check(AccountRef::parse("name", &req.name));
-        let current = violations.check(Password::presented("current_password", &req.current_password));
-        let key = request_key(&mut violations, &req.request_id, "ChangePassword", Some(&caller));
+        let current = violations.check(Password::presented(
+            "current_password",
+            &req.current_password,
+        ));
+        let key = request_key(
+            &mut violations,
+            &req.request_id,
+            "ChangePassword",
+            Some(&caller),
+        );
         // The policy check needs the email; the length bounds apply already.
         let new_shape = violations.check(Password::parse("new_password", &req.new_password, None));
         if req.new_password == req.current_password && !req.new_password.is_empty() {
@@ -379,8 +487,12 @@ impl AccountService for AccountApi {
         if let Some(until) = stored_account.failures.lock_at(now) {
             return Err(status(Error::locked(until, now)));
         }
-        let new_password = Password::parse("new_password", &req.new_password, Some(&stored_account.email))
-            .map_err(|v| validation(vec![v]))?;
+        let new_password = Password::parse(
+            "new_password",
+            &req.new_password,
+            Some(&stored_account.email),
+        )
+        .map_err(|v| validation(vec![v]))?;
         let verified = self
             .deps
             .hasher
@@ -389,7 +501,8 @@ impl AccountService for AccountApi {
             .map_err(status)?;
         if !verified.matches {
             let policy = self.deps.lockout;
-            self.db(move |conn| repo::record_login_failure(conn, id, &policy, now)).await?;
+            self.db(move |conn| repo::record_login_failure(conn, id, &policy, now))
+                .await?;
             return Err(status(Error::WrongCurrentPassword));
         }
         let new_hash = self.deps.hasher.hash(&new_password).await.map_err(status)?;
@@ -407,7 +520,10 @@ impl AccountService for AccountApi {
     }
 
     #[instrument(skip_all)]
-    async fn get_account(&self, request: Request<pb::GetAccountRequest>) -> Result<Response<pb::Account>, Status> {
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
         let caller = Caller::of(&request)?;
         let req = request.into_inner();
         let account = AccountRef::parse("name", &req.name).map_err(|v| validation(vec![v]))?;
@@ -425,7 +541,12 @@ impl AccountService for AccountApi {
         let caller = Caller::of(&request)?;
         let req = request.into_inner();
         let mut violations = Violations::default();
-        let key = request_key(&mut violations, &req.request_id, "UpdateAccount", Some(&caller));
+        let key = request_key(
+            &mut violations,
+            &req.request_id,
+            "UpdateAccount",
+            Some(&caller),
+        );
         let Some(account) = req.account else {
             violations.push("account", "is required");
             return Err(validation(violations.finish().err().unwrap_or_default()));
@@ -433,27 +554,34 @@ impl AccountService for AccountApi {
         let target = violations.check(AccountRef::parse("account.name", &account.name));
         let paths = req.update_mask.map(|mask| mask.paths).unwrap_or_default();
         if paths.is_empty() {
-            violations.push("update_mask", "name at least one field: display_name, roles");
+            violations.push(
+                "update_mask",
+                "name at least one field: display_name, roles",
+            );
         }
         let mut changes = AccountChanges::default();
         for path in &paths {
             match path.as_str() {
                 "display_name" => {
-                    changes.display_name =
-                        violations.check(required_text("account.display_name", &account.display_name, MAX_DISPLAY_NAME));
+                    changes.display_name = violations.check(required_text(
+                        "account.display_name",
+                        &account.display_name,
+                        MAX_DISPLAY_NAME,
+                    ));
                 }
-                "roles" => changes.roles = violations.check(parse_roles("account.roles", &account.roles)),
-                other => violations.push("update_mask", format!("unknown or immutable field {other:?}")),
+                "roles" => {
+                    changes.roles = violations.check(parse_roles("account.roles", &account.roles))
+                }
+                other => violations.push(
+                    "update_mask",
+                    format!("unknown or immutable field {other:?}"),
+                ),
             }
         }
         let expected_version = if account.etag.is_empty() {
             None
         } else {
-            let version = account
-                .etag
-                .trim_matches('"')
-                .parse::<i64>()
-                .ok();
+            let version = account.etag.trim_matches('"').parse::<i64>().ok();
             if version.is_none() {
                 violations.push("account.etag", "is not an etag this API issued");
             }
@@ -550,7 +678,12 @@ impl AccountService for AccountApi {
         let mut violations = Violations::default();
         let target = violations.check(AccountRef::parse("name", &req.name));
         let reason = violations.check(required_text("reason", &req.reason, 500));
-        let key = request_key(&mut violations, &req.request_id, "DisableAccount", Some(&caller));
+        let key = request_key(
+            &mut violations,
+            &req.request_id,
+            "DisableAccount",
+            Some(&caller),
+        );
         violations.finish().map_err(validation)?;
         let (Some(target), Some(reason)) = (target, reason) else {
             unreachable!("no violations means every field parsed");
@@ -584,7 +717,12 @@ impl AccountService for AccountApi {
         let req = request.into_inner();
         let mut violations = Violations::default();
         let target = violations.check(AccountRef::parse("name", &req.name));
-        let key = request_key(&mut violations, &req.request_id, "EnableAccount", Some(&caller));
+        let key = request_key(
+            &mut violations,
+            &req.request_id,
+            "EnableAccount",
+            Some(&caller),
+        );
         violations.finish().map_err(validation)?;
         let Some(target) = target else {
             unreachable!("no violations means the name parsed");
@@ -612,7 +750,12 @@ impl AccountService for AccountApi {
         let req = request.into_inner();
         let mut violations = Violations::default();
         let parent = violations.check(AccountRef::parse("parent", &req.parent));
-        let key = request_key(&mut violations, &req.request_id, "CreateAddress", Some(&caller));
+        let key = request_key(
+            &mut violations,
+            &req.request_id,
+            "CreateAddress",
+            Some(&caller),
+        );
         let address = match &req.address {
             Some(a) => NewAddress::parse(
                 "address",
@@ -657,13 +800,19 @@ impl AccountService for AccountApi {
     }
 
     #[instrument(skip_all)]
-    async fn get_address(&self, request: Request<pb::GetAddressRequest>) -> Result<Response<pb::Address>, Status> {
+    async fn get_address(
+        &self,
+        request: Request<pb::GetAddressRequest>,
+    ) -> Result<Response<pb::Address>, Status> {
         let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let (account, address) = parse_address_name("name", &req.name).map_err(|v| validation(vec![v]))?;
+        let (account, address) =
+            parse_address_name("name", &req.name).map_err(|v| validation(vec![v]))?;
         let account_id = account.resolve("name", &caller).map_err(status)?;
         caller.require_owner_admin_or_service(account_id)?;
-        let row = self.db(move |conn| repo::get_address(conn, account_id, address)).await?;
+        let row = self
+            .db(move |conn| repo::get_address(conn, account_id, address))
+            .await?;
         Ok(Response::new(address_to_proto(&row)))
     }
 
@@ -677,8 +826,12 @@ impl AccountService for AccountApi {
         let mut violations = Violations::default();
         let parent = violations.check(AccountRef::parse("parent", &req.parent));
         let page = violations.check(
-            PageRequest::parse(req.page_size, &req.page_token, page_fingerprint(&[&req.parent]))
-                .map_err(|mut v| v.remove(0)),
+            PageRequest::parse(
+                req.page_size,
+                &req.page_token,
+                page_fingerprint(&[&req.parent]),
+            )
+            .map_err(|mut v| v.remove(0)),
         );
         violations.finish().map_err(validation)?;
         let (Some(parent), Some(page)) = (parent, page) else {
@@ -699,12 +852,20 @@ impl AccountService for AccountApi {
     }
 
     #[instrument(skip_all)]
-    async fn delete_address(&self, request: Request<pb::DeleteAddressRequest>) -> Result<Response<()>, Status> {
+    async fn delete_address(
+        &self,
+        request: Request<pb::DeleteAddressRequest>,
+    ) -> Result<Response<()>, Status> {
         let caller = Caller::of(&request)?;
         let req = request.into_inner();
         let mut violations = Violations::default();
         let name = violations.check(parse_address_name("name", &req.name));
-        let key = request_key(&mut violations, &req.request_id, "DeleteAddress", Some(&caller));
+        let key = request_key(
+            &mut violations,
+            &req.request_id,
+            "DeleteAddress",
+            Some(&caller),
+        );
         violations.finish().map_err(validation)?;
         let Some((account, address)) = name else {
             unreachable!("no violations means the name parsed");
@@ -723,7 +884,10 @@ impl AccountService for AccountApi {
     }
 
     #[instrument(skip_all)]
-    async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::Jwks>, Status> {
+    async fn get_jwks(
+        &self,
+        _request: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::Jwks>, Status> {
         let keys = self
             .deps
             .issuer
@@ -770,7 +934,12 @@ impl AccountService for AccountApi {
             .find(|(id, _)| *id == req.client_id)
             .map(|(_, hash)| hash.as_str());
         // Unknown clients cost a hash too: no oracle for valid client ids.
-        let verified = self.deps.hasher.verify(&secret, stored).await.map_err(status)?;
+        let verified = self
+            .deps
+            .hasher
+            .verify(&secret, stored)
+            .await
+            .map_err(status)?;
         if !verified.matches {
             return Err(status(Error::InvalidClient));
         }

@@ -74,7 +74,11 @@ pub struct AccountConfig {
     #[arg(long, env = "BACKROOM_BOOTSTRAP_ADMIN_EMAIL")]
     pub bootstrap_admin_email: Option<String>,
     /// Its password (used only when the account is created).
-    #[arg(long, env = "BACKROOM_BOOTSTRAP_ADMIN_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "BACKROOM_BOOTSTRAP_ADMIN_PASSWORD",
+        hide_env_values = true
+    )]
     pub bootstrap_admin_password: Option<Secret>,
 }
 
@@ -143,13 +147,21 @@ impl Deps {
         );
         let mut clients = Vec::new();
         if let Some(list) = &config.service_clients {
-            for pair in list.expose().split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            for pair in list
+                .expose()
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+            {
                 let (id, secret) = pair
                     .split_once(':')
                     .filter(|(id, secret)| !id.is_empty() && !secret.is_empty())
-                    .ok_or_else(|| anyhow::anyhow!("BACKROOM_SERVICE_CLIENTS: expected client_id:secret pairs"))?;
-                let secret = Password::presented("client_secret", secret)
-                    .map_err(|v| anyhow::anyhow!("BACKROOM_SERVICE_CLIENTS: secret of {id} {}", v.description))?;
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("BACKROOM_SERVICE_CLIENTS: expected client_id:secret pairs")
+                    })?;
+                let secret = Password::presented("client_secret", secret).map_err(|v| {
+                    anyhow::anyhow!("BACKROOM_SERVICE_CLIENTS: secret of {id} {}", v.description)
+                })?;
                 let hash = hasher.hash(&secret).await?;
                 clients.push((id.to_owned(), hash));
             }
@@ -168,13 +180,24 @@ impl Deps {
 
 /// Creates or promotes the bootstrap admin from config; returns its email
 /// when configured.
-pub async fn bootstrap_admin(deps: &Deps, config: &AccountConfig) -> anyhow::Result<Option<String>> {
-    let (Some(email), Some(password)) = (&config.bootstrap_admin_email, &config.bootstrap_admin_password) else {
+pub async fn bootstrap_admin(
+    deps: &Deps,
+    config: &AccountConfig,
+) -> anyhow::Result<Option<String>> {
+    let (Some(email), Some(password)) = (
+        &config.bootstrap_admin_email,
+        &config.bootstrap_admin_password,
+    ) else {
         return Ok(None);
     };
-    let email = Email::parse("BACKROOM_BOOTSTRAP_ADMIN_EMAIL", email).map_err(|v| anyhow::anyhow!("{}: {}", v.field, v.description))?;
-    let password = Password::parse("BACKROOM_BOOTSTRAP_ADMIN_PASSWORD", password.expose(), Some(&email))
+    let email = Email::parse("BACKROOM_BOOTSTRAP_ADMIN_EMAIL", email)
         .map_err(|v| anyhow::anyhow!("{}: {}", v.field, v.description))?;
+    let password = Password::parse(
+        "BACKROOM_BOOTSTRAP_ADMIN_PASSWORD",
+        password.expose(),
+        Some(&email),
+    )
+    .map_err(|v| anyhow::anyhow!("{}: {}", v.field, v.description))?;
     let hash = deps.hasher.hash(&password).await?;
     let now = deps.clock.now();
     let stored = email.clone();

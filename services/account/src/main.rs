@@ -1,7 +1,9 @@
 //! `backroom-account`: serve the account service, or apply its migrations.
 //! Thin on purpose: config → telemetry → serve.
 
-use backroom_account::{AccountConfig, DEFAULT_PORT, Deps, MIGRATIONS, SERVICE, bootstrap_admin, server};
+use backroom_account::{
+    AccountConfig, DEFAULT_PORT, Deps, MIGRATIONS, SERVICE, bootstrap_admin, server,
+};
 use backroom_shared::{
     clock,
     config::{AuthConfig, DbConfig, ServerConfig, TelemetryConfig},
@@ -71,5 +73,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
     bootstrap_admin(&deps, &cli.account).await?;
     let addr = cli.server.listen_addr_or(DEFAULT_PORT);
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    server(cli.server.clone(), deps).serve(listener, shutdown_signal()).await
+    server(cli.server.clone(), deps)
+        .serve(listener, shutdown_signal())
+        .await
 }

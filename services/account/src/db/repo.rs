@@ -49,7 +49,10 @@ pub fn insert_account(
 
 /// The account registered with `email` and its password hash.
 #[instrument(skip_all)]
-pub fn find_by_email(conn: &mut PgConnection, email: &Email) -> Result<Option<(Account, String)>, Error> {
+pub fn find_by_email(
+    conn: &mut PgConnection,
+    email: &Email,
+) -> Result<Option<(Account, String)>, Error> {
     Ok(accounts::table
         .filter(accounts::email.eq(email.as_str()))
         .select(AccountRow::as_select())
@@ -196,7 +199,14 @@ pub fn rotate_refresh_token(
         diesel::update(refresh_tokens::table.find(presented))
             .set(refresh_tokens::rotated_at.eq(now))
             .execute(conn)?;
-        insert_refresh_token(conn, token.account_id, token.family_id, new_hash, now + ttl, now)?;
+        insert_refresh_token(
+            conn,
+            token.account_id,
+            token.family_id,
+            new_hash,
+            now + ttl,
+            now,
+        )?;
         Ok(Rotation::Rotated(account))
     })
 }
@@ -214,7 +224,11 @@ fn revoke_family(conn: &mut PgConnection, family: Uuid, now: DateTime<Utc>) -> R
 
 /// Revokes the family of `token_hash`, if the token exists.
 #[instrument(skip_all)]
-pub fn revoke_family_of(conn: &mut PgConnection, token_hash: &[u8], now: DateTime<Utc>) -> Result<(), Error> {
+pub fn revoke_family_of(
+    conn: &mut PgConnection,
+    token_hash: &[u8],
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
     let family = refresh_tokens::table
         .find(token_hash)
         .select(refresh_tokens::family_id)
@@ -228,7 +242,11 @@ pub fn revoke_family_of(conn: &mut PgConnection, token_hash: &[u8], now: DateTim
 
 /// Revokes every session of an account.
 #[instrument(skip_all, fields(account = %account_id))]
-pub fn revoke_all_sessions(conn: &mut PgConnection, account_id: Uuid, now: DateTime<Utc>) -> Result<(), Error> {
+pub fn revoke_all_sessions(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
     diesel::update(
         refresh_tokens::table
             .filter(refresh_tokens::account_id.eq(account_id))
@@ -241,13 +259,21 @@ pub fn revoke_all_sessions(conn: &mut PgConnection, account_id: Uuid, now: DateT
 
 /// The stored password hash of an account (locked for update).
 #[instrument(skip_all, fields(account = %id))]
-pub fn password_hash_for_update(conn: &mut PgConnection, id: Uuid) -> Result<(Account, String), Error> {
+pub fn password_hash_for_update(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<(Account, String), Error> {
     Ok(get_row(conn, id, true)?.into_parts())
 }
 
 /// Replaces the password hash and revokes every session.
 #[instrument(skip_all, fields(account = %id))]
-pub fn set_password(conn: &mut PgConnection, id: Uuid, hash: &str, now: DateTime<Utc>) -> Result<(), Error> {
+pub fn set_password(
+    conn: &mut PgConnection,
+    id: Uuid,
+    hash: &str,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
     diesel::update(accounts::table.find(id))
         .set((
             accounts::password_hash.eq(hash),
@@ -357,7 +383,10 @@ pub fn list_accounts(
     }
     if let Some(prefix) = &filter.email_prefix {
         // LIKE metacharacters in the prefix match themselves.
-        let escaped = prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let escaped = prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
         query = query.filter(accounts::email.like(format!("{escaped}%")));
     }
     Ok(query
@@ -377,30 +406,35 @@ pub fn ensure_admin(
     password_hash: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, Error> {
-    conn.transaction(|conn| {
-        match find_by_email(conn, email)? {
-            Some((account, _)) => {
-                if !account.roles.iter().any(|r| r == "admin") {
-                    let mut roles = account.roles.clone();
-                    roles.push("admin".into());
-                    roles.sort();
-                    update_account(
-                        conn,
-                        account.id,
-                        None,
-                        AccountChanges {
-                            display_name: None,
-                            roles: Some(roles),
-                        },
-                        now,
-                    )?;
-                }
-                Ok(false)
+    conn.transaction(|conn| match find_by_email(conn, email)? {
+        Some((account, _)) => {
+            if !account.roles.iter().any(|r| r == "admin") {
+                let mut roles = account.roles.clone();
+                roles.push("admin".into());
+                roles.sort();
+                update_account(
+                    conn,
+                    account.id,
+                    None,
+                    AccountChanges {
+                        display_name: None,
+                        roles: Some(roles),
+                    },
+                    now,
+                )?;
             }
-            None => {
-                insert_account(conn, email, "Administrator", password_hash, &["admin", "customer"], now)?;
-                Ok(true)
-            }
+            Ok(false)
+        }
+        None => {
+            insert_account(
+                conn,
+                email,
+                "Administrator",
+                password_hash,
+                &["admin", "customer"],
+                now,
+            )?;
+            Ok(true)
         }
     })
 }
@@ -426,7 +460,11 @@ pub fn insert_address(conn: &mut PgConnection, row: &AddressRow) -> Result<Addre
 
 /// One address of an account.
 #[instrument(skip_all, fields(account = %account_id, address = %id))]
-pub fn get_address(conn: &mut PgConnection, account_id: Uuid, id: Uuid) -> Result<AddressRow, Error> {
+pub fn get_address(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    id: Uuid,
+) -> Result<AddressRow, Error> {
     addresses::table
         .filter(addresses::account_id.eq(account_id))
         .filter(addresses::id.eq(id))

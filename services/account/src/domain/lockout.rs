@@ -52,7 +52,9 @@ impl LoginFailures {
 impl LockoutPolicy {
     /// The counters after one more failure at `now`.
     pub fn after_failure(&self, mut state: LoginFailures, now: DateTime<Utc>) -> LoginFailures {
-        let in_window = state.window_start.is_some_and(|start| now - start < self.window);
+        let in_window = state
+            .window_start
+            .is_some_and(|start| now - start < self.window);
         if in_window {
             state.count += 1;
         } else {
@@ -89,14 +91,20 @@ mod tests {
             assert_eq!(state.lock_at(t0), None);
         }
         state = policy.after_failure(state, t0 + Duration::seconds(4));
-        assert_eq!(state.lock_at(t0 + Duration::seconds(5)), Some(t0 + Duration::seconds(64)));
+        assert_eq!(
+            state.lock_at(t0 + Duration::seconds(5)),
+            Some(t0 + Duration::seconds(64))
+        );
 
         // The next lock waits twice as long.
         let t1 = t0 + Duration::minutes(2);
         for i in 0..5 {
             state = policy.after_failure(state, t1 + Duration::seconds(i));
         }
-        assert_eq!(state.locked_until, Some(t1 + Duration::seconds(4) + Duration::minutes(2)));
+        assert_eq!(
+            state.locked_until,
+            Some(t1 + Duration::seconds(4) + Duration::minutes(2))
+        );
     }
 
     #[test]

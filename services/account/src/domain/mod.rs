@@ -93,7 +93,10 @@ impl From<diesel::result::Error> for Error {
 impl Error {
     /// The lock in force at `now`.
     pub fn locked(until: DateTime<Utc>, now: DateTime<Utc>) -> Self {
-        let retry_after = (until - now).num_seconds().max(1);
+        // Rounded up: "retry in 0 s" while still locked would be a lie.
+        let retry_after = ((until - now).num_milliseconds() + 999)
+            .div_euclid(1000)
+            .max(1);
         Error::Locked { until, retry_after }
     }
 

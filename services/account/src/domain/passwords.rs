@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use argon2::{Algorithm, Argon2, PasswordHash, PasswordHasher as _, PasswordVerifier as _, Params, Version};
+use argon2::{
+    Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier as _, Version,
+};
 use tokio::sync::Semaphore;
 
 use super::{Error, Password};
@@ -81,7 +83,11 @@ impl Hasher {
 
     /// Checks `password` against `stored` (a PHC string), or against the
     /// dummy hash when there is no account, so both paths cost one hash.
-    pub async fn verify(&self, password: &Password, stored: Option<&str>) -> Result<Verified, Error> {
+    pub async fn verify(
+        &self,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> Result<Verified, Error> {
         let exists = stored.is_some();
         let stored: Arc<str> = stored.map_or_else(|| self.dummy_hash.clone(), Arc::from);
         let password = password.clone();
@@ -131,14 +137,38 @@ mod tests {
     #[tokio::test]
     async fn hashes_are_argon2id_phc_strings_that_verify() {
         let hasher = Hasher::new(default_params(), None).unwrap();
-        let hash = hasher.hash(&password("correct horse battery")).await.unwrap();
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
-        let ok = hasher.verify(&password("correct horse battery"), Some(&hash)).await.unwrap();
-        assert_eq!(ok, Verified { matches: true, needs_rehash: false });
-        let wrong = hasher.verify(&password("wrong horse battery"), Some(&hash)).await.unwrap();
+        let hash = hasher
+            .hash(&password("correct horse battery"))
+            .await
+            .unwrap();
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        let ok = hasher
+            .verify(&password("correct horse battery"), Some(&hash))
+            .await
+            .unwrap();
+        assert_eq!(
+            ok,
+            Verified {
+                matches: true,
+                needs_rehash: false
+            }
+        );
+        let wrong = hasher
+            .verify(&password("wrong horse battery"), Some(&hash))
+            .await
+            .unwrap();
         assert!(!wrong.matches);
-        let missing = hasher.verify(&password("correct horse battery"), None).await.unwrap();
-        assert!(!missing.matches, "no account never matches, even the dummy's password");
+        let missing = hasher
+            .verify(&password("correct horse battery"), None)
+            .await
+            .unwrap();
+        assert!(
+            !missing.matches,
+            "no account never matches, even the dummy's password"
+        );
     }
 
     #[tokio::test]
@@ -146,7 +176,16 @@ mod tests {
         let old = Hasher::new(Params::new(8_192, 1, 1, None).unwrap(), None).unwrap();
         let hash = old.hash(&password("correct horse battery")).await.unwrap();
         let current = Hasher::new(default_params(), None).unwrap();
-        let verified = current.verify(&password("correct horse battery"), Some(&hash)).await.unwrap();
-        assert_eq!(verified, Verified { matches: true, needs_rehash: true });
+        let verified = current
+            .verify(&password("correct horse battery"), Some(&hash))
+            .await
+            .unwrap();
+        assert_eq!(
+            verified,
+            Verified {
+                matches: true,
+                needs_rehash: true
+            }
+        );
     }
 }

@@ -33,7 +33,10 @@ pub struct SigningKeys {
 impl std::fmt::Debug for SigningKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigningKeys")
-            .field("kids", &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
+            .field(
+                "kids",
+                &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -175,18 +178,30 @@ mod tests {
 
     #[tokio::test]
     async fn issued_tokens_verify_with_the_published_keys() {
-        let pem = format!("{}{}", SigningKeys::generate_pem(), SigningKeys::generate_pem());
+        let pem = format!(
+            "{}{}",
+            SigningKeys::generate_pem(),
+            SigningKeys::generate_pem()
+        );
         let keys = SigningKeys::from_pem(&pem).unwrap();
         assert_eq!(keys.public_keys().len(), 2);
         let issuer = TokenIssuer::new(keys.clone(), "backroom", Duration::minutes(15));
         let (token, _) = issuer
-            .issue("accounts/x".into(), vec!["customer".into()], vec!["backroom.account".into()], Utc::now())
+            .issue(
+                "accounts/x".into(),
+                vec!["customer".into()],
+                vec!["backroom.account".into()],
+                Utc::now(),
+            )
             .unwrap();
         let verifier = Verifier::with_keys("backroom", "backroom.account", &keys.public_keys());
         let claims = verifier.verify(&token).await.unwrap();
         assert_eq!(claims.sub, "accounts/x");
         let header = jsonwebtoken::decode_header(&token).unwrap();
-        assert_eq!(header.kid.as_deref(), Some(keys.public_keys()[0].kid.as_str()));
+        assert_eq!(
+            header.kid.as_deref(),
+            Some(keys.public_keys()[0].kid.as_str())
+        );
     }
 
     #[test]
@@ -201,6 +216,9 @@ mod tests {
     #[test]
     fn garbage_pem_is_refused() {
         assert!(SigningKeys::from_pem("").is_err());
-        assert!(SigningKeys::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").is_err());
+        assert!(
+            SigningKeys::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----")
+                .is_err()
+        );
     }
 }

@@ -128,10 +128,16 @@ pub fn required_text(field: &str, raw: &str, max: usize) -> Result<String, Field
 pub fn optional_text(field: &str, raw: &str, max: usize) -> Result<String, FieldViolation> {
     let value = raw.trim();
     if value.chars().count() > max {
-        return Err(FieldViolation::new(field, format!("must be at most {max} characters")));
+        return Err(FieldViolation::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     if value.chars().any(char::is_control) {
-        return Err(FieldViolation::new(field, "must not contain control characters"));
+        return Err(FieldViolation::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(value.to_owned())
 }
@@ -157,7 +163,10 @@ impl AccountRef {
                 .map(Self::Id)
                 .map_err(|_| FieldViolation::new(field, "must be accounts/{uuid} or accounts/me")),
             None if name.is_empty() => Err(FieldViolation::new(field, "is required")),
-            None => Err(FieldViolation::new(field, "must be accounts/{uuid} or accounts/me")),
+            None => Err(FieldViolation::new(
+                field,
+                "must be accounts/{uuid} or accounts/me",
+            )),
         }
     }
 
@@ -165,9 +174,12 @@ impl AccountRef {
     pub fn resolve(self, field: &str, caller: &Caller) -> Result<Uuid, Error> {
         match self {
             Self::Id(id) => Ok(id),
-            Self::Me => caller
-                .account_id()
-                .ok_or_else(|| Error::field(field, "accounts/me needs a person's token, not a service token")),
+            Self::Me => caller.account_id().ok_or_else(|| {
+                Error::field(
+                    field,
+                    "accounts/me needs a person's token, not a service token",
+                )
+            }),
         }
     }
 }
@@ -218,7 +230,10 @@ pub fn parse_roles(field: &str, roles: &[String]) -> Result<Vec<String>, FieldVi
         }
     }
     if !parsed.iter().any(|r| r == ROLE_CUSTOMER) {
-        return Err(FieldViolation::new(field, "every account keeps the customer role"));
+        return Err(FieldViolation::new(
+            field,
+            "every account keeps the customer role",
+        ));
     }
     parsed.sort();
     Ok(parsed)
@@ -267,7 +282,11 @@ pub struct AddressFields<'a> {
 
 impl NewAddress {
     /// Validates every field, naming each under `prefix` (e.g. `address.city`).
-    pub fn parse(prefix: &str, raw: AddressFields<'_>, violations: &mut Violations) -> Option<Self> {
+    pub fn parse(
+        prefix: &str,
+        raw: AddressFields<'_>,
+        violations: &mut Violations,
+    ) -> Option<Self> {
         let f = |name: &str| format!("{prefix}.{name}");
         let recipient = violations.check(required_text(&f("recipient"), raw.recipient, 200));
         let line1 = violations.check(required_text(&f("line1"), raw.line1, 200));
@@ -276,10 +295,14 @@ impl NewAddress {
         let region = violations.check(optional_text(&f("region"), raw.region, 100));
         let postal_code = violations.check(optional_text(&f("postal_code"), raw.postal_code, 20));
         let country = raw.country_code.trim();
-        let country_code = if country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase()) {
+        let country_code = if country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase())
+        {
             Some(country.to_owned())
         } else {
-            violations.push(f("country_code"), "must be an ISO-3166-1 alpha-2 code like \"DE\"");
+            violations.push(
+                f("country_code"),
+                "must be an ISO-3166-1 alpha-2 code like \"DE\"",
+            );
             None
         };
         Some(Self {
@@ -300,8 +323,21 @@ mod tests {
 
     #[test]
     fn emails_are_trimmed_lower_cased_and_checked() {
-        assert_eq!(Email::parse("email", "  Ada@Example.COM ").unwrap().as_str(), "ada@example.com");
-        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "ada@exa..mple.com"] {
+        assert_eq!(
+            Email::parse("email", "  Ada@Example.COM ")
+                .unwrap()
+                .as_str(),
+            "ada@example.com"
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a b@example.com",
+            "ada@exa..mple.com",
+        ] {
             assert!(Email::parse("email", bad).is_err(), "{bad:?} accepted");
         }
         assert!(Email::parse("email", &format!("{}@example.com", "a".repeat(250))).is_err());
@@ -316,14 +352,23 @@ mod tests {
         assert!(Password::parse("password", "correct horse", Some(&email)).is_ok());
         // Characters, not bytes: ten multi-byte characters pass.
         assert!(Password::parse("password", "ééééééééé1", Some(&email)).is_ok());
-        assert!(!format!("{:?}", Password::parse("p", "correct horse", None).unwrap()).contains("horse"));
+        assert!(
+            !format!("{:?}", Password::parse("p", "correct horse", None).unwrap())
+                .contains("horse")
+        );
     }
 
     #[test]
     fn names_parse_and_reject_garbage() {
         let id = Uuid::now_v7();
-        assert_eq!(AccountRef::parse("name", &format!("accounts/{id}")).unwrap(), AccountRef::Id(id));
-        assert_eq!(AccountRef::parse("name", "accounts/me").unwrap(), AccountRef::Me);
+        assert_eq!(
+            AccountRef::parse("name", &format!("accounts/{id}")).unwrap(),
+            AccountRef::Id(id)
+        );
+        assert_eq!(
+            AccountRef::parse("name", "accounts/me").unwrap(),
+            AccountRef::Me
+        );
         assert!(AccountRef::parse("name", "accounts/123").is_err());
         assert!(AccountRef::parse("name", "users/me").is_err());
         let address = Uuid::now_v7();
@@ -335,7 +380,11 @@ mod tests {
     #[test]
     fn roles_must_be_known_and_keep_customer() {
         assert_eq!(
-            parse_roles("roles", &["admin".into(), "customer".into(), "admin".into()]).unwrap(),
+            parse_roles(
+                "roles",
+                &["admin".into(), "customer".into(), "admin".into()]
+            )
+            .unwrap(),
             ["admin", "customer"]
         );
         assert!(parse_roles("roles", &["admin".into()]).is_err());

@@ -1,0 +1,132 @@
+//! `TestApp`: a real account server on 127.0.0.1:0 with its own database,
+//! a manual clock and a connected generated client.
+
+#![allow(dead_code)]
+
+use backroom_account::{
+    AccountConfig, Deps, MIGRATIONS, SERVICE, bootstrap_admin, domain::tokens::SigningKeys, server,
+};
+use backroom_proto::account::v1::{self as pb, account_service_client::AccountServiceClient};
+use backroom_shared::{
+    client::TracedChannel,
+    clock::ManualClock,
+    config::{AuthConfig, Secret, ServerConfig},
+    db::Pool,
+    testing::{TestDb, TestServer},
+};
+use std::sync::Arc;
+use tonic::Request;
+
+pub const ADMIN_EMAIL: &str = "admin@backroom.test";
+pub const ADMIN_PASSWORD: &str = "admin password 123";
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestApp {
+    pub server: TestServer,
+    pub client: AccountServiceClient<TracedChannel>,
+    pub clock: ManualClock,
+    pub pool: Pool,
+    pub db: TestDb,
+    pub keys_pem: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(configure: impl FnOnce(&mut AccountConfig)) -> Self {
+        let db = TestDb::create().await;
+        let db_config = db.service_config(SERVICE, MIGRATIONS).await;
+        let pool = Pool::new(&db_config, SERVICE);
+        let keys_pem = SigningKeys::generate_pem();
+        let mut config = AccountConfig::with_keys(keys_pem.clone());
+        config.bootstrap_admin_email = Some(ADMIN_EMAIL.into());
+        config.bootstrap_admin_password = Some(Secret::new(ADMIN_PASSWORD));
+        config.service_clients = Some(Secret::new(
+            "payment:payment-secret-123,inventory:inventory-secret-123",
+        ));
+        configure(&mut config);
+        let clock = ManualClock::new();
+        let deps = Deps::new(
+            &AuthConfig::default(),
+            &config,
+            pool.clone(),
+            Arc::new(clock.clone()),
+        )
+        .await
+        .expect("deps");
+        bootstrap_admin(&deps, &config)
+            .await
+            .expect("bootstrap admin");
+        let server = TestServer::spawn(server(ServerConfig::default(), deps)).await;
+        let client = AccountServiceClient::new(server.channel.clone());
+        Self {
+            server,
+            client,
+            clock,
+            pool,
+            db,
+            keys_pem,
+        }
+    }
+
+    pub fn client(&self) -> AccountServiceClient<TracedChannel> {
+        self.client.clone()
+    }
+
+    pub async fn register(&self, email: &str) -> pb::Account {
+        self.client()
+            .register(pb::RegisterRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+                display_name: "Test User".into(),
+                request_id: String::new(),
+            })
+            .await
+            .expect("register")
+            .into_inner()
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<pb::Session, tonic::Status> {
+        self.client()
+            .login(pb::LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Registers `email` and logs in.
+    pub async fn customer(&self, email: &str) -> (pb::Account, pb::Session) {
+        let account = self.register(email).await;
+        let session = self.login(email, PASSWORD).await.expect("login");
+        (account, session)
+    }
+
+    pub async fn admin(&self) -> pb::Session {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+            .await
+            .expect("admin login")
+    }
+}
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn authed<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// The ErrorInfo reason of a status.
+pub fn reason(status: &tonic::Status) -> String {
+    backroom_shared::errors::reason_of(status).unwrap_or_default()
+}
+
+/// The fields named by a status's BadRequest.
+pub fn fields(status: &tonic::Status) -> Vec<String> {
+    backroom_shared::errors::violated_fields(status)
+}

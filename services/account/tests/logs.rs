@@ -1,0 +1,139 @@
+//! No password, hash or token ever reaches a log line: the whole account
+//! flow runs with every log level and span event captured, then the capture
+//! is searched for each secret. Its own test binary (global subscriber).
+
+mod common;
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+};
+
+use backroom_proto::account::v1 as pb;
+use common::{PASSWORD, TestApp, authed};
+use tracing_subscriber::fmt::{MakeWriter, format::FmtSpan};
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_hash_or_token_appears_in_any_log_line() {
+    let capture = Capture::default();
+    tracing_subscriber::fmt()
+        .json()
+        .with_span_list(true)
+        .with_span_events(FmtSpan::FULL)
+        .with_env_filter("trace")
+        .with_writer(capture.clone())
+        .init();
+
+    let app = TestApp::spawn().await;
+    let (account, session) = app.customer("secretive@example.com").await;
+    let refreshed = app
+        .client()
+        .refresh_session(pb::RefreshSessionRequest {
+            refresh_token: session.refresh_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // A reuse, a failed login and a failed password change log warnings.
+    let _ = app
+        .client()
+        .refresh_session(pb::RefreshSessionRequest {
+            refresh_token: session.refresh_token.clone(),
+        })
+        .await;
+    let _ = app
+        .login("secretive@example.com", "wrong password 42")
+        .await;
+    let new_password = "a whole new password";
+    let fresh = app.login("secretive@example.com", PASSWORD).await.unwrap();
+    app.client()
+        .change_password(authed(
+            &fresh.access_token,
+            pb::ChangePasswordRequest {
+                name: account.name.clone(),
+                current_password: PASSWORD.into(),
+                new_password: new_password.into(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let service = app
+        .client()
+        .issue_service_token(pb::IssueServiceTokenRequest {
+            client_id: "payment".into(),
+            client_secret: "payment-secret-123".into(),
+            audience: "backroom.payment".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let hash: String = app
+        .pool
+        .run(|conn| {
+            use backroom_account::db::schema::account::accounts;
+            use diesel::{ExpressionMethods as _, QueryDsl as _, RunQueryDsl as _};
+            Ok::<_, backroom_shared::db::DbError>(
+                accounts::table
+                    .filter(accounts::email.eq("secretive@example.com"))
+                    .select(accounts::password_hash)
+                    .first(conn)?,
+            )
+        })
+        .await
+        .unwrap();
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.lines().count() > 50,
+        "the capture saw the flow:\n{logs}"
+    );
+    assert!(logs.contains("account registered"));
+    let secrets = [
+        ("password", PASSWORD.to_owned()),
+        ("new password", new_password.to_owned()),
+        ("wrong password", "wrong password 42".to_owned()),
+        ("client secret", "payment-secret-123".to_owned()),
+        ("password hash", hash.clone()),
+        (
+            "hash salt+digest",
+            hash.rsplit('$').next().unwrap().to_owned(),
+        ),
+        ("access token", session.access_token.clone()),
+        ("refreshed access token", refreshed.access_token.clone()),
+        ("service token", service.access_token.clone()),
+        ("refresh token", session.refresh_token.clone()),
+        ("rotated refresh token", refreshed.refresh_token.clone()),
+        (
+            "signing key",
+            app.keys_pem.lines().nth(1).unwrap().to_owned(),
+        ),
+    ];
+    for (what, secret) in secrets {
+        assert!(!logs.contains(&secret), "{what} found in the logs");
+    }
+    assert!(
+        !logs.contains("$argon2id$"),
+        "a password hash found in the logs"
+    );
+}

@@ -1,0 +1,186 @@
+//! The shared auth layer, in front of the real account server, refuses
+//! every kind of bad token with UNAUTHENTICATED.
+
+mod common;
+
+use backroom_account::domain::tokens::SigningKeys;
+use backroom_proto::account::v1 as pb;
+use backroom_shared::auth::Claims;
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use common::{TestApp, authed, reason};
+use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use tonic::Code;
+
+fn claims(sub: &str) -> Claims {
+    let now = chrono::Utc::now().timestamp();
+    Claims {
+        iss: "backroom".into(),
+        sub: sub.into(),
+        aud: vec!["backroom.account".into()],
+        exp: now + 600,
+        nbf: now,
+        iat: now,
+        jti: uuid::Uuid::new_v4().to_string(),
+        roles: vec!["customer".into(), "admin".into()],
+    }
+}
+
+fn sign(pem: &str, claims: &Claims, kid: Option<String>) -> String {
+    let key = ed25519_dalek::SigningKey::from_pkcs8_pem(pem).unwrap();
+    let der = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&key).unwrap();
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = kid;
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
+}
+
+#[tokio::test]
+async fn forged_expired_and_misaddressed_tokens_are_all_unauthenticated() {
+    let app = TestApp::spawn().await;
+    let (account, session) = app.customer("target@example.com").await;
+    let jwks = app
+        .client()
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let kid = jwks.keys[0].kid.clone();
+    let public_key = URL_SAFE_NO_PAD.decode(&jwks.keys[0].x).unwrap();
+    let sub = account.name.clone();
+
+    let now = chrono::Utc::now().timestamp();
+    let mut cases: Vec<(&str, String)> = Vec::new();
+    // alg: none, no signature.
+    let none_header =
+        URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"JWT","kid":"{kid}"}}"#));
+    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(&sub)).unwrap());
+    cases.push(("alg none", format!("{none_header}.{body}.")));
+    // HS256 "signed" with the public key (algorithm confusion).
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some(kid.clone());
+    cases.push((
+        "HS256 with the public key",
+        jsonwebtoken::encode(&hs, &claims(&sub), &EncodingKey::from_secret(&public_key)).unwrap(),
+    ));
+    let pem = &app.keys_pem;
+    cases.push((
+        "wrong aud",
+        sign(
+            pem,
+            &Claims {
+                aud: vec!["backroom.shipping".into()],
+                ..claims(&sub)
+            },
+            Some(kid.clone()),
+        ),
+    ));
+    cases.push((
+        "wrong iss",
+        sign(
+            pem,
+            &Claims {
+                iss: "evil".into(),
+                ..claims(&sub)
+            },
+            Some(kid.clone()),
+        ),
+    ));
+    cases.push((
+        "expired",
+        sign(
+            pem,
+            &Claims {
+                exp: now - 120,
+                iat: now - 1000,
+                nbf: now - 1000,
+                ..claims(&sub)
+            },
+            Some(kid.clone()),
+        ),
+    ));
+    cases.push((
+        "not yet valid",
+        sign(
+            pem,
+            &Claims {
+                nbf: now + 600,
+                ..claims(&sub)
+            },
+            Some(kid.clone()),
+        ),
+    ));
+    cases.push(("no kid", sign(pem, &claims(&sub), None)));
+    let stranger = SigningKeys::generate_pem();
+    cases.push((
+        "unknown kid",
+        sign(&stranger, &claims(&sub), Some("stranger".into())),
+    ));
+    cases.push((
+        "known kid, foreign key",
+        sign(&stranger, &claims(&sub), Some(kid.clone())),
+    ));
+    // Tampered: the real token with its payload swapped.
+    let mut parts: Vec<String> = session.access_token.split('.').map(str::to_owned).collect();
+    parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(&sub)).unwrap());
+    cases.push(("tampered payload", parts.join(".")));
+    let mut sig = session.access_token.clone();
+    let last = sig.pop().unwrap();
+    sig.push(if last == 'A' { 'B' } else { 'A' });
+    cases.push(("tampered signature", sig));
+    cases.push(("garbage", "not.a.jwt".into()));
+
+    for (case, token) in cases {
+        let status = app
+            .client()
+            .get_account(authed(
+                &token,
+                pb::GetAccountRequest {
+                    name: "accounts/me".into(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{case}: {status:?}");
+        let expected = if case == "expired" {
+            "TOKEN_EXPIRED"
+        } else {
+            "TOKEN_INVALID"
+        };
+        assert_eq!(reason(&status), expected, "{case}");
+    }
+
+    // The genuine token works, and no token at all is TOKEN_MISSING.
+    app.client()
+        .get_account(authed(
+            &session.access_token,
+            pb::GetAccountRequest {
+                name: "accounts/me".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let status = app
+        .client()
+        .get_account(pb::GetAccountRequest {
+            name: "accounts/me".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status)),
+        (Code::Unauthenticated, "TOKEN_MISSING".into())
+    );
+}
+
+#[tokio::test]
+async fn public_methods_need_no_token_and_health_stays_public() {
+    let app = TestApp::spawn().await;
+    app.client().get_jwks(pb::GetJwksRequest {}).await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.server.channel.clone());
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+}
