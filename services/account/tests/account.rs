@@ -965,7 +965,7 @@ async fn addresses_are_created_listed_read_and_deleted_by_their_owner_only() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.addresses, [created.clone()]);
+    assert_eq!(listed.addresses, std::slice::from_ref(&created));
 
     // Checkout reads addresses with a service token.
     let service = app
