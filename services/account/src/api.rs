@@ -210,6 +210,13 @@ fn status(err: Error) -> Status {
             "INVALID_CLIENT",
             "invalid client credentials",
         ),
+        Error::AudienceNotAllowed => with_reason(
+            Code::PermissionDenied,
+            DOMAIN,
+            "AUDIENCE_NOT_ALLOWED",
+            "this client may not call that audience",
+            [("required".to_owned(), "an allowed audience".to_owned())],
+        ),
         Error::UnknownAudience => invalid_argument_with_reason(
             DOMAIN,
             "UNKNOWN_AUDIENCE",
@@ -927,21 +934,23 @@ impl AccountService for AccountApi {
         if !audience::ALL.contains(&req.audience.as_str()) {
             return Err(status(Error::UnknownAudience));
         }
-        let stored = self
-            .deps
-            .clients
-            .iter()
-            .find(|(id, _)| *id == req.client_id)
-            .map(|(_, hash)| hash.as_str());
+        let client = self.deps.clients.iter().find(|c| c.id == req.client_id);
         // Unknown clients cost a hash too: no oracle for valid client ids.
         let verified = self
             .deps
             .hasher
-            .verify(&secret, stored)
+            .verify(&secret, client.map(|c| c.secret_hash.as_str()))
             .await
             .map_err(status)?;
-        if !verified.matches {
+        let Some(client) = client.filter(|_| verified.matches) else {
             return Err(status(Error::InvalidClient));
+        };
+        if client
+            .audiences
+            .as_ref()
+            .is_some_and(|allowed| !allowed.contains(&req.audience))
+        {
+            return Err(status(Error::AudienceNotAllowed));
         }
         let now = self.now();
         let (access_token, expires) = self

@@ -104,6 +104,11 @@ pub struct AccountConfig {
     /// Service principals: `client_id:secret` pairs separated by commas.
     #[arg(long, env = "BACKROOM_SERVICE_CLIENTS", hide_env_values = true)]
     pub service_clients: Option<Secret>,
+    /// Audiences each service principal may ask tokens for:
+    /// `client_id=aud|aud,…` (e.g. `payment=backroom.account|backroom.inventory`).
+    /// A client not listed may ask for every audience.
+    #[arg(long, env = "BACKROOM_SERVICE_CLIENT_AUDIENCES")]
+    pub service_client_audiences: Option<String>,
     /// Email of an admin account created (or promoted) at start-up.
     #[arg(long, env = "BACKROOM_BOOTSTRAP_ADMIN_EMAIL")]
     pub bootstrap_admin_email: Option<String>,
@@ -125,6 +130,7 @@ impl AccountConfig {
             access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 30 * 24 * 3600,
             service_clients: None,
+            service_client_audiences: None,
             bootstrap_admin_email: None,
             bootstrap_admin_password: None,
         }
@@ -158,8 +164,41 @@ pub struct Deps {
     pub refresh_ttl: chrono::Duration,
     /// Failed-login policy.
     pub lockout: LockoutPolicy,
-    /// Service principals: client id → Argon2 hash of its secret.
-    pub clients: Arc<Vec<(String, String)>>,
+    /// Service principals, secrets kept only hashed.
+    pub clients: Arc<Vec<ServiceClient>>,
+}
+
+/// A service principal from configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceClient {
+    /// The client id, e.g. `payment`.
+    pub id: String,
+    /// Argon2id hash of its secret.
+    pub secret_hash: String,
+    /// The audiences it may ask tokens for; `None`: all.
+    pub audiences: Option<Vec<String>>,
+}
+
+/// Parses `client_id=aud|aud,…`.
+fn parse_audiences(spec: &str) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let (id, audiences) = entry.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("BACKROOM_SERVICE_CLIENT_AUDIENCES: expected client_id=aud|aud")
+            })?;
+            let audiences: Vec<String> =
+                audiences.split('|').map(|a| a.trim().to_owned()).collect();
+            for audience in &audiences {
+                anyhow::ensure!(
+                    audience::ALL.contains(&audience.as_str()),
+                    "BACKROOM_SERVICE_CLIENT_AUDIENCES: unknown audience {audience:?}"
+                );
+            }
+            Ok((id.trim().to_owned(), audiences))
+        })
+        .collect()
 }
 
 impl Deps {
@@ -179,6 +218,7 @@ impl Deps {
             auth.jwt_issuer.clone(),
             chrono::Duration::seconds(config.access_token_ttl_secs),
         );
+        let allowed = parse_audiences(config.service_client_audiences.as_deref().unwrap_or(""))?;
         let mut clients = Vec::new();
         if let Some(list) = &config.service_clients {
             for pair in list
@@ -196,8 +236,16 @@ impl Deps {
                 let secret = Password::presented("client_secret", secret).map_err(|v| {
                     anyhow::anyhow!("BACKROOM_SERVICE_CLIENTS: secret of {id} {}", v.description)
                 })?;
-                let hash = hasher.hash(&secret).await?;
-                clients.push((id.to_owned(), hash));
+                let secret_hash = hasher.hash(&secret).await?;
+                let audiences = allowed
+                    .iter()
+                    .find(|(client, _)| client == id)
+                    .map(|(_, a)| a.clone());
+                clients.push(ServiceClient {
+                    id: id.to_owned(),
+                    secret_hash,
+                    audiences,
+                });
             }
         }
         Ok(Self {

@@ -1116,6 +1116,24 @@ async fn service_principals_get_service_tokens_for_known_audiences_only() {
     );
     assert_eq!(fields(&status), ["audience"]);
 
+    let status = app
+        .client()
+        .issue_service_token(issue(
+            "inventory",
+            "inventory-secret-123",
+            "backroom.payment",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status)),
+        (Code::PermissionDenied, "AUDIENCE_NOT_ALLOWED".into())
+    );
+    app.client()
+        .issue_service_token(issue("payment", "payment-secret-123", "backroom.inventory"))
+        .await
+        .expect("an unrestricted client may ask for any audience");
+
     // A service token is not a customer: it cannot list accounts.
     let status = app
         .client()
@@ -1127,4 +1145,143 @@ async fn service_principals_get_service_tokens_for_known_audiences_only() {
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     let _ = ADMIN_EMAIL;
+}
+
+#[tokio::test]
+async fn admin_calls_on_missing_accounts_and_addresses_are_not_found() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let ghost = format!("accounts/{}", uuid::Uuid::now_v7());
+    let ghost_address = format!("{ghost}/addresses/{}", uuid::Uuid::now_v7());
+    let token = admin.access_token.as_str();
+    let mut client = app.client();
+    let mut checks: Vec<(&str, tonic::Status, &str)> = Vec::new();
+    checks.push((
+        "UpdateAccount",
+        client
+            .update_account(authed(
+                token,
+                pb::UpdateAccountRequest {
+                    account: Some(pb::Account {
+                        name: ghost.clone(),
+                        display_name: "x".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["display_name".into()],
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err(),
+        "ACCOUNT_NOT_FOUND",
+    ));
+    checks.push((
+        "DisableAccount",
+        client
+            .disable_account(authed(
+                token,
+                pb::DisableAccountRequest {
+                    name: ghost.clone(),
+                    reason: "r".into(),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err(),
+        "ACCOUNT_NOT_FOUND",
+    ));
+    checks.push((
+        "EnableAccount",
+        client
+            .enable_account(authed(
+                token,
+                pb::EnableAccountRequest {
+                    name: ghost.clone(),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err(),
+        "ACCOUNT_NOT_FOUND",
+    ));
+    checks.push((
+        "CreateAddress",
+        client
+            .create_address(authed(
+                token,
+                pb::CreateAddressRequest {
+                    parent: ghost.clone(),
+                    address: Some(address("FR")),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err(),
+        "ACCOUNT_NOT_FOUND",
+    ));
+    checks.push((
+        "ListAddresses",
+        client
+            .list_addresses(authed(
+                token,
+                pb::ListAddressesRequest {
+                    parent: ghost.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_err(),
+        "ACCOUNT_NOT_FOUND",
+    ));
+    checks.push((
+        "GetAddress",
+        client
+            .get_address(authed(
+                token,
+                pb::GetAddressRequest {
+                    name: ghost_address,
+                },
+            ))
+            .await
+            .unwrap_err(),
+        "ADDRESS_NOT_FOUND",
+    ));
+    for (rpc, status, expected) in checks {
+        assert_eq!(
+            (status.code(), reason(&status)),
+            (Code::NotFound, expected.to_owned()),
+            "{rpc}: {status:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn change_password_failures_count_towards_the_lock() {
+    let app = TestApp::spawn().await;
+    let (_, session) = app.customer("guess@example.com").await;
+    let attempt = |current: &str| pb::ChangePasswordRequest {
+        name: "accounts/me".into(),
+        current_password: current.into(),
+        new_password: "a different password".into(),
+        request_id: String::new(),
+    };
+    for _ in 0..5 {
+        let status = app
+            .client()
+            .change_password(authed(&session.access_token, attempt("wrong password!")))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&status), "INVALID_CREDENTIALS");
+    }
+    let status = app
+        .client()
+        .change_password(authed(&session.access_token, attempt(PASSWORD)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status)),
+        (Code::PermissionDenied, "ACCOUNT_LOCKED".into())
+    );
 }

@@ -73,6 +73,9 @@ pub enum Error {
     /// Unknown client id or wrong secret.
     #[error("invalid client credentials")]
     InvalidClient,
+    /// The client may not ask tokens for that audience.
+    #[error("audience not allowed for this client")]
+    AudienceNotAllowed,
     /// A service token was asked for an audience that does not exist.
     #[error("unknown audience")]
     UnknownAudience,

@@ -46,6 +46,7 @@ impl TestApp {
         config.service_clients = Some(Secret::new(
             "payment:payment-secret-123,inventory:inventory-secret-123",
         ));
+        config.service_client_audiences = Some("inventory=backroom.account".into());
         configure(&mut config);
         let clock = ManualClock::new();
         let deps = Deps::new(
