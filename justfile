@@ -58,3 +58,9 @@ schema svc:
     diesel print-schema --database-url "$url" > /dev/null
     psql "$base/postgres" -qc "DROP DATABASE $db"
     cargo fmt -p backroom-{{svc}}
+
+# Benchmarks: release build, then `backroom up` + baselines + every scenario
+# (3 repetitions, medians) → BENCHMARKS.md.
+bench:
+    cargo build --release -p backroom -p backroom-loadgen
+    target/release/backroom-loadgen bench --backroom-bin target/release/backroom --out BENCHMARKS.md

@@ -1,13 +1,18 @@
-//! Argon2id password hashing on tokio's blocking pool, bounded to one hash
-//! per core: NOTES.md measured ~3× the CPU per hash when dozens of 19 MiB
-//! hashes run at once, so excess requests wait for a permit instead.
+//! Argon2id password hashing on a small dedicated thread pool, one thread
+//! per core, never on the async workers.
+//!
+//! Why not tokio's blocking pool with a semaphore: the bound is the same
+//! (NOTES.md measured ~3× the CPU per hash when dozens of 19 MiB hashes run
+//! at once), but each hash allocates 19 MiB, and spread over tokio's many
+//! blocking threads the allocator keeps a copy per thread — `backroom up`
+//! grew past 1 GiB under a login storm. A few long-lived threads reuse the
+//! same memory; excess requests queue for them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use argon2::{
     Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier as _, Version,
 };
-use tokio::sync::Semaphore;
 
 use super::{Error, Password};
 
@@ -26,11 +31,14 @@ pub struct Verified {
     pub needs_rehash: bool,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 /// Hashes and verifies passwords; see the module docs.
 #[derive(Clone)]
 pub struct Hasher {
     params: Params,
-    permits: Arc<Semaphore>,
+    threads: usize,
+    jobs: mpsc::Sender<Job>,
     /// Verified against when the account does not exist, so an unknown
     /// email costs the same time as a wrong password.
     dummy_hash: Arc<str>,
@@ -40,9 +48,35 @@ impl std::fmt::Debug for Hasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hasher")
             .field("params", &self.params)
-            .field("permits", &self.permits.available_permits())
+            .field("threads", &self.threads)
             .finish_non_exhaustive()
     }
+}
+
+/// Starts `threads` hashing threads; they exit when every [`Hasher`] clone
+/// (every sender) is gone.
+fn start_pool(threads: usize) -> anyhow::Result<mpsc::Sender<Job>> {
+    let (sender, receiver) = mpsc::channel::<Job>();
+    let receiver = Arc::new(Mutex::new(receiver));
+    for n in 0..threads {
+        let receiver = receiver.clone();
+        std::thread::Builder::new()
+            .name(format!("argon2-{n}"))
+            .spawn(move || {
+                loop {
+                    // The lock is held only to take the next job.
+                    let job = match receiver.lock() {
+                        Ok(receiver) => receiver.recv(),
+                        Err(poisoned) => poisoned.into_inner().recv(),
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            })?;
+    }
+    Ok(sender)
 }
 
 fn argon2(params: Params) -> Argon2<'static> {
@@ -50,8 +84,8 @@ fn argon2(params: Params) -> Argon2<'static> {
 }
 
 impl Hasher {
-    /// A hasher with `params`, at most `parallelism` hashes at once
-    /// (default: the number of cores). Blocking: computes the dummy hash.
+    /// A hasher with `params` on `parallelism` threads (default: the number
+    /// of cores). Blocking: computes the dummy hash.
     pub fn new(params: Params, parallelism: Option<usize>) -> anyhow::Result<Self> {
         let parallelism = parallelism
             .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
@@ -63,7 +97,8 @@ impl Hasher {
             .to_string();
         Ok(Self {
             params,
-            permits: Arc::new(Semaphore::new(parallelism)),
+            threads: parallelism,
+            jobs: start_pool(parallelism)?,
             dummy_hash: dummy.into(),
         })
     }
@@ -113,16 +148,21 @@ impl Hasher {
         .await
     }
 
+    /// Runs `work` on a hashing thread inside the caller's span.
     async fn on_pool<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let _permit = self
-            .permits
-            .acquire()
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let span = tracing::Span::current();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = reply.send(span.in_scope(work));
+            }))
+            .map_err(|_| Error::Internal(anyhow::anyhow!("hashing threads are gone")))?;
+        result
             .await
-            .map_err(|e| Error::Internal(anyhow::anyhow!("hasher closed: {e}")))?;
-        backroom_shared::db::blocking(work).await
+            .map_err(|_| Error::Internal(anyhow::anyhow!("hashing thread dropped the job")))?
     }
 }
 

@@ -1,0 +1,392 @@
+//! `backroom-loadgen bench`: runs `backroom up` and the baselines as child
+//! processes against one throwaway Postgres, drives every scenario several
+//! times, and writes BENCHMARKS.md with medians and ratios to the limits
+//! measured in the same run.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use backroom_shared::testing::PostgresCluster;
+use diesel::connection::SimpleConnection as _;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::{
+    driver::{self, Mode, Plan},
+    scenarios::{self, Target},
+    stats::{ReportRow, report},
+};
+
+/// Settings of a bench run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The `backroom` binary (built in release mode).
+    pub backroom_bin: PathBuf,
+    /// This binary (for the baseline children).
+    pub loadgen_bin: PathBuf,
+    /// Where to write the report.
+    pub out: PathBuf,
+    /// Repetitions per scenario (medians are reported).
+    pub repetitions: usize,
+    /// Measured seconds per repetition.
+    pub duration: Duration,
+    /// Warm-up per repetition.
+    pub warmup: Duration,
+}
+
+/// A child process killed on drop.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.0.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Resident and peak memory of a process, in MiB, from /proc.
+fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Waits until `endpoint` answers health SERVING; returns how long it took
+/// from `since`.
+async fn wait_serving(
+    endpoint: &str,
+    since: Instant,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
+            .connect()
+            .await
+            && let Ok(reply) = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+            && reply.into_inner().status == ServingStatus::Serving as i32
+        {
+            return Ok(since.elapsed());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{endpoint} not SERVING within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One scenario's measurement: the median repetition's row of `rpc`.
+#[derive(Debug, Clone)]
+struct Measured {
+    row: ReportRow,
+    repetitions: Vec<f64>,
+}
+
+async fn measure(
+    config: &BenchConfig,
+    scenario: &str,
+    target: &Target,
+    rpc: &str,
+) -> anyhow::Result<Measured> {
+    let operation = scenarios::setup(scenario, target).await?;
+    let mut rows = Vec::new();
+    for repetition in 0..config.repetitions {
+        eprintln!(
+            "{scenario} → {} (repetition {}/{})",
+            target.endpoint,
+            repetition + 1,
+            config.repetitions
+        );
+        let plan = Plan {
+            mode: Mode::Closed {
+                concurrency: target.concurrency,
+            },
+            warmup: config.warmup,
+            duration: config.duration,
+            progress: true,
+        };
+        let (stats, elapsed) = driver::run(plan, operation.clone()).await;
+        let row = report(&stats, elapsed)
+            .into_iter()
+            .find(|row| row.rpc == rpc)
+            .with_context(|| format!("{scenario} recorded no {rpc}"))?;
+        rows.push(row);
+    }
+    let repetitions: Vec<f64> = rows.iter().map(|r| r.throughput).collect();
+    rows.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
+    Ok(Measured {
+        row: rows[rows.len() / 2].clone(),
+        repetitions,
+    })
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{cpu}, {cores} cores, {mem:.0} GiB RAM")
+}
+
+fn command_version(program: &str, arg: &str) -> String {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| format!("{program}: unknown"))
+}
+
+fn row_line(name: &str, m: &Measured, baseline: Option<&Measured>) -> String {
+    let ratio = baseline.map_or("—".into(), |b| {
+        format!(
+            "{:.2}×",
+            m.row.throughput / b.row.throughput.max(f64::EPSILON)
+        )
+    });
+    let reps: Vec<String> = m.repetitions.iter().map(|r| format!("{r:.0}")).collect();
+    format!(
+        "| {name} | {:.0} | {ratio} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+        m.row.throughput,
+        m.row.p50_ms,
+        m.row.p90_ms,
+        m.row.p99_ms,
+        m.row.max_ms,
+        m.row.errors,
+        reps.join(" / ")
+    )
+}
+
+/// Runs the whole bench and writes the report.
+pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
+    let cluster = tokio::task::spawn_blocking(PostgresCluster::start).await??;
+    let admin = cluster.url("postgres");
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut conn = backroom_shared::db::connect(&admin)?;
+        // One statement per call: CREATE DATABASE refuses a transaction block.
+        conn.batch_execute("CREATE DATABASE backroom")?;
+        conn.batch_execute("CREATE DATABASE baseline")?;
+        Ok(())
+    })
+    .await??;
+
+    // Baselines, each its own process like the services.
+    let echo_port = free_port()?;
+    let pk_port = free_port()?;
+    let echo = ChildGuard(
+        Command::new(&config.loadgen_bin)
+            .args([
+                "baseline",
+                "echo",
+                "--listen",
+                &format!("127.0.0.1:{echo_port}"),
+            ])
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let pk = ChildGuard(
+        Command::new(&config.loadgen_bin)
+            .args([
+                "baseline",
+                "pk-select",
+                "--listen",
+                &format!("127.0.0.1:{pk_port}"),
+                "--database-url",
+            ])
+            .arg(cluster.url("baseline"))
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+
+    // The suite.
+    let base_port = free_port()?;
+    let admin_password = uuid::Uuid::new_v4().simple().to_string();
+    let started = Instant::now();
+    let suite = ChildGuard(
+        Command::new(&config.backroom_bin)
+            .arg("up")
+            .env("DATABASE_URL", cluster.url("backroom"))
+            .env("BACKROOM_BASE_PORT", base_port.to_string())
+            .env("BACKROOM_BOOTSTRAP_ADMIN_PASSWORD", &admin_password)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", config.backroom_bin.display()))?,
+    );
+    let account = format!("http://127.0.0.1:{base_port}");
+    let to_serving = wait_serving(&account, started, Duration::from_secs(60)).await?;
+    wait_serving(
+        &format!("http://127.0.0.1:{echo_port}"),
+        Instant::now(),
+        Duration::from_secs(30),
+    )
+    .await
+    .ok();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (suite_idle, _) = memory_mib(suite.0.id());
+
+    let target = |endpoint: String, concurrency| Target {
+        endpoint,
+        connections: 4,
+        concurrency,
+    };
+    let echo_m = measure(
+        &config,
+        "echo",
+        &target(format!("http://127.0.0.1:{echo_port}"), 200),
+        "EchoService/Echo",
+    )
+    .await?;
+    let pk_m = measure(
+        &config,
+        "pk-select",
+        &target(format!("http://127.0.0.1:{pk_port}"), 64),
+        "PkSelect/Echo",
+    )
+    .await?;
+    let hash_m = measure(
+        &config,
+        "raw-argon2id",
+        &target(String::new(), 16),
+        "raw-argon2id",
+    )
+    .await?;
+    let login_m = measure(
+        &config,
+        "login",
+        &target(account.clone(), 16),
+        "AccountService/Login",
+    )
+    .await?;
+
+    let (suite_rss, suite_peak) = memory_mib(suite.0.id());
+    let (_, echo_peak) = memory_mib(echo.0.id());
+    let (_, pk_peak) = memory_mib(pk.0.id());
+    drop((suite, echo, pk));
+    tokio::task::spawn_blocking(move || cluster.stop()).await?;
+
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Written by `just bench` (`backroom-loadgen bench`) on {}. Every figure is the median of {} repetitions of {} s (after {} s warm-up), closed loop; ratios compare with baselines measured in the same run on the same machine.\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        config.repetitions,
+        config.duration.as_secs(),
+        config.warmup.as_secs()
+    );
+    let _ = writeln!(md, "- Machine: {}", machine());
+    let _ = writeln!(md, "- {}", command_version("rustc", "-V"));
+    let _ = writeln!(
+        md,
+        "- tonic 0.14.9, diesel 2.3.14 + r2d2 0.8.10, argon2 0.6.0 (workspace pins)"
+    );
+    let _ = writeln!(
+        md,
+        "- Server, load generator and Postgres share the same cores.\n"
+    );
+    let _ = writeln!(md, "## Throughput and latency\n");
+    let _ = writeln!(
+        md,
+        "| scenario | ok/s | vs baseline | p50 ms | p90 ms | p99 ms | max ms | errors | ok/s per repetition |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+    md.push_str(&row_line(
+        "bare tonic echo (4 conn × 200 in flight)",
+        &echo_m,
+        None,
+    ));
+    md.push_str(&row_line(
+        "bare diesel/r2d2 PK select (64 in flight)",
+        &pk_m,
+        None,
+    ));
+    md.push_str(&row_line(
+        "raw Argon2id hash, ≤ 1 per core (16 in flight)",
+        &hash_m,
+        None,
+    ));
+    md.push_str(&row_line(
+        "Login (16 in flight) vs raw Argon2id",
+        &login_m,
+        Some(&hash_m),
+    ));
+    let _ = writeln!(md, "\n## Memory and start-up\n");
+    let _ = writeln!(
+        md,
+        "| process | RSS idle MiB | RSS after load MiB | peak RSS MiB |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| `backroom up` (account, inventory, payment in one process) | {suite_idle:.1} | {suite_rss:.1} | {suite_peak:.1} |"
+    );
+    let _ = writeln!(md, "| bare echo baseline | — | — | {echo_peak:.1} |");
+    let _ = writeln!(md, "| bare PK-select baseline | — | — | {pk_peak:.1} |");
+    let _ = writeln!(
+        md,
+        "\nTime from `backroom up` start to account SERVING (external Postgres already running): {:.0} ms.",
+        to_serving.as_secs_f64() * 1000.0
+    );
+    std::fs::write(&config.out, md)
+        .with_context(|| format!("cannot write {}", config.out.display()))?;
+    eprintln!("wrote {}", config.out.display());
+    Ok(())
+}
+
+/// The directory of the running executable (to find sibling binaries).
+pub fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .unwrap_or_default()
+        .join(name)
+}

@@ -1,0 +1,179 @@
+//! `backroom-loadgen`: load generator and benchmark driver. Thin: parses
+//! the command line and hands over to the library.
+
+use std::{path::PathBuf, time::Duration};
+
+use backroom_loadgen::{
+    baselines, bench,
+    driver::{self, Mode, Plan},
+    scenarios::{self, Target},
+    stats::{render_table, report},
+};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "backroom-loadgen",
+    version,
+    about = "Backroom load generator and benchmark driver"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LoopMode {
+    /// Fixed concurrency.
+    Closed,
+    /// Fixed arrival rate.
+    Open,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BaselineKind {
+    /// Bare tonic echo.
+    Echo,
+    /// Bare diesel + r2d2 point read.
+    PkSelect,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Drive one scenario against a target and print a table per RPC.
+    Run {
+        /// Scenario: echo, pk-select, login, raw-argon2id.
+        #[arg(long)]
+        scenario: String,
+        /// `http://host:port` of the service under test.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        target: String,
+        /// Closed (fixed concurrency) or open (fixed rate) loop.
+        #[arg(long, value_enum, default_value_t = LoopMode::Closed)]
+        mode: LoopMode,
+        /// Operations in flight (closed loop; also sizes fixtures).
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Arrivals per second (open loop).
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// HTTP/2 connections.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Warm-up seconds.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Serve a bare baseline until killed.
+    Baseline {
+        /// Which baseline.
+        #[arg(value_enum)]
+        kind: BaselineKind,
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:50060")]
+        listen: String,
+        /// Postgres URL (pk-select).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Run `backroom up` and the baselines, every scenario, write BENCHMARKS.md.
+    Bench {
+        /// The `backroom` binary (default: next to this one).
+        #[arg(long)]
+        backroom_bin: Option<PathBuf>,
+        /// Output file.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Repetitions per scenario.
+        #[arg(long, default_value_t = 3)]
+        repetitions: usize,
+        /// Measured seconds per repetition.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Warm-up seconds per repetition.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run {
+            scenario,
+            target,
+            mode,
+            concurrency,
+            rate,
+            connections,
+            duration,
+            warmup,
+            json,
+        } => {
+            let target = Target {
+                endpoint: target,
+                connections,
+                concurrency,
+            };
+            let operation = scenarios::setup(&scenario, &target).await?;
+            let mode = match mode {
+                LoopMode::Closed => Mode::Closed { concurrency },
+                LoopMode::Open => Mode::Open {
+                    rate,
+                    max_in_flight: concurrency.max(1) * 16,
+                },
+            };
+            let plan = Plan {
+                mode,
+                warmup: Duration::from_secs(warmup),
+                duration: Duration::from_secs(duration),
+                progress: true,
+            };
+            let (stats, elapsed) = driver::run(plan, operation).await;
+            let rows = report(&stats, elapsed);
+            print!("{}", render_table(&rows));
+            if let Some(path) = json {
+                std::fs::write(path, serde_json::to_string_pretty(&rows)?)?;
+            }
+            Ok(())
+        }
+        Command::Baseline {
+            kind,
+            listen,
+            database_url,
+        } => {
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            match kind {
+                BaselineKind::Echo => baselines::serve_echo(listener).await,
+                BaselineKind::PkSelect => {
+                    let url = database_url
+                        .ok_or_else(|| anyhow::anyhow!("pk-select needs --database-url"))?;
+                    baselines::serve_pk_select(listener, &url, 10).await
+                }
+            }
+        }
+        Command::Bench {
+            backroom_bin,
+            out,
+            repetitions,
+            duration,
+            warmup,
+        } => {
+            bench::run(bench::BenchConfig {
+                backroom_bin: backroom_bin.unwrap_or_else(|| bench::sibling("backroom")),
+                loadgen_bin: std::env::current_exe()?,
+                out,
+                repetitions: repetitions.max(1),
+                duration: Duration::from_secs(duration),
+                warmup: Duration::from_secs(warmup),
+            })
+            .await
+        }
+    }
+}
