@@ -192,6 +192,7 @@ impl HandleError<diesel::r2d2::Error> for TracingErrorHandler {
 pub struct Pool {
     inner: r2d2::Pool<ConnectionManager<PgConnection>>,
     checkout_timeout: Duration,
+    statement_timeout: Duration,
 }
 
 impl std::fmt::Debug for Pool {
@@ -232,13 +233,18 @@ impl Pool {
         Self {
             inner,
             checkout_timeout: config.checkout_timeout(),
+            statement_timeout: config.statement_timeout(),
         }
     }
 
     /// Checks out a connection, waiting at most the checkout timeout.
     /// Blocking: call it from [`Pool::run`] or another blocking context.
     pub fn get(&self) -> Result<PooledConn, DbError> {
-        Ok(self.inner.get_timeout(self.checkout_timeout)?)
+        self.get_timeout(self.checkout_timeout)
+    }
+
+    fn get_timeout(&self, timeout: Duration) -> Result<PooledConn, DbError> {
+        Ok(self.inner.get_timeout(timeout)?)
     }
 
     /// Runs blocking diesel work on tokio's blocking pool with a pooled
@@ -252,9 +258,34 @@ impl Pool {
         E: From<DbError> + Send + 'static,
     {
         let pool = self.clone();
+        // Read in the caller's task: the deadline is task-local.
+        let budget = crate::deadline::remaining().filter(|left| *left < self.statement_timeout);
         blocking(move || {
-            let mut conn = pool.get()?;
-            work(&mut conn)
+            let Some(budget) = budget else {
+                let mut conn = pool.get()?;
+                return work(&mut conn);
+            };
+            if budget.is_zero() {
+                return Err(
+                    DbError::Timeout("the call's deadline passed before the query".into()).into(),
+                );
+            }
+            let mut conn = pool.get_timeout(budget.min(pool.checkout_timeout))?;
+            // The caller's deadline is shorter than the pool's statement
+            // timeout: lower it for this work so Postgres cancels the
+            // statement when the caller gives up, then put it back.
+            conn.batch_execute(&format!(
+                "SET statement_timeout = {}",
+                budget.as_millis().max(1)
+            ))
+            .map_err(DbError::from)?;
+            let result = work(&mut conn);
+            conn.batch_execute(&format!(
+                "SET statement_timeout = {}",
+                pool.statement_timeout.as_millis()
+            ))
+            .map_err(DbError::from)?;
+            result
         })
         .await
     }

@@ -8,6 +8,7 @@
 //! - [`client`]: traced outbound channels;
 //! - [`telemetry`]: logs, traces (OTLP), RED metrics, trace-context layers;
 //! - [`db`]: the r2d2/diesel pool, provisioning, migrations, error mapping;
+//! - [`deadline`]: the caller's deadline, carried to outbound calls and SQL;
 //! - [`errors`]: `tonic::Status` with `google.rpc` details;
 //! - [`idempotency`]: AIP-155 request ids, stored with the mutation;
 //! - [`paging`]: AIP-158 page sizes and tokens;
@@ -19,6 +20,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod deadline;
 pub mod errors;
 pub mod idempotency;
 pub mod paging;

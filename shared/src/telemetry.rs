@@ -420,10 +420,18 @@ where
         let trace_id = span.context().span().span_context().trace_id();
         span.record("trace_id", tracing::field::display(trace_id));
 
+        let deadline = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::deadline::parse_grpc_timeout)
+            .map(|budget| tokio::time::Instant::now() + budget);
         let mut observer = CallObserver::new(Side::Server, rpc, span.clone());
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(async move {
-            let result = tracing::Instrument::instrument(future, span).await;
+            let result =
+                crate::deadline::scope(deadline, tracing::Instrument::instrument(future, span))
+                    .await;
             let response = match result {
                 Ok(response) => response,
                 // An error from an inner layer (load shed, a bug): answer it
@@ -482,6 +490,7 @@ where
         global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
         });
+        crate::deadline::propagate(request.headers_mut());
         let mut observer = CallObserver::new(Side::Client, rpc, span.clone());
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(async move {

@@ -164,3 +164,36 @@ async fn an_exhausted_pool_answers_unavailable_within_the_checkout_timeout() {
     assert!(waited < Duration::from_secs(2), "waited {waited:?}");
     assert!(held.await.unwrap().is_ok());
 }
+
+#[tokio::test]
+async fn a_short_caller_deadline_cancels_the_database_statement() {
+    let test_db = TestDb::create().await;
+    let pool = Pool::new(&test_db.service_config("alpha", ALPHA).await, "alpha");
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    let result = backroom_shared::deadline::scope(
+        Some(deadline),
+        pool.run(|conn| Ok::<_, DbError>(conn.batch_execute("SELECT pg_sleep(5)")?)),
+    )
+    .await;
+    assert!(matches!(result, Err(DbError::Timeout(_))), "{result:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "Postgres cancelled it: {:?}",
+        started.elapsed()
+    );
+    // The connection went back with the pool's own statement timeout.
+    let timeout: String = pool
+        .run(|conn| {
+            #[derive(diesel::QueryableByName)]
+            struct Setting {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                statement_timeout: String,
+            }
+            let rows: Vec<Setting> = sql_query("SHOW statement_timeout").load(conn)?;
+            Ok::<_, DbError>(rows[0].statement_timeout.clone())
+        })
+        .await
+        .unwrap();
+    assert_eq!(timeout, "10s");
+}

@@ -242,3 +242,75 @@ async fn reflection_lists_our_services_health_and_reflection_in_v1_and_v1alpha()
         "{response:?}"
     );
 }
+
+/// Echo that answers with the `grpc-timeout` it received.
+#[derive(Debug, Clone, Copy)]
+struct ReportTimeout;
+
+#[tonic::async_trait]
+impl backroom_proto::testing::v1::echo_service_server::EchoService for ReportTimeout {
+    async fn echo(
+        &self,
+        request: tonic::Request<EchoRequest>,
+    ) -> Result<tonic::Response<backroom_proto::testing::v1::EchoResponse>, tonic::Status> {
+        let timeout = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        Ok(tonic::Response::new(
+            backroom_proto::testing::v1::EchoResponse { message: timeout },
+        ))
+    }
+}
+
+/// Echo that relays to a downstream echo with a plain traced client.
+#[derive(Debug, Clone)]
+struct Relay(EchoServiceClient<backroom_shared::client::TracedChannel>);
+
+#[tonic::async_trait]
+impl backroom_proto::testing::v1::echo_service_server::EchoService for Relay {
+    async fn echo(
+        &self,
+        request: tonic::Request<EchoRequest>,
+    ) -> Result<tonic::Response<backroom_proto::testing::v1::EchoResponse>, tonic::Status> {
+        self.0.clone().echo(request.into_inner()).await
+    }
+}
+
+#[tokio::test]
+async fn a_downstream_call_carries_the_callers_remaining_deadline() {
+    use backroom_proto::testing::v1::echo_service_server::EchoServiceServer;
+    use backroom_shared::{deadline::parse_grpc_timeout, server::GrpcServer};
+    let downstream = TestServer::spawn(
+        GrpcServer::new(ServerConfig::default()).add_service(EchoServiceServer::new(ReportTimeout)),
+    )
+    .await;
+    let relay = TestServer::spawn(GrpcServer::new(ServerConfig::default()).add_service(
+        EchoServiceServer::new(Relay(EchoServiceClient::new(downstream.channel.clone()))),
+    ))
+    .await;
+    let mut request = tonic::Request::new(echo_request("x", Duration::ZERO));
+    request.set_timeout(Duration::from_millis(1500));
+    let seen = EchoServiceClient::new(relay.channel.clone())
+        .echo(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .message;
+    let budget = parse_grpc_timeout(&seen).unwrap_or_else(|| panic!("downstream saw {seen:?}"));
+    assert!(
+        budget <= Duration::from_millis(1500) && budget > Duration::ZERO,
+        "{budget:?}"
+    );
+
+    // Without a caller deadline, nothing is invented.
+    let seen = EchoServiceClient::new(relay.channel.clone())
+        .echo(echo_request("x", Duration::ZERO))
+        .await
+        .unwrap()
+        .into_inner()
+        .message;
+    assert_eq!(seen, "none");
+}
