@@ -50,6 +50,7 @@ struct UpArgs {
     #[arg(long, env = "BACKROOM_HOST", default_value = "127.0.0.1")]
     host: IpAddr,
     /// Port of the account service; inventory and payment take the next two.
+    /// 0: each service gets a free port (printed at start).
     #[arg(long, env = "BACKROOM_BASE_PORT", default_value_t = 50051)]
     base_port: u16,
     #[command(flatten)]
@@ -143,14 +144,24 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             )
         })
         .await??;
-        let addr = SocketAddr::new(args.host, args.base_port + slot.port_offset);
-        let listener = tokio::net::TcpListener::bind(addr)
+        let port = match args.base_port {
+            0 => 0,
+            base => base
+                .checked_add(slot.port_offset)
+                .context("BACKROOM_BASE_PORT too high")?,
+        };
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.host, port))
             .await
-            .with_context(|| format!("cannot listen on {addr} for {}", slot.service))?;
+            .with_context(|| format!("cannot listen on port {port} for {}", slot.service))?;
+        let addr = listener.local_addr()?;
         let server = build(slot, DbConfig::for_url(service_url), &dev).await?;
         servers.push((slot, addr, listener, server));
     }
 
+    let account = servers
+        .first()
+        .map(|(_, addr, _, _)| *addr)
+        .context("no services")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     eprintln!("\nBackroom is up:");
@@ -166,7 +177,6 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             (slot.service, result)
         });
     }
-    let account = SocketAddr::new(args.host, args.base_port);
     let (email, password) = (&dev.admin_email, &dev.admin_password);
     eprintln!("\nBootstrap admin: {email} / {password}");
     eprintln!("\nTry:");
