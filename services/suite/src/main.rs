@@ -130,7 +130,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     // trusts loopback connections.
     let external = cluster.is_none();
     let dev = DevSecrets::generate();
-    let mut servers = Vec::new();
+    // Bind every listener first: services find each other by address.
+    let mut bound = Vec::new();
     for slot in SLOTS {
         let admin_url = admin_url.clone();
         let password = external.then(random_secret);
@@ -154,8 +155,23 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on port {port} for {}", slot.service))?;
         let addr = listener.local_addr()?;
-        let server = build(slot, DbConfig::for_url(service_url), &dev).await?;
-        servers.push((slot, addr, listener, server));
+        bound.push((slot, addr, listener, DbConfig::for_url(service_url)));
+    }
+    let endpoint = |service: &str| {
+        bound
+            .iter()
+            .find(|(slot, ..)| slot.service == service)
+            .map(|(_, addr, ..)| format!("http://{addr}"))
+            .unwrap_or_default()
+    };
+    let auth = AuthConfig {
+        account_endpoint: endpoint(backroom_account::SERVICE),
+        ..AuthConfig::default()
+    };
+    let mut servers = Vec::new();
+    for (slot, addr, listener, db) in bound {
+        let built = build(slot, db, &dev, &auth).await?;
+        servers.push((slot, addr, listener, built));
     }
 
     let account = servers
@@ -165,13 +181,17 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     eprintln!("\nBackroom is up:");
-    for (slot, addr, listener, server) in servers {
+    for (slot, addr, listener, built) in servers {
         eprintln!("  {:<10} {addr}", slot.service);
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
+            let Built { server, on_stop } = built;
             let result = server
                 .serve(listener, async move {
                     let _ = stop.wait_for(|stop| *stop).await;
+                    if let Some(on_stop) = on_stop {
+                        on_stop.trigger();
+                    }
                 })
                 .await;
             (slot.service, result)
@@ -262,12 +282,24 @@ async fn migrate(
     Ok(())
 }
 
+/// A service ready to serve, and what to tell when it stops.
+struct Built {
+    server: GrpcServer,
+    /// Ends open streams and background tasks (inventory's watchers and
+    /// sweeper) when shutdown begins.
+    on_stop: Option<backroom_inventory::Shutdown>,
+}
+
 /// Builds the server of one slot. Each service issue plugs its service in
 /// here; a slot whose service is not built yet serves health and reflection
 /// only.
-async fn build(slot: Slot, db: DbConfig, dev: &DevSecrets) -> anyhow::Result<GrpcServer> {
+async fn build(
+    slot: Slot,
+    db: DbConfig,
+    dev: &DevSecrets,
+    auth: &AuthConfig,
+) -> anyhow::Result<Built> {
     let config = ServerConfig::default();
-    let auth = AuthConfig::default();
     match slot.service {
         backroom_account::SERVICE => {
             migrate(&db, backroom_account::SERVICE, backroom_account::MIGRATIONS).await?;
@@ -276,10 +308,39 @@ async fn build(slot: Slot, db: DbConfig, dev: &DevSecrets) -> anyhow::Result<Grp
             account.bootstrap_admin_password = Some(Secret::new(dev.admin_password.clone()));
             account.service_clients = Some(Secret::new(dev.service_clients.clone()));
             let pool = Pool::new(&db, backroom_account::SERVICE);
-            let deps = Deps::new(&auth, &account, pool, clock::system()).await?;
+            let deps = Deps::new(auth, &account, pool, clock::system()).await?;
             backroom_account::bootstrap_admin(&deps, &account).await?;
-            Ok(backroom_account::server(config, deps))
+            Ok(Built {
+                server: backroom_account::server(config, deps),
+                on_stop: None,
+            })
         }
-        _ => Ok(GrpcServer::new(config)),
+        backroom_inventory::SERVICE => {
+            migrate(
+                &db,
+                backroom_inventory::SERVICE,
+                backroom_inventory::MIGRATIONS,
+            )
+            .await?;
+            let pool = Pool::new(&db, backroom_inventory::SERVICE);
+            // Tokens are verified against the account service's JWKS, as in
+            // production.
+            let verifier = backroom_inventory::verifier(auth)?;
+            let deps = backroom_inventory::Deps::new(
+                &backroom_inventory::InventoryConfig::default(),
+                pool,
+                clock::system(),
+                verifier,
+            );
+            let on_stop = Some(deps.shutdown.clone());
+            Ok(Built {
+                server: backroom_inventory::server(config, deps),
+                on_stop,
+            })
+        }
+        _ => Ok(Built {
+            server: GrpcServer::new(config),
+            on_stop: None,
+        }),
     }
 }

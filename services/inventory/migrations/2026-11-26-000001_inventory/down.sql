@@ -1,0 +1,9 @@
+DROP TABLE shipping_rates;
+DROP TABLE shipping_zone_countries;
+DROP TABLE shipping_zones;
+DROP TABLE reservation_lines;
+DROP TABLE reservations;
+DROP TABLE stock_movements;
+DROP FUNCTION stock_movements_append_only();
+DROP TABLE stock_levels;
+DROP TABLE products;

@@ -1,0 +1,261 @@
+//! `backroom-inventory`: the product catalogue, stock per (sku, location)
+//! with its append-only movement log, order quotes with shipping, and stock
+//! reservations for the checkout saga.
+//!
+//! Layout:
+//! - [`api`]: the tonic `InventoryService` impl, the only place proto ⇄
+//!   domain conversions and `Error` → `Status` happen;
+//! - [`domain`]: values, the `Error` enum, shipping-band selection;
+//! - [`db`]: diesel schema, rows, repository functions (the concurrency
+//!   rules are in [`db::repo`]'s docs);
+//! - [`Cli`], [`Deps`], [`server`], [`sweep_expired`]: how `main` and
+//!   `backroom up` build and run it.
+//!
+//! Background work started by [`server`]: the reservation expiry sweeper
+//! and the purge of old request ids; both stop when [`Shutdown::trigger`]
+//! is called (as do WatchStock streams, with UNAVAILABLE).
+
+pub mod api;
+pub mod db;
+pub mod domain;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use backroom_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
+use backroom_shared::{
+    auth::{AuthLayer, Verifier, audience},
+    client::{self, ClientConfig},
+    clock::SharedClock,
+    config::{AuthConfig, DbConfig, Secret, ServerConfig, TelemetryConfig},
+    db::{DbError, Pool},
+    errors::Domain,
+    server::GrpcServer,
+};
+use chrono::{DateTime, Utc};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+
+use crate::db::repo;
+
+/// The service's name, schema and role suffix.
+pub const SERVICE: &str = "inventory";
+/// `ErrorInfo.domain` of every error.
+pub const DOMAIN: Domain = "backroom.inventory";
+/// Default gRPC port.
+pub const DEFAULT_PORT: u16 = 50052;
+/// The service's migrations (run after the shared ones, in schema `inventory`).
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// RPCs callable without a token: none (health and reflection are public
+/// by construction).
+pub const PUBLIC_METHODS: [&str; 0] = [];
+
+/// The `backroom-inventory` command line: every flag also reads the
+/// environment variable named in its help.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "backroom-inventory",
+    version,
+    about = "Backroom inventory service"
+)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// gRPC server settings.
+    #[command(flatten)]
+    pub server: ServerConfig,
+    /// Database settings.
+    #[command(flatten)]
+    pub db: DbConfig,
+    /// Logs, traces, metrics.
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+    /// Token issuer and account endpoint.
+    #[command(flatten)]
+    pub auth: AuthConfig,
+    /// Inventory-specific settings.
+    #[command(flatten)]
+    pub inventory: InventoryConfig,
+}
+
+/// Subcommands of `backroom-inventory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Serve gRPC (the default).
+    Serve,
+    /// Apply pending migrations to the `inventory` schema, then exit.
+    Migrate,
+}
+
+/// Inventory-specific configuration.
+///
+/// | variable | default | meaning |
+/// |---|---|---|
+/// | `BACKROOM_RESERVATION_SWEEP_INTERVAL_MS` | 1000 | how often expired reservations are swept; 0 disables the sweeper |
+/// | `BACKROOM_WATCH_POLL_INTERVAL_MS` | 250 | how often a WatchStock stream looks for changes |
+/// | `BACKROOM_SERVICE_CLIENT_ID` | unset | service principal for outbound calls (reserved: v1 makes none) |
+/// | `BACKROOM_SERVICE_CLIENT_SECRET` | unset | its secret (reserved, as above) |
+#[derive(Debug, Clone, clap::Args)]
+pub struct InventoryConfig {
+    /// How often the sweeper returns the units of expired reservations
+    /// (milliseconds); 0 disables it (reads and reservations still treat
+    /// expired reservations as released).
+    #[arg(
+        long,
+        env = "BACKROOM_RESERVATION_SWEEP_INTERVAL_MS",
+        default_value_t = 1_000
+    )]
+    pub reservation_sweep_interval_ms: u64,
+    /// How often a WatchStock stream polls for changes (milliseconds).
+    #[arg(long, env = "BACKROOM_WATCH_POLL_INTERVAL_MS", default_value_t = 250)]
+    pub watch_poll_interval_ms: u64,
+    /// Client id of this service's principal, for calls to other services.
+    /// Reserved: inventory v1 calls no other service.
+    #[arg(long, env = "BACKROOM_SERVICE_CLIENT_ID")]
+    pub service_client_id: Option<String>,
+    /// The principal's secret. Reserved, as above.
+    #[arg(long, env = "BACKROOM_SERVICE_CLIENT_SECRET", hide_env_values = true)]
+    pub service_client_secret: Option<Secret>,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        Self {
+            reservation_sweep_interval_ms: 1_000,
+            watch_poll_interval_ms: 250,
+            service_client_id: None,
+            service_client_secret: None,
+        }
+    }
+}
+
+/// Tells background tasks and open streams that the server is shutting
+/// down. Cheap to clone; every clone triggers the same signal.
+#[derive(Debug, Clone)]
+pub struct Shutdown(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl Shutdown {
+    /// Signals shutdown (idempotent).
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once [`Self::trigger`] was called.
+    pub async fn triggered(&self) {
+        let mut rx = self.0.subscribe();
+        // The sender lives in `self`, so the channel cannot close first.
+        let _ = rx.wait_for(|down| *down).await;
+    }
+
+    /// `signal`, then trigger: pass the result to `GrpcServer::serve` as its
+    /// shutdown future so streams end and background tasks stop with it.
+    pub fn after<F: Future<Output = ()>>(&self, signal: F) -> impl Future<Output = ()> + use<F> {
+        let this = self.clone();
+        async move {
+            signal.await;
+            this.trigger();
+        }
+    }
+}
+
+/// Everything the service needs, built once.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// The pool of the `inventory` schema.
+    pub pool: Pool,
+    /// Where "now" comes from.
+    pub clock: SharedClock,
+    /// Verifies bearer tokens (audience `backroom.inventory`).
+    pub verifier: Arc<Verifier>,
+    /// Sweeper period; `None` disables the sweeper (tests sweep by hand).
+    pub sweep_interval: Option<Duration>,
+    /// WatchStock poll period.
+    pub watch_poll_interval: Duration,
+    /// Shutdown signal for background tasks and streams.
+    pub shutdown: Shutdown,
+}
+
+impl Deps {
+    /// Dependencies with `config`'s intervals.
+    pub fn new(
+        config: &InventoryConfig,
+        pool: Pool,
+        clock: SharedClock,
+        verifier: Arc<Verifier>,
+    ) -> Self {
+        Self {
+            pool,
+            clock,
+            verifier,
+            sweep_interval: (config.reservation_sweep_interval_ms > 0)
+                .then(|| Duration::from_millis(config.reservation_sweep_interval_ms)),
+            watch_poll_interval: Duration::from_millis(config.watch_poll_interval_ms.max(10)),
+            shutdown: Shutdown::default(),
+        }
+    }
+}
+
+/// The production verifier: keys from the account service's JWKS at
+/// `auth.account_endpoint` (fetched lazily, refreshed on unknown kids).
+pub fn verifier(auth: &AuthConfig) -> anyhow::Result<Arc<Verifier>> {
+    let channel = client::channel(&ClientConfig::new(auth.account_endpoint.clone()))?;
+    Ok(Arc::new(Verifier::from_account_service(
+        &auth.jwt_issuer,
+        audience::INVENTORY,
+        channel,
+    )))
+}
+
+/// The inventory gRPC server: the service behind the auth layer, a
+/// readiness probe on the database, and the background tasks (sweeper,
+/// request-id purge), which must be spawned inside a tokio runtime.
+pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
+    let max = config.max_message_bytes;
+    let pool = deps.pool.clone();
+    if let Some(interval) = deps.sweep_interval {
+        tokio::spawn(api::run_sweeper(deps.clone(), interval));
+    }
+    tokio::spawn(api::purge_idempotency_keys(deps.clone()));
+    GrpcServer::new(config)
+        .with_layer(AuthLayer::new(
+            deps.verifier.clone(),
+            DOMAIN,
+            &PUBLIC_METHODS,
+        ))
+        .with_health_probe(Arc::new(move || {
+            let pool = pool.clone();
+            Box::pin(async move { pool.is_healthy().await })
+        }))
+        .add_service(
+            InventoryServiceServer::new(api::InventoryApi::new(deps))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+}
+
+/// Expires every ACTIVE reservation past its expiry at `now`, returning its
+/// units (EXPIRE movements); returns how many it expired. Idempotent and
+/// safe to run on several replicas at once (`FOR UPDATE SKIP LOCKED`).
+pub async fn sweep_expired(pool: &Pool, now: DateTime<Utc>) -> Result<usize, DbError> {
+    let mut total = 0;
+    loop {
+        let expired = pool
+            .transaction(move |conn| {
+                repo::expire_due(conn, None, now, repo::Lock::SkipLocked).map_err(|err| match err {
+                    domain::Error::Db(err) => err,
+                    other => DbError::Other(anyhow::anyhow!("{other}")),
+                })
+            })
+            .await?;
+        total += expired;
+        if i64::try_from(expired).unwrap_or(i64::MAX) < repo::EXPIRY_BATCH {
+            return Ok(total);
+        }
+    }
+}
