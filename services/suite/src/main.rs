@@ -168,9 +168,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         account_endpoint: endpoint(backroom_account::SERVICE),
         ..AuthConfig::default()
     };
+    let endpoints = Endpoints {
+        inventory: endpoint(backroom_inventory::SERVICE),
+        payment: endpoint(backroom_payment::SERVICE),
+    };
     let mut servers = Vec::new();
     for (slot, addr, listener, db) in bound {
-        let built = build(slot, db, &dev, &auth).await?;
+        let built = build(slot, db, &dev, &auth, &endpoints).await?;
         servers.push((slot, addr, listener, built));
     }
 
@@ -245,12 +249,17 @@ struct DevSecrets {
     signing_keys_pem: String,
     admin_email: String,
     admin_password: String,
+    /// The payment service's client secret (its saga calls the others).
+    payment_client_secret: String,
     /// `client_id:secret` pairs of the service principals.
     service_clients: String,
+    /// Key of the card fingerprints.
+    card_fingerprint_key: String,
 }
 
 impl DevSecrets {
     fn generate() -> Self {
+        let payment_client_secret = random_secret();
         Self {
             signing_keys_pem: std::env::var("BACKROOM_JWT_SIGNING_KEYS")
                 .unwrap_or_else(|_| SigningKeys::generate_pem()),
@@ -258,7 +267,12 @@ impl DevSecrets {
                 .unwrap_or_else(|_| "admin@backroom.local".into()),
             admin_password: std::env::var("BACKROOM_BOOTSTRAP_ADMIN_PASSWORD")
                 .unwrap_or_else(|_| random_secret()),
-            service_clients: format!("inventory:{},payment:{}", random_secret(), random_secret()),
+            service_clients: format!(
+                "inventory:{},payment:{payment_client_secret}",
+                random_secret()
+            ),
+            payment_client_secret,
+            card_fingerprint_key: format!("{}{}", random_secret(), random_secret()),
         }
     }
 }
@@ -290,14 +304,13 @@ struct Built {
     on_stop: Option<backroom_inventory::Shutdown>,
 }
 
-/// Builds the server of one slot. Each service issue plugs its service in
-/// here; a slot whose service is not built yet serves health and reflection
-/// only.
+/// Builds the server of one slot.
 async fn build(
     slot: Slot,
     db: DbConfig,
     dev: &DevSecrets,
     auth: &AuthConfig,
+    endpoints: &Endpoints,
 ) -> anyhow::Result<Built> {
     let config = ServerConfig::default();
     match slot.service {
@@ -338,9 +351,34 @@ async fn build(
                 on_stop,
             })
         }
-        _ => Ok(Built {
-            server: GrpcServer::new(config),
-            on_stop: None,
-        }),
+        backroom_payment::SERVICE => {
+            migrate(&db, backroom_payment::SERVICE, backroom_payment::MIGRATIONS).await?;
+            let pool = Pool::new(&db, backroom_payment::SERVICE);
+            let mut payment =
+                backroom_payment::PaymentConfig::with_key(dev.card_fingerprint_key.clone());
+            payment.service_client_id = Some(backroom_payment::SERVICE.to_owned());
+            payment.service_client_secret = Some(Secret::new(dev.payment_client_secret.clone()));
+            payment.inventory_endpoint = Some(endpoints.inventory.clone());
+            let deps = backroom_payment::Deps::new(auth, &payment, pool, clock::system())?;
+            let checkout = backroom_payment::CheckoutDeps::new(
+                auth,
+                &payment,
+                &deps,
+                &endpoints.payment,
+                backroom_payment::checkout::saga::SagaConfig::default(),
+            )?;
+            Ok(Built {
+                server: backroom_payment::server_with_checkout(config, deps, checkout),
+                on_stop: None,
+            })
+        }
+        other => anyhow::bail!("unknown service {other}"),
     }
+}
+
+/// Where each service of this process listens.
+#[derive(Debug, Clone)]
+struct Endpoints {
+    inventory: String,
+    payment: String,
 }

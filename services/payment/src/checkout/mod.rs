@@ -1,0 +1,19 @@
+//! `CheckoutService`: the order saga across account, inventory and payment.
+//!
+//! Layout:
+//! - [`saga`]: the orchestrator. Each order's state is written to the
+//!   `orders` table before the step it names; every remote call carries a
+//!   request id derived from the order id and the step, so a step replayed
+//!   after a crash has no second effect; a lease makes one worker drive an
+//!   order at a time, across replicas; the [`saga::Saga::recover_due`] worker
+//!   resumes whatever a crash left half-done.
+//! - [`repo`]: the `orders` / `order_lines` tables.
+//! - [`api`]: the tonic `CheckoutService` impl.
+//!
+//! The saga calls PaymentService through its own gRPC API (with the
+//! service's token), like it calls the other services: one client path, one
+//! idempotency mechanism, one trace.
+
+pub mod api;
+pub mod repo;
+pub mod saga;

@@ -1,0 +1,412 @@
+//! Card data as a customer enters it, parsed and checked once at the edge.
+//!
+//! The PAN and CVC live only in [`CardNumber`] and [`Cvc`], whose `Debug`
+//! shows nothing but the brand/last4 (or nothing at all), and which have no
+//! `Display`: no `{:?}`, span field or error message can leak them. What is
+//! kept is [`CardDetails`]: brand, last4, expiry, holder name and a keyed
+//! fingerprint.
+
+use std::fmt;
+
+use backroom_shared::{
+    config::Secret,
+    errors::{FieldViolation, Violations},
+};
+use chrono::{DateTime, Datelike as _, Utc};
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+
+/// Card network, derived from the number's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Brand {
+    /// Visa: 4.
+    Visa,
+    /// Mastercard: 51–55, 2221–2720.
+    Mastercard,
+    /// American Express: 34, 37.
+    Amex,
+    /// Discover: 6011, 644–649, 65.
+    Discover,
+    /// Diners Club: 300–305, 36, 38, 39.
+    Diners,
+    /// JCB: 3528–3589.
+    Jcb,
+    /// UnionPay: 62.
+    UnionPay,
+    /// Any other Luhn-valid number.
+    Other,
+}
+
+impl Brand {
+    /// The stored code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Brand::Visa => "visa",
+            Brand::Mastercard => "mastercard",
+            Brand::Amex => "amex",
+            Brand::Discover => "discover",
+            Brand::Diners => "diners",
+            Brand::Jcb => "jcb",
+            Brand::UnionPay => "unionpay",
+            Brand::Other => "other",
+        }
+    }
+
+    /// Parses a stored code (unknown codes read as [`Brand::Other`]).
+    pub fn from_code(code: &str) -> Self {
+        match code {
+            "visa" => Brand::Visa,
+            "mastercard" => Brand::Mastercard,
+            "amex" => Brand::Amex,
+            "discover" => Brand::Discover,
+            "diners" => Brand::Diners,
+            "jcb" => Brand::Jcb,
+            "unionpay" => Brand::UnionPay,
+            _ => Brand::Other,
+        }
+    }
+
+    fn detect(digits: &str) -> Self {
+        let prefix = |n: usize| digits.get(..n).and_then(|p| p.parse::<u32>().ok());
+        let in_range =
+            |n: usize, lo: u32, hi: u32| prefix(n).is_some_and(|p| (lo..=hi).contains(&p));
+        if digits.starts_with('4') {
+            Brand::Visa
+        } else if in_range(2, 51, 55) || in_range(4, 2221, 2720) {
+            Brand::Mastercard
+        } else if in_range(2, 34, 34) || in_range(2, 37, 37) {
+            Brand::Amex
+        } else if digits.starts_with("6011") || in_range(3, 644, 649) || digits.starts_with("65") {
+            Brand::Discover
+        } else if in_range(3, 300, 305) || ["36", "38", "39"].iter().any(|p| digits.starts_with(p))
+        {
+            Brand::Diners
+        } else if in_range(4, 3528, 3589) {
+            Brand::Jcb
+        } else if digits.starts_with("62") {
+            Brand::UnionPay
+        } else {
+            Brand::Other
+        }
+    }
+}
+
+/// Whether `digits` (ASCII digits only) passes the Luhn check.
+pub fn luhn_valid(digits: &str) -> bool {
+    let mut sum = 0u32;
+    for (i, b) in digits.bytes().rev().enumerate() {
+        if !b.is_ascii_digit() {
+            return false;
+        }
+        let mut d = u32::from(b - b'0');
+        if i % 2 == 1 {
+            d *= 2;
+            if d > 9 {
+                d -= 9;
+            }
+        }
+        sum += d;
+    }
+    !digits.is_empty() && sum.is_multiple_of(10)
+}
+
+/// Whether `text` contains a run of 13–19 digits (spaces and dashes between
+/// digits ignored, as people type card numbers) that passes Luhn: a card
+/// number someone typed into a free-text field. Such text is refused so no
+/// PAN reaches the database through a description, metadata or holder name.
+pub fn contains_card_number(text: &str) -> bool {
+    let compact: String = text.chars().filter(|c| *c != ' ' && *c != '-').collect();
+    compact
+        .split(|c: char| !c.is_ascii_digit())
+        .any(|run| (13..=19).contains(&run.len()) && luhn_valid(run))
+}
+
+/// A Luhn-valid card number (PAN). Never displayed, logged or stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CardNumber(String);
+
+impl fmt::Debug for CardNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CardNumber({:?} ****{})", self.brand(), self.last4())
+    }
+}
+
+impl CardNumber {
+    /// Checks 12–19 ASCII digits and Luhn.
+    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldViolation> {
+        if raw.is_empty() {
+            return Err(FieldViolation::new(field, "is required"));
+        }
+        // The description never echoes the value.
+        if !(12..=19).contains(&raw.len()) || !raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(FieldViolation::new(field, "must be 12–19 digits"));
+        }
+        if !luhn_valid(raw) {
+            return Err(FieldViolation::new(field, "is not a valid card number"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The network.
+    pub fn brand(&self) -> Brand {
+        Brand::detect(&self.0)
+    }
+
+    /// The last four digits.
+    pub fn last4(&self) -> &str {
+        &self.0[self.0.len().saturating_sub(4)..]
+    }
+
+    /// The digits, for the processor only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A card verification code. Never displayed, logged or stored; checked for
+/// shape only (the simulator accepts any).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Cvc(String);
+
+impl fmt::Debug for Cvc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Cvc(***)")
+    }
+}
+
+impl Cvc {
+    /// 3 digits, 4 for Amex.
+    pub fn parse(field: &str, raw: &str, brand: Option<Brand>) -> Result<Self, FieldViolation> {
+        let want = if brand == Some(Brand::Amex) { 4 } else { 3 };
+        if raw.len() == want && raw.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(FieldViolation::new(
+                field,
+                format!("must be {want} digits for this card"),
+            ))
+        }
+    }
+}
+
+/// An expiry month: the card is valid through its last day (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// 1–12.
+    pub month: u32,
+    /// Four digits.
+    pub year: i32,
+}
+
+impl Expiry {
+    /// Whether the card is expired at `now`.
+    pub fn is_past(self, now: DateTime<Utc>) -> bool {
+        (self.year, self.month) < (now.year(), now.month())
+    }
+}
+
+/// A card as entered in AttachPaymentMethod, valid by construction.
+#[derive(Debug, Clone)]
+pub struct CardInput {
+    /// The PAN (redacted in `Debug`).
+    pub number: CardNumber,
+    /// The CVC (redacted in `Debug`); checked, then dropped.
+    pub cvc: Cvc,
+    /// The expiry.
+    pub expiry: Expiry,
+    /// Name on the card.
+    pub holder_name: String,
+}
+
+/// Raw card fields as they arrive (borrowed from the request).
+#[derive(Clone, Copy)]
+pub struct RawCard<'a> {
+    /// PAN.
+    pub number: &'a str,
+    /// Month.
+    pub exp_month: i32,
+    /// Year.
+    pub exp_year: i32,
+    /// CVC.
+    pub cvc: &'a str,
+    /// Holder.
+    pub holder_name: &'a str,
+}
+
+impl fmt::Debug for RawCard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawCard")
+            .field("number", &"<redacted>")
+            .field("exp_month", &self.exp_month)
+            .field("exp_year", &self.exp_year)
+            .field("cvc", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maximum length of a holder name.
+pub const MAX_HOLDER_NAME: usize = 200;
+
+impl CardInput {
+    /// Parses every field into `violations` (paths under `prefix`, e.g.
+    /// `card`). An expired card is reported on `{prefix}.exp_month`.
+    pub fn parse(
+        prefix: &str,
+        raw: RawCard<'_>,
+        now: DateTime<Utc>,
+        violations: &mut Violations,
+    ) -> Option<Self> {
+        let number = violations.check(CardNumber::parse(&format!("{prefix}.number"), raw.number));
+        let month = match u32::try_from(raw.exp_month) {
+            Ok(m @ 1..=12) => Some(m),
+            _ => {
+                violations.push(format!("{prefix}.exp_month"), "must be 1–12");
+                None
+            }
+        };
+        let year = if (2000..=9999).contains(&raw.exp_year) {
+            Some(raw.exp_year)
+        } else {
+            violations.push(format!("{prefix}.exp_year"), "must be a four-digit year");
+            None
+        };
+        let expiry = match (month, year) {
+            (Some(month), Some(year)) => {
+                let expiry = Expiry { month, year };
+                if expiry.is_past(now) {
+                    violations.push(format!("{prefix}.exp_month"), EXPIRED);
+                    None
+                } else {
+                    Some(expiry)
+                }
+            }
+            _ => None,
+        };
+        let cvc = violations.check(Cvc::parse(
+            &format!("{prefix}.cvc"),
+            raw.cvc,
+            number.as_ref().map(CardNumber::brand),
+        ));
+        let holder_name = raw.holder_name.trim();
+        if holder_name.chars().count() > MAX_HOLDER_NAME {
+            violations.push(
+                format!("{prefix}.holder_name"),
+                format!("must be at most {MAX_HOLDER_NAME} characters"),
+            );
+        } else if contains_card_number(holder_name) {
+            violations.push(
+                format!("{prefix}.holder_name"),
+                "must not contain a card number",
+            );
+        }
+        Some(Self {
+            number: number?,
+            cvc: cvc?,
+            expiry: expiry?,
+            holder_name: holder_name.to_owned(),
+        })
+    }
+}
+
+/// The violation description of an expired card (the API picks the
+/// `EXPIRED_CARD` reason by it).
+pub const EXPIRED: &str = "the card has expired";
+
+/// The key of card fingerprints (`BACKROOM_CARD_FINGERPRINT_KEY`).
+#[derive(Clone)]
+pub struct FingerprintKey(Secret);
+
+impl fmt::Debug for FingerprintKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FingerprintKey(<redacted>)")
+    }
+}
+
+/// Shortest accepted fingerprint key, bytes.
+pub const MIN_FINGERPRINT_KEY_LEN: usize = 32;
+
+impl FingerprintKey {
+    /// Wraps a key of at least [`MIN_FINGERPRINT_KEY_LEN`] bytes.
+    pub fn new(key: Secret) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            key.expose().len() >= MIN_FINGERPRINT_KEY_LEN,
+            "BACKROOM_CARD_FINGERPRINT_KEY must be at least {MIN_FINGERPRINT_KEY_LEN} bytes"
+        );
+        Ok(Self(key))
+    }
+
+    /// HMAC-SHA256(key, PAN), lower-case hex: equal for the same number
+    /// within a deployment, useless without the key.
+    pub fn fingerprint(&self, number: &CardNumber) -> String {
+        // HMAC accepts keys of any length.
+        let mut mac = <Hmac<Sha256>>::new_from_slice(self.0.expose().as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(number.expose().as_bytes());
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luhn_and_brands() {
+        for (pan, brand) in [
+            ("4242424242424242", Brand::Visa),
+            ("5555555555554444", Brand::Mastercard),
+            ("2223003122003222", Brand::Mastercard),
+            ("378282246310005", Brand::Amex),
+            ("6011111111111117", Brand::Discover),
+            ("3056930009020004", Brand::Diners),
+            ("3566002020360505", Brand::Jcb),
+            ("6200000000000005", Brand::UnionPay),
+        ] {
+            let number = CardNumber::parse("n", pan).unwrap();
+            assert_eq!(number.brand(), brand, "{pan}");
+        }
+        assert!(CardNumber::parse("n", "4242424242424241").is_err());
+        assert!(CardNumber::parse("n", "42424242").is_err());
+        assert!(CardNumber::parse("n", "4242 4242 4242 4242").is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_the_number_or_cvc() {
+        let number = CardNumber::parse("n", "4242424242424242").unwrap();
+        let cvc = Cvc::parse("c", "123", Some(Brand::Visa)).unwrap();
+        let shown = format!("{number:?} {cvc:?}");
+        assert!(!shown.contains("424242424242"), "{shown}");
+        assert!(!shown.contains("123"), "{shown}");
+        assert!(shown.contains("4242"));
+    }
+
+    #[test]
+    fn amex_needs_four_digit_cvc() {
+        assert!(Cvc::parse("c", "123", Some(Brand::Amex)).is_err());
+        assert!(Cvc::parse("c", "1234", Some(Brand::Amex)).is_ok());
+        assert!(Cvc::parse("c", "1234", Some(Brand::Visa)).is_err());
+    }
+
+    #[test]
+    fn card_numbers_in_free_text_are_spotted() {
+        assert!(contains_card_number("pay with 4242424242424242 please"));
+        assert!(contains_card_number("x04242424242424242"));
+        assert!(!contains_card_number("order 12345"));
+        assert!(!contains_card_number("4242424242424241"));
+    }
+
+    #[test]
+    fn fingerprints_are_keyed() {
+        let number = CardNumber::parse("n", "4242424242424242").unwrap();
+        let a = FingerprintKey::new(Secret::new("a".repeat(32))).unwrap();
+        let b = FingerprintKey::new(Secret::new("b".repeat(32))).unwrap();
+        assert_eq!(a.fingerprint(&number), a.fingerprint(&number));
+        assert_ne!(a.fingerprint(&number), b.fingerprint(&number));
+        assert_eq!(a.fingerprint(&number).len(), 64);
+        assert!(FingerprintKey::new(Secret::new("short")).is_err());
+    }
+}
