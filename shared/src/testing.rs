@@ -348,6 +348,10 @@ impl TestDb {
         service: &'static str,
         migrations: EmbeddedMigrations,
     ) -> DbConfig {
+        // Provisioning ALTERs the cluster-wide role: run concurrently from
+        // parallel tests it fails with "tuple concurrently updated".
+        static PROVISION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one_at_a_time = PROVISION.lock().await;
         let admin = self.admin_url();
         tokio::task::spawn_blocking(move || {
             let mut conn = db::connect(&admin).expect("connect as admin");
@@ -383,9 +387,19 @@ impl TestServer {
     /// Binds first, then spawns `server`, so calls made right away queue on
     /// the listener instead of racing the start.
     pub async fn spawn(server: GrpcServer) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::spawn_on(Self::bind().await, server).await
+    }
+
+    /// A listener on `127.0.0.1:0`, for servers that must know their own
+    /// address before they are built.
+    pub async fn bind() -> tokio::net::TcpListener {
+        tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("bind 127.0.0.1:0");
+            .expect("bind 127.0.0.1:0")
+    }
+
+    /// Serves `server` on an already bound `listener`.
+    pub async fn spawn_on(listener: tokio::net::TcpListener, server: GrpcServer) -> Self {
         let addr = listener.local_addr().expect("local addr");
         let health = server.health();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -635,4 +649,82 @@ pub fn check_deploy_contract(service: &str, command: clap::Command, health_servi
         grpc_probes >= 2,
         "readiness and startup use native gRPC probes"
     );
+}
+
+/// An in-process OTLP/gRPC trace receiver: point `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// (or [`crate::config::TelemetryConfig::otlp_endpoint`]) at
+/// [`SpanCollector::serve`]'s server and read what was exported.
+#[derive(Debug, Clone, Default)]
+pub struct SpanCollector {
+    spans: std::sync::Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for SpanCollector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let mut spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+        Ok(tonic::Response::new(
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse {
+                partial_success: None,
+            },
+        ))
+    }
+}
+
+impl SpanCollector {
+    /// Serves a collector on 127.0.0.1:0.
+    pub async fn serve() -> (Self, TestServer) {
+        let collector = Self::default();
+        let server = TestServer::spawn(GrpcServer::new(crate::config::ServerConfig::default()).add_service(
+            opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+                collector.clone(),
+            ),
+        ))
+        .await;
+        (collector, server)
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+        self.spans.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A string or integer attribute of an exported span.
+pub fn span_attribute(
+    span: &opentelemetry_proto::tonic::trace::v1::Span,
+    key: &str,
+) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+        .map(|value| match value {
+            Value::StringValue(s) => s.clone(),
+            Value::IntValue(i) => i.to_string(),
+            other => format!("{other:?}"),
+        })
+}
+
+/// Lower-case hex of an id.
+pub fn hex_id(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -2,8 +2,6 @@
 //! in-process OTLP/gRPC receiver. Its own test binary: it installs the
 //! process-global subscriber and propagator.
 
-use std::sync::{Arc, Mutex};
-
 use backroom_proto::testing::v1::{
     EchoRequest, EchoResponse,
     echo_service_client::EchoServiceClient,
@@ -14,41 +12,11 @@ use backroom_shared::{
     config::{ServerConfig, TelemetryConfig},
     server::GrpcServer,
     telemetry,
-    testing::{TestServer, echo_server},
+    testing::{SpanCollector, TestServer, echo_server, hex_id, span_attribute},
 };
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
-    trace::v1::Span,
-};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
-
-/// Collects every exported span.
-#[derive(Debug, Clone, Default)]
-struct Receiver {
-    spans: Arc<Mutex<Vec<Span>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let mut spans = self.spans.lock().unwrap();
-        for resource in request.into_inner().resource_spans {
-            for scope in resource.scope_spans {
-                spans.extend(scope.spans);
-            }
-        }
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
 
 /// Echo that relays every call to a downstream echo server.
 #[derive(Debug, Clone)]
@@ -67,29 +35,11 @@ impl EchoService for Relay {
     }
 }
 
-fn attribute(span: &Span, key: &str) -> Option<String> {
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
-        .map(|value| match value {
-            Value::StringValue(s) => s.clone(),
-            Value::IntValue(i) => i.to_string(),
-            other => format!("{other:?}"),
-        })
-}
-
 // Multi-threaded: the batch exporter's flush blocks this thread while the
 // OTLP channel's connection task must keep running on another worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_spans_client_server_and_second_server_with_correct_parents() {
-    let receiver = Receiver::default();
-    let collector = TestServer::spawn(
-        GrpcServer::new(ServerConfig::default())
-            .add_service(TraceServiceServer::new(receiver.clone())),
-    )
-    .await;
+    let (receiver, collector) = SpanCollector::serve().await;
     let guard = telemetry::init(
         "trace-test",
         &TelemetryConfig {
@@ -125,24 +75,23 @@ async fn one_trace_spans_client_server_and_second_server_with_correct_parents() 
     drop(root);
     guard.flush();
 
-    let spans = receiver.spans.lock().unwrap().clone();
+    let spans = receiver.spans();
     let rpc_spans: Vec<&Span> = spans
         .iter()
         .filter(|s| s.name == "backroom.testing.v1.EchoService/Echo")
         .collect();
     // test client → A server → A client → B server
     assert_eq!(rpc_spans.len(), 4, "{rpc_spans:#?}");
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     for span in &rpc_spans {
         assert_eq!(
-            hex(&span.trace_id),
+            hex_id(&span.trace_id),
             trace_id,
             "every RPC span is in the root's trace"
         );
-        assert_eq!(attribute(span, "rpc.system").as_deref(), Some("grpc"));
-        assert_eq!(attribute(span, "rpc.method").as_deref(), Some("Echo"));
+        assert_eq!(span_attribute(span, "rpc.system").as_deref(), Some("grpc"));
+        assert_eq!(span_attribute(span, "rpc.method").as_deref(), Some("Echo"));
         assert_eq!(
-            attribute(span, "rpc.grpc.status_code").as_deref(),
+            span_attribute(span, "rpc.grpc.status_code").as_deref(),
             Some("0")
         );
     }

@@ -19,6 +19,7 @@ CREATE TABLE orders (
     failure_reason            text,
     failure_message           text,
     failure_metadata          text,                      -- JSON object of strings
+    failed_at_state           text,                      -- the step that failed (what to undo)
     payment_intent            text,                      -- paymentIntents/{id} once created
     reservation               text,                      -- reservations/{order} once reserved
     attempts                  integer     NOT NULL DEFAULT 0, -- failed attempts of the current step

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::{
     repo::{self, LineRow, NewOrder, OrderError, OrderRow},
-    saga::{Saga, State},
+    saga::{Driven, Saga, State},
 };
 use crate::{
     DOMAIN,
@@ -355,11 +355,11 @@ impl CheckoutService for CheckoutApi {
         let id = stored.id;
         let give_up = tokio::time::Instant::now() + wait;
         loop {
-            self.saga.drive(id).await.map_err(status)?;
+            let driven = self.saga.drive(id).await.map_err(status)?;
             let (order, lines) = self.load(id).await?;
             let terminal = State::parse(&order.state).is_some_and(State::is_terminal);
             let now = tokio::time::Instant::now();
-            if terminal || now >= give_up {
+            if terminal || now >= give_up || driven == Driven::Crashed {
                 return Ok(Response::new(order_to_proto(&order, &lines)));
             }
             let due_in = (order.next_attempt_at - self.clock.now())

@@ -49,6 +49,7 @@ pub struct OrderRow {
     pub failure_reason: Option<String>,
     pub failure_message: Option<String>,
     pub failure_metadata: Option<String>,
+    pub failed_at_state: Option<String>,
     pub payment_intent: Option<String>,
     pub reservation: Option<String>,
     pub attempts: i32,
@@ -188,6 +189,7 @@ pub struct OrderChanges {
     pub failure_reason: Option<String>,
     pub failure_message: Option<String>,
     pub failure_metadata: Option<String>,
+    pub failed_at_state: Option<String>,
     pub payment_intent: Option<String>,
     pub reservation: Option<String>,
 }
@@ -255,6 +257,7 @@ pub fn clear_failure(
         orders::failure_reason.eq(None::<String>),
         orders::failure_message.eq(None::<String>),
         orders::failure_metadata.eq(None::<String>),
+        orders::failed_at_state.eq(None::<String>),
         orders::attempts.eq(0),
         orders::updated_at.eq(now),
     ))

@@ -184,6 +184,19 @@ pub enum Fault {
     AfterCall(State),
 }
 
+/// Where one [`Saga::drive`] left the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driven {
+    /// COMPLETED or FAILED.
+    Terminal,
+    /// A step must wait for a retry (a dependency is down).
+    Waiting,
+    /// Another worker holds the lease.
+    Elsewhere,
+    /// A planted crash stopped this worker (test builds).
+    Crashed,
+}
+
 /// The clients the saga calls.
 #[derive(Debug, Clone)]
 pub struct Downstream {
@@ -359,18 +372,18 @@ impl Saga {
     /// Drives the order until it is terminal or must wait; see the module
     /// docs. Errors only when our own database fails.
     #[instrument(skip(self), fields(worker = %self.inner.worker))]
-    pub async fn drive(&self, order_id: Uuid) -> Result<(), OrderError> {
+    pub async fn drive(&self, order_id: Uuid) -> Result<Driven, OrderError> {
         let worker = self.inner.worker;
         loop {
             let order = self.db(move |conn| repo::load(conn, order_id)).await?;
             let Some(state) = State::parse(&order.state) else {
                 tracing::error!(state = order.state, "unknown order state");
-                return Ok(());
+                return Ok(Driven::Waiting);
             };
             if state.is_terminal() {
                 self.db(move |conn| repo::release_lease(conn, order_id, worker))
                     .await?;
-                return Ok(());
+                return Ok(Driven::Terminal);
             }
             let now = self.now();
             let until = now + self.inner.config.lease;
@@ -379,7 +392,7 @@ impl Saga {
                 .await?
             {
                 tracing::debug!("another worker drives this order");
-                return Ok(());
+                return Ok(Driven::Elsewhere);
             }
             let outcome = match self.fault_before(state) {
                 Ok(()) => self.step(state, &order).await,
@@ -409,10 +422,10 @@ impl Saga {
                         repo::record_retry(conn, order_id, worker, attempts, now + backoff, now)
                     })
                     .await?;
-                    return Ok(());
+                    return Ok(Driven::Waiting);
                 }
                 Err(StepError::Local(err)) => return Err(err),
-                Err(StepError::Crashed) => return Ok(()),
+                Err(StepError::Crashed) => return Ok(Driven::Crashed),
             }
         }
     }
@@ -434,6 +447,7 @@ impl Saga {
             failure_metadata: Some(
                 serde_json::to_string(&failure.metadata).unwrap_or_else(|_| "{}".into()),
             ),
+            failed_at_state: Some(state.as_str().to_owned()),
             ..OrderChanges::default()
         };
         self.transition(order.id, state, State::Compensating, changes, Vec::new())
@@ -850,12 +864,16 @@ impl Saga {
     #[instrument(skip_all, fields(order = %order.id))]
     async fn compensate(&self, order: &OrderRow) -> Result<(), StepError> {
         let downstream = &self.inner.downstream;
+        // A failure while still PENDING happened before any reservation was
+        // asked for: there is nothing to release (and inventory may be the
+        // very service that is down).
+        let reserve_attempted = order.failed_at_state.as_deref() != Some(State::Pending.as_str());
         let reservation = order
             .reservation
             .clone()
             .unwrap_or_else(|| format!("reservations/{}", order.id));
-        let released = self
-            .call(|| {
+        let released = if reserve_attempted {
+            self.call(|| {
                 let mut client = downstream.inventory.clone();
                 let message = inventory_pb::ReleaseReservationRequest {
                     name: reservation.clone(),
@@ -863,13 +881,13 @@ impl Saga {
                 };
                 async move {
                     let request = self.authorized(audience::INVENTORY, message).await?;
-                    client
-                        .release_reservation(request)
-                        .await
-                        .map(tonic::Response::into_inner)
+                    client.release_reservation(request).await.map(|_| ())
                 }
             })
-            .await?;
+            .await?
+        } else {
+            Ok(())
+        };
         if let Err(status) = &released {
             match reason_of(status).as_deref() {
                 // The commit went through after all (its answer was lost):

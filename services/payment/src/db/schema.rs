@@ -61,6 +61,7 @@ pub mod payment {
             failure_reason -> Nullable<Text>,
             failure_message -> Nullable<Text>,
             failure_metadata -> Nullable<Text>,
+            failed_at_state -> Nullable<Text>,
             payment_intent -> Nullable<Text>,
             reservation -> Nullable<Text>,
             attempts -> Int4,

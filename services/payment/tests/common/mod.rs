@@ -25,8 +25,6 @@ use diesel::{QueryableByName, RunQueryDsl as _, sql_query, sql_types::Text};
 use tonic::Request;
 use uuid::Uuid;
 
-static PROVISION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 pub const FINGERPRINT_KEY: &str = "test-fingerprint-key-0123456789abcdef";
 
 pub const VISA: &str = "4242424242424242";
@@ -74,12 +72,7 @@ impl TestApp {
 
     pub async fn spawn_with(configure: impl FnOnce(&mut PaymentConfig)) -> Self {
         let db = TestDb::create().await;
-        let db_config = {
-            // The role is cluster-wide: concurrent `ALTER ROLE`s of parallel
-            // tests fail with "tuple concurrently updated".
-            let _serial = PROVISION.lock().await;
-            db.service_config(SERVICE, MIGRATIONS).await
-        };
+        let db_config = db.service_config(SERVICE, MIGRATIONS).await;
         let pool = Pool::new(&db_config, SERVICE);
         let keys = SigningKeys::from_pem(&SigningKeys::generate_pem()).expect("keys");
         let verifier = Arc::new(Verifier::with_keys(
