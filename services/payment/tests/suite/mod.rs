@@ -441,7 +441,7 @@ impl Suite {
     pub async fn audit(&self) {
         let problems = self
             .payment_pool
-            .run(|conn| backroom_payment::ledger::audit(conn))
+            .run(backroom_payment::ledger::audit)
             .await
             .unwrap();
         assert!(problems.is_empty(), "ledger audit: {problems:#?}");
