@@ -63,7 +63,7 @@ async fn an_order_completes_commits_stock_captures_payment_and_balances_the_ledg
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(mine.orders, [order.clone()]);
+    assert_eq!(mine.orders, std::slice::from_ref(&order));
     let bob = suite.customer("bob@example.com", VISA).await;
     let status = suite
         .checkout
