@@ -19,7 +19,8 @@ use tonic_health::pb::{
 
 use crate::{
     driver::{self, Mode, Plan},
-    scenarios::{self, Target},
+    fixtures::Suite,
+    scenarios::{self, Race, Target},
     stats::{ReportRow, report},
 };
 
@@ -122,8 +123,9 @@ async fn measure(
     scenario: &str,
     target: &Target,
     rpc: &str,
+    suite: Option<&Suite>,
 ) -> anyhow::Result<Measured> {
-    let operation = scenarios::setup(scenario, target).await?;
+    let operation = scenarios::setup(scenario, target, suite).await?;
     let mut rows = Vec::new();
     for repetition in 0..config.repetitions {
         eprintln!(
@@ -248,6 +250,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     // The suite.
     let base_port = free_port()?;
     let admin_password = uuid::Uuid::new_v4().simple().to_string();
+    let payment_client_secret = uuid::Uuid::new_v4().simple().to_string();
     let started = Instant::now();
     let suite = ChildGuard(
         Command::new(&config.backroom_bin)
@@ -255,6 +258,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
             .env("DATABASE_URL", cluster.url("backroom"))
             .env("BACKROOM_BASE_PORT", base_port.to_string())
             .env("BACKROOM_BOOTSTRAP_ADMIN_PASSWORD", &admin_password)
+            .env("BACKROOM_PAYMENT_CLIENT_SECRET", &payment_client_secret)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -273,23 +277,42 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (suite_idle, _) = memory_mib(suite.0.id());
 
+    let fixtures = Suite {
+        account: account.clone(),
+        inventory: format!("http://127.0.0.1:{}", base_port + 1),
+        payment: format!("http://127.0.0.1:{}", base_port + 2),
+        admin_password,
+        payment_client_secret,
+    };
     let target = |endpoint: String, concurrency| Target {
         endpoint,
         connections: 4,
         concurrency,
     };
+    let echo_url = format!("http://127.0.0.1:{echo_port}");
+    let pk_url = format!("http://127.0.0.1:{pk_port}");
     let echo_m = measure(
         &config,
         "echo",
-        &target(format!("http://127.0.0.1:{echo_port}"), 200),
+        &target(echo_url, 64),
         "EchoService/Echo",
+        None,
     )
     .await?;
     let pk_m = measure(
         &config,
         "pk-select",
-        &target(format!("http://127.0.0.1:{pk_port}"), 64),
+        &target(pk_url, 64),
         "PkSelect/Echo",
+        None,
+    )
+    .await?;
+    let get_m = measure(
+        &config,
+        "get-product",
+        &target(fixtures.inventory.clone(), 64),
+        "InventoryService/GetProduct",
+        Some(&fixtures),
     )
     .await?;
     let hash_m = measure(
@@ -297,6 +320,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         "raw-argon2id",
         &target(String::new(), 16),
         "raw-argon2id",
+        None,
     )
     .await?;
     let login_m = measure(
@@ -304,8 +328,77 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         "login",
         &target(account.clone(), 16),
         "AccountService/Login",
+        None,
     )
     .await?;
+    let order_m = measure(
+        &config,
+        "place-order",
+        &target(fixtures.payment.clone(), 32),
+        "CheckoutService/PlaceOrder",
+        Some(&fixtures),
+    )
+    .await?;
+
+    // GetProduct's p99 alone and during a login storm.
+    let quiet = measure(
+        &config,
+        "get-product",
+        &target(fixtures.inventory.clone(), 16),
+        "InventoryService/GetProduct",
+        Some(&fixtures),
+    )
+    .await?;
+    let storm = {
+        let login = scenarios::setup("login", &target(account.clone(), 32), None).await?;
+        let plan = Plan {
+            mode: Mode::Closed { concurrency: 32 },
+            warmup: config.warmup,
+            duration: config.duration * u32::try_from(config.repetitions).unwrap_or(1)
+                + config.warmup,
+            progress: false,
+        };
+        let storm = tokio::spawn(driver::run(plan, login));
+        tokio::time::sleep(config.warmup).await;
+        let during = measure(
+            &config,
+            "get-product",
+            &target(fixtures.inventory.clone(), 16),
+            "InventoryService/GetProduct",
+            Some(&fixtures),
+        )
+        .await?;
+        let (stats, elapsed) = storm.await?;
+        let logins = report(&stats, elapsed)
+            .into_iter()
+            .find(|r| r.rpc == "AccountService/Login")
+            .map_or(0.0, |r| r.throughput);
+        (during, logins)
+    };
+
+    // Reservation race vs the raw conditional UPDATE, each on fresh stock.
+    let mut reserve_runs = Vec::new();
+    let mut raw_runs = Vec::new();
+    for repetition in 0..config.repetitions {
+        eprintln!(
+            "reserve race (repetition {}/{})",
+            repetition + 1,
+            config.repetitions
+        );
+        reserve_runs.push(scenarios::reserve_race(&fixtures, 4, 200, 100).await?);
+        raw_runs.push(scenarios::raw_update_race(&cluster.url("baseline"), 200, 100).await?);
+    }
+    let median_race = |runs: &mut Vec<Race>| {
+        runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+        runs[runs.len() / 2].clone()
+    };
+    let reserve = median_race(&mut reserve_runs);
+    let raw = median_race(&mut raw_runs);
+    let successes: Vec<String> = reserve_runs
+        .iter()
+        .map(|r| r.successes.to_string())
+        .collect();
+    let unexpected: usize = reserve_runs.iter().map(|r| r.unexpected.len()).sum();
 
     let (suite_rss, suite_peak) = memory_mib(suite.0.id());
     let (_, echo_peak) = memory_mib(echo.0.id());
@@ -340,7 +433,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
     md.push_str(&row_line(
-        "bare tonic echo (4 conn × 200 in flight)",
+        "bare tonic echo (4 conn × 64 in flight)",
         &echo_m,
         None,
     ));
@@ -349,6 +442,12 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         &pk_m,
         None,
     ));
+    md.push_str(&row_line(
+        "GetProduct, authenticated + traced (64 in flight) vs PK select",
+        &get_m,
+        Some(&pk_m),
+    ));
+    md.push_str(&row_line("GetProduct vs bare echo", &get_m, Some(&echo_m)));
     md.push_str(&row_line(
         "raw Argon2id hash, ≤ 1 per core (16 in flight)",
         &hash_m,
@@ -359,6 +458,54 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         &login_m,
         Some(&hash_m),
     ));
+    md.push_str(&row_line(
+        "PlaceOrder end to end (32 in flight)",
+        &order_m,
+        None,
+    ));
+    let _ = writeln!(md, "\n## GetProduct during a login storm\n");
+    let _ = writeln!(md, "| | p99 ms | ok/s |\n|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| GetProduct alone (16 in flight) | {:.2} | {:.0} |",
+        quiet.row.p99_ms, quiet.row.throughput
+    );
+    let _ = writeln!(
+        md,
+        "| GetProduct during 32 concurrent logins ({:.0} logins/s) | {:.2} | {:.0} |",
+        storm.1, storm.0.row.p99_ms, storm.0.row.throughput
+    );
+    let _ = writeln!(
+        md,
+        "\nRatio of p99 under storm to p99 alone: {:.2}×.",
+        storm.0.row.p99_ms / quiet.row.p99_ms.max(f64::EPSILON)
+    );
+    let _ = writeln!(
+        md,
+        "\n## Reservation race: 200 concurrent single-unit reserves on 100 units\n"
+    );
+    let _ = writeln!(
+        md,
+        "| | attempts/s | successes | ratio |\n|---|---|---|---|"
+    );
+    let _ = writeln!(
+        md,
+        "| raw conditional UPDATE, diesel + r2d2 (pool 10) | {:.0} | {} | — |",
+        raw.rate(),
+        raw.successes
+    );
+    let _ = writeln!(
+        md,
+        "| ReserveStock through the service (4 connections) | {:.0} | {} (per repetition: {}) | {:.2}× |",
+        reserve.rate(),
+        reserve.successes,
+        successes.join(" / "),
+        reserve.rate() / raw.rate().max(f64::EPSILON)
+    );
+    let _ = writeln!(
+        md,
+        "\nFailures other than INSUFFICIENT_STOCK across all repetitions: {unexpected}."
+    );
     let _ = writeln!(md, "\n## Memory and start-up\n");
     let _ = writeln!(
         md,

@@ -69,6 +69,21 @@ enum Command {
         /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Password of admin@backroom.local (scenarios that create fixtures).
+        #[arg(long, env = "BACKROOM_BOOTSTRAP_ADMIN_PASSWORD")]
+        admin_password: Option<String>,
+        /// The payment principal's secret (reservation fixtures).
+        #[arg(long, env = "BACKROOM_PAYMENT_CLIENT_SECRET", default_value = "")]
+        payment_client_secret: String,
+        /// The account service (fixtures).
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        account: String,
+        /// The inventory service (fixtures).
+        #[arg(long, default_value = "http://127.0.0.1:50052")]
+        inventory: String,
+        /// The payment service (fixtures).
+        #[arg(long, default_value = "http://127.0.0.1:50053")]
+        payment: String,
     },
     /// Serve a bare baseline until killed.
     Baseline {
@@ -115,13 +130,25 @@ async fn main() -> anyhow::Result<()> {
             duration,
             warmup,
             json,
+            admin_password,
+            payment_client_secret,
+            account,
+            inventory,
+            payment,
         } => {
             let target = Target {
                 endpoint: target,
                 connections,
                 concurrency,
             };
-            let operation = scenarios::setup(&scenario, &target).await?;
+            let suite = admin_password.map(|admin_password| backroom_loadgen::fixtures::Suite {
+                account,
+                inventory,
+                payment,
+                admin_password,
+                payment_client_secret,
+            });
+            let operation = scenarios::setup(&scenario, &target, suite.as_ref()).await?;
             let mode = match mode {
                 LoopMode::Closed => Mode::Closed { concurrency },
                 LoopMode::Open => Mode::Open {

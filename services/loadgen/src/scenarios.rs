@@ -7,6 +7,11 @@
 //! | `pk-select` | `Echo` whose server reads a row by primary key | the diesel/r2d2 baseline |
 //! | `login` | `AccountService/Login` of one of `concurrency` users | account |
 //! | `raw-argon2id` | one Argon2id hash (m=19 MiB, t=2, p=1) on the blocking pool, at most one per core | local |
+//! | `get-product` | `InventoryService/GetProduct` of a seeded product, customer token | inventory |
+//! | `place-order` | `CheckoutService/PlaceOrder` of one unit, one of 8 shoppers | payment (checkout) |
+//!
+//! The reservation race ([`reserve_race`]) and its raw baseline
+//! ([`raw_update_race`]) are one-shot races, not loops.
 
 use std::sync::Arc;
 
@@ -20,10 +25,18 @@ use tonic::transport::{Channel, Endpoint};
 use crate::{
     baselines::PK_ROWS,
     driver::{Operation, Recorder},
+    fixtures::{self, Suite},
 };
 
 /// Every scenario name, for `--help` and parsing.
-pub const NAMES: [&str; 4] = ["echo", "pk-select", "login", "raw-argon2id"];
+pub const NAMES: [&str; 6] = [
+    "echo",
+    "pk-select",
+    "login",
+    "raw-argon2id",
+    "get-product",
+    "place-order",
+];
 
 /// Where and how hard to drive.
 #[derive(Debug, Clone)]
@@ -50,15 +63,267 @@ pub async fn channels(endpoint: &str, connections: usize) -> anyhow::Result<Vec<
     Ok(channels)
 }
 
-/// Parses a scenario name and prepares it.
-pub async fn setup(name: &str, target: &Target) -> anyhow::Result<Operation> {
+/// Parses a scenario name and prepares it. Scenarios that need fixtures
+/// (products, shoppers) need `suite`.
+pub async fn setup(
+    name: &str,
+    target: &Target,
+    suite: Option<&Suite>,
+) -> anyhow::Result<Operation> {
+    let need_suite = || {
+        suite.ok_or_else(|| {
+            anyhow::anyhow!("scenario {name} needs --admin-password (and the suite's endpoints)")
+        })
+    };
     match name {
         "echo" => echo(target, false).await,
         "pk-select" => echo(target, true).await,
         "login" => login(target).await,
         "raw-argon2id" => Ok(raw_argon2id()),
+        "get-product" => get_product(target, need_suite()?).await,
+        "place-order" => place_order(target, need_suite()?).await,
         other => anyhow::bail!("unknown scenario {other:?}; known: {}", NAMES.join(", ")),
     }
+}
+
+fn run_tag() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase()
+}
+
+async fn get_product(target: &Target, suite: &Suite) -> anyhow::Result<Operation> {
+    use backroom_proto::inventory::v1::{
+        GetProductRequest, inventory_service_client::InventoryServiceClient,
+    };
+    let admin = fixtures::admin_token(suite).await?;
+    let sku = format!("GET-{}", run_tag());
+    fixtures::product(suite, &admin, &sku, 1000).await?;
+    let shopper = fixtures::shopper(
+        suite,
+        &format!("get-{}@example.com", run_tag().to_lowercase()),
+    )
+    .await?;
+    let clients: Arc<Vec<_>> = Arc::new(
+        channels(&target.endpoint, target.connections)
+            .await?
+            .into_iter()
+            .map(InventoryServiceClient::new)
+            .collect(),
+    );
+    let (name, token) = (Arc::new(format!("products/{sku}")), Arc::new(shopper.token));
+    Ok(Arc::new(move |i, mut rec: Recorder| {
+        let mut client = clients[i % clients.len()].clone();
+        let request = fixtures::authed(
+            &token,
+            GetProductRequest {
+                name: name.to_string(),
+            },
+        );
+        Box::pin(async move {
+            rec.call("InventoryService/GetProduct", client.get_product(request))
+                .await;
+            rec
+        })
+    }))
+}
+
+async fn place_order(target: &Target, suite: &Suite) -> anyhow::Result<Operation> {
+    use backroom_proto::payment::v1::{
+        LineItem, PlaceOrderRequest, checkout_service_client::CheckoutServiceClient,
+    };
+    let admin = fixtures::admin_token(suite).await?;
+    let sku = format!("ORD-{}", run_tag());
+    fixtures::product(suite, &admin, &sku, 10_000_000).await?;
+    let tag = run_tag().to_lowercase();
+    let mut shoppers = Vec::new();
+    for n in 0..8 {
+        shoppers.push(fixtures::shopper(suite, &format!("order-{tag}-{n}@example.com")).await?);
+    }
+    let shoppers = Arc::new(shoppers);
+    let clients: Arc<Vec<_>> = Arc::new(
+        channels(&target.endpoint, target.connections)
+            .await?
+            .into_iter()
+            .map(CheckoutServiceClient::new)
+            .collect(),
+    );
+    let sku = Arc::new(sku);
+    Ok(Arc::new(move |i, mut rec: Recorder| {
+        let mut client = clients[i % clients.len()].clone();
+        let shopper = &shoppers[i % shoppers.len()];
+        let request = fixtures::authed(
+            &shopper.token,
+            PlaceOrderRequest {
+                customer: "accounts/me".into(),
+                lines: vec![LineItem {
+                    sku: sku.to_string(),
+                    quantity: 1,
+                }],
+                payment_method: shopper.card.clone(),
+                shipping_address: shopper.address.clone(),
+                currency_code: "EUR".into(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+            },
+        );
+        Box::pin(async move {
+            let order = rec
+                .call("CheckoutService/PlaceOrder", client.place_order(request))
+                .await;
+            // An order that is not COMPLETED is a failed operation, whatever
+            // the RPC status said.
+            if let Some(order) = order
+                && order.into_inner().state
+                    != backroom_proto::payment::v1::OrderState::Completed as i32
+            {
+                rec.note(
+                    "PlaceOrder not completed",
+                    Instant::now(),
+                    Err(tonic::Code::Aborted),
+                );
+            }
+            rec
+        })
+    }))
+}
+
+/// Result of a one-shot race: how many of `attempts` succeeded, how long it
+/// took, and per-call failures by code.
+#[derive(Debug, Clone)]
+pub struct Race {
+    /// Successful reservations.
+    pub successes: usize,
+    /// Everyone who tried.
+    pub attempts: usize,
+    /// Wall time of the whole race.
+    pub elapsed: std::time::Duration,
+    /// Failures that were not the expected shortage.
+    pub unexpected: Vec<String>,
+}
+
+impl Race {
+    /// Attempts per second.
+    pub fn rate(&self) -> f64 {
+        self.attempts as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
+/// `attempts` concurrent single-unit ReserveStock calls (as the payment
+/// service principal) on a fresh SKU with `units` in stock.
+pub async fn reserve_race(
+    suite: &Suite,
+    connections: usize,
+    attempts: usize,
+    units: i64,
+) -> anyhow::Result<Race> {
+    use backroom_proto::inventory::v1::{
+        ReservationLine, ReserveStockRequest, inventory_service_client::InventoryServiceClient,
+    };
+    let admin = fixtures::admin_token(suite).await?;
+    let sku = format!("RACE-{}", run_tag());
+    fixtures::product(suite, &admin, &sku, units).await?;
+    let token = fixtures::service_token(suite, "backroom.inventory").await?;
+    let clients: Vec<_> = channels(&suite.inventory, connections)
+        .await?
+        .into_iter()
+        .map(InventoryServiceClient::new)
+        .collect();
+    let started = Instant::now();
+    let calls = (0..attempts).map(|i| {
+        let mut client = clients[i % clients.len()].clone();
+        let request = fixtures::authed(
+            &token,
+            ReserveStockRequest {
+                order_id: uuid::Uuid::now_v7().to_string(),
+                lines: vec![ReservationLine {
+                    sku: sku.clone(),
+                    quantity: 1,
+                    location: String::new(),
+                }],
+                ttl: Some(prost_types::Duration {
+                    seconds: 900,
+                    nanos: 0,
+                }),
+                request_id: String::new(),
+            },
+        );
+        async move { client.reserve_stock(request).await }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let elapsed = started.elapsed();
+    let successes = results.iter().filter(|r| r.is_ok()).count();
+    let unexpected = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .filter(|s| backroom_shared::errors::reason_of(s).as_deref() != Some("INSUFFICIENT_STOCK"))
+        .map(|s| format!("{:?}: {}", s.code(), s.message()))
+        .collect();
+    Ok(Race {
+        successes,
+        attempts,
+        elapsed,
+        unexpected,
+    })
+}
+
+/// The limit of [`reserve_race`]: the same race as raw conditional UPDATEs
+/// through diesel + r2d2 on the blocking pool, no RPC, no auth, no log.
+pub async fn raw_update_race(
+    database_url: &str,
+    attempts: usize,
+    units: i64,
+) -> anyhow::Result<Race> {
+    use diesel::{RunQueryDsl as _, connection::SimpleConnection as _, sql_query, sql_types::Text};
+    let sku = format!("RAW-{}", run_tag());
+    let pool = diesel::r2d2::Pool::builder()
+        .max_size(10)
+        .test_on_check_out(false)
+        .build(diesel::r2d2::ConnectionManager::<diesel::PgConnection>::new(database_url))?;
+    {
+        let pool = pool.clone();
+        let sku = sku.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let mut conn = pool.get()?;
+            conn.batch_execute(
+                "CREATE TABLE IF NOT EXISTS bench_stock (sku text PRIMARY KEY, available bigint NOT NULL CHECK (available >= 0))",
+            )?;
+            sql_query("INSERT INTO bench_stock VALUES ($1, $2)")
+                .bind::<Text, _>(sku)
+                .bind::<diesel::sql_types::BigInt, _>(units)
+                .execute(&mut conn)?;
+            Ok(())
+        })
+        .await??;
+    }
+    let started = Instant::now();
+    let calls = (0..attempts).map(|_| {
+        let pool = pool.clone();
+        let sku = sku.clone();
+        tokio::task::spawn_blocking(move || -> Result<bool, String> {
+            let mut conn = pool.get().map_err(|e| e.to_string())?;
+            sql_query("UPDATE bench_stock SET available = available - 1 WHERE sku = $1 AND available >= 1")
+                .bind::<Text, _>(sku)
+                .execute(&mut conn)
+                .map(|rows| rows == 1)
+                .map_err(|e| e.to_string())
+        })
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let elapsed = started.elapsed();
+    let mut successes = 0;
+    let mut unexpected = Vec::new();
+    for result in results {
+        match result {
+            Ok(Ok(true)) => successes += 1,
+            Ok(Ok(false)) => {}
+            Ok(Err(err)) => unexpected.push(err),
+            Err(join) => unexpected.push(join.to_string()),
+        }
+    }
+    Ok(Race {
+        successes,
+        attempts,
+        elapsed,
+        unexpected,
+    })
 }
 
 async fn echo(target: &Target, point_read: bool) -> anyhow::Result<Operation> {

@@ -259,7 +259,10 @@ struct DevSecrets {
 
 impl DevSecrets {
     fn generate() -> Self {
-        let payment_client_secret = random_secret();
+        // Fixed by the environment when a tool (the benchmark) needs to act
+        // as the payment service; random otherwise.
+        let payment_client_secret =
+            std::env::var("BACKROOM_PAYMENT_CLIENT_SECRET").unwrap_or_else(|_| random_secret());
         Self {
             signing_keys_pem: std::env::var("BACKROOM_JWT_SIGNING_KEYS")
                 .unwrap_or_else(|_| SigningKeys::generate_pem()),
