@@ -208,6 +208,52 @@ impl Caller {
     }
 }
 
+/// An account named in a request: `accounts/{uuid}`, or `accounts/me` for
+/// the caller's own account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountRef {
+    /// The caller's own account.
+    Me,
+    /// An explicit account.
+    Id(Uuid),
+}
+
+impl AccountRef {
+    /// Parses `accounts/{uuid}` / `accounts/me`; `field` names it in the
+    /// violation.
+    pub fn parse(field: &str, name: &str) -> Result<Self, crate::errors::FieldViolation> {
+        use crate::errors::FieldViolation;
+        match name.strip_prefix("accounts/") {
+            Some("me") => Ok(Self::Me),
+            Some(id) => Uuid::try_parse(id)
+                .map(Self::Id)
+                .map_err(|_| FieldViolation::new(field, "must be accounts/{uuid} or accounts/me")),
+            None if name.is_empty() => Err(FieldViolation::new(field, "is required")),
+            None => Err(FieldViolation::new(
+                field,
+                "must be accounts/{uuid} or accounts/me",
+            )),
+        }
+    }
+
+    /// The account id, resolving `me` against the caller.
+    pub fn resolve(
+        self,
+        field: &str,
+        caller: &Caller,
+    ) -> Result<Uuid, crate::errors::FieldViolation> {
+        match self {
+            Self::Id(id) => Ok(id),
+            Self::Me => caller.account_id().ok_or_else(|| {
+                crate::errors::FieldViolation::new(
+                    field,
+                    "accounts/me needs a person's token, not a service token",
+                )
+            }),
+        }
+    }
+}
+
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {

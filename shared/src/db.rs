@@ -412,6 +412,24 @@ pub fn run_migrations(
     result
 }
 
+/// Applies `migrations` (after the shared ones) to `schema`, connecting with
+/// `config`'s URL: what every service's `migrate` subcommand and
+/// `RUN_MIGRATIONS` do. Returns the versions applied.
+pub async fn migrate(
+    config: &DbConfig,
+    schema: &'static str,
+    migrations: EmbeddedMigrations,
+) -> Result<Vec<String>, DbError> {
+    let url = config.database_url.clone();
+    let applied = blocking(move || {
+        let mut conn = connect(url.expose())?;
+        run_migrations(&mut conn, schema, migrations)
+    })
+    .await?;
+    tracing::info!(schema, ?applied, "migrations applied");
+    Ok(applied)
+}
+
 /// Opens one connection (blocking), for provisioning and migrations.
 pub fn connect(url: &str) -> Result<PgConnection, DbError> {
     Ok(PgConnection::establish(url)?)

@@ -256,6 +256,22 @@ pub fn purge_expired(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<usiz
     )
 }
 
+/// Purges expired keys every ten minutes, forever (spawn it).
+pub async fn purge_periodically(pool: crate::db::Pool, clock: crate::clock::SharedClock) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = clock.now();
+        match pool.run(move |conn| purge_expired(conn, now)).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired request ids purged"),
+            Err(err) => tracing::warn!(%err, "purging request ids failed"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

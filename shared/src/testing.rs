@@ -728,3 +728,49 @@ pub fn span_attribute(
 pub fn hex_id(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Captures every log line of the process (trace level, JSON, with span
+/// fields and span events) so a test can search it for secrets. Installs the
+/// global subscriber: one per test binary.
+#[derive(Debug, Clone, Default)]
+pub struct LogCapture(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl LogCapture {
+    /// Installs the capturing global subscriber.
+    pub fn install() -> Self {
+        let capture = Self::default();
+        tracing_subscriber::fmt()
+            .json()
+            .with_span_list(true)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
+            .with_env_filter("trace")
+            .with_writer(capture.clone())
+            .init();
+        capture
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}

@@ -473,7 +473,9 @@ impl AccountService for AccountApi {
         let (Some(account), Some(current), Some(_)) = (account, current, new_shape) else {
             unreachable!("no violations means every field parsed");
         };
-        let id = account.resolve("name", &caller).map_err(status)?;
+        let id = account
+            .resolve("name", &caller)
+            .map_err(|v| status(v.into()))?;
         // Only the owner: an admin resets nobody's password by knowing it.
         if caller.account_id() != Some(id) {
             caller.require_owner_or_admin(id)?;
@@ -534,7 +536,9 @@ impl AccountService for AccountApi {
         let caller = Caller::of(&request)?;
         let req = request.into_inner();
         let account = AccountRef::parse("name", &req.name).map_err(|v| validation(vec![v]))?;
-        let id = account.resolve("name", &caller).map_err(status)?;
+        let id = account
+            .resolve("name", &caller)
+            .map_err(|v| status(v.into()))?;
         caller.require_owner_admin_or_service(id)?;
         let account = self.db(move |conn| repo::get_account(conn, id)).await?;
         Ok(Response::new(account_to_proto(&account, self.now())))
@@ -598,7 +602,9 @@ impl AccountService for AccountApi {
         let Some(target) = target else {
             unreachable!("no violations means the name parsed");
         };
-        let id = target.resolve("account.name", &caller).map_err(status)?;
+        let id = target
+            .resolve("account.name", &caller)
+            .map_err(|v| status(v.into()))?;
         caller.require_owner_or_admin(id)?;
         if changes.roles.is_some() {
             caller.require_role(ROLE_ADMIN)?;
@@ -695,7 +701,9 @@ impl AccountService for AccountApi {
         let (Some(target), Some(reason)) = (target, reason) else {
             unreachable!("no violations means every field parsed");
         };
-        let id = target.resolve("name", &caller).map_err(status)?;
+        let id = target
+            .resolve("name", &caller)
+            .map_err(|v| status(v.into()))?;
         if caller.account_id() == Some(id) {
             return Err(status(Error::CannotDisableSelf));
         }
@@ -734,7 +742,9 @@ impl AccountService for AccountApi {
         let Some(target) = target else {
             unreachable!("no violations means the name parsed");
         };
-        let id = target.resolve("name", &caller).map_err(status)?;
+        let id = target
+            .resolve("name", &caller)
+            .map_err(|v| status(v.into()))?;
         let fingerprint = idempotency::fingerprint(&pb::EnableAccountRequest {
             name: account_name(id),
             request_id: String::new(),
@@ -786,7 +796,9 @@ impl AccountService for AccountApi {
         let (Some(parent), Some(address)) = (parent, address) else {
             unreachable!("no violations means every field parsed");
         };
-        let account_id = parent.resolve("parent", &caller).map_err(status)?;
+        let account_id = parent
+            .resolve("parent", &caller)
+            .map_err(|v| status(v.into()))?;
         caller.require_owner_or_admin(account_id)?;
         let fingerprint = idempotency::fingerprint(&pb::CreateAddressRequest {
             parent: account_name(account_id),
@@ -815,7 +827,9 @@ impl AccountService for AccountApi {
         let req = request.into_inner();
         let (account, address) =
             parse_address_name("name", &req.name).map_err(|v| validation(vec![v]))?;
-        let account_id = account.resolve("name", &caller).map_err(status)?;
+        let account_id = account
+            .resolve("name", &caller)
+            .map_err(|v| status(v.into()))?;
         caller.require_owner_admin_or_service(account_id)?;
         let row = self
             .db(move |conn| repo::get_address(conn, account_id, address))
@@ -844,7 +858,9 @@ impl AccountService for AccountApi {
         let (Some(parent), Some(page)) = (parent, page) else {
             unreachable!("no violations means every field parsed");
         };
-        let account_id = parent.resolve("parent", &caller).map_err(status)?;
+        let account_id = parent
+            .resolve("parent", &caller)
+            .map_err(|v| status(v.into()))?;
         caller.require_owner_or_admin(account_id)?;
         let after = page_after(&page)?;
         let lookup = page.clone();
@@ -877,7 +893,9 @@ impl AccountService for AccountApi {
         let Some((account, address)) = name else {
             unreachable!("no violations means the name parsed");
         };
-        let account_id = account.resolve("name", &caller).map_err(status)?;
+        let account_id = account
+            .resolve("name", &caller)
+            .map_err(|v| status(v.into()))?;
         caller.require_owner_or_admin(account_id)?;
         let fingerprint = idempotency::fingerprint(&pb::DeleteAddressRequest {
             name: address_name(account_id, address),
@@ -968,24 +986,5 @@ impl AccountService for AccountApi {
             expire_time: Some(to_timestamp(expires)),
             token_type: "Bearer".into(),
         }))
-    }
-}
-
-/// Deletes idempotency keys past their retention, every ten minutes.
-pub async fn purge_idempotency_keys(deps: Deps) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let now = deps.clock.now();
-        match deps
-            .pool
-            .run(move |conn| idempotency::purge_expired(conn, now))
-            .await
-        {
-            Ok(purged) if purged > 0 => tracing::info!(purged, "expired request ids purged"),
-            Ok(_) => {}
-            Err(err) => tracing::warn!(%err, "purging request ids failed"),
-        }
     }
 }

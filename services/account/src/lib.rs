@@ -302,7 +302,10 @@ pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
     let max = config.max_message_bytes;
     let pool = deps.pool.clone();
     let purge = deps.clone();
-    tokio::spawn(async move { api::purge_idempotency_keys(purge).await });
+    tokio::spawn(backroom_shared::idempotency::purge_periodically(
+        purge.pool,
+        purge.clock,
+    ));
     GrpcServer::new(config)
         .with_layer(AuthLayer::new(verifier, DOMAIN, &PUBLIC_METHODS))
         .with_health_probe(Arc::new(move || {

@@ -4,45 +4,12 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
-
 use backroom_proto::account::v1 as pb;
 use common::{PASSWORD, TestApp, authed};
-use tracing_subscriber::fmt::{MakeWriter, format::FmtSpan};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_password_hash_or_token_appears_in_any_log_line() {
-    let capture = Capture::default();
-    tracing_subscriber::fmt()
-        .json()
-        .with_span_list(true)
-        .with_span_events(FmtSpan::FULL)
-        .with_env_filter("trace")
-        .with_writer(capture.clone())
-        .init();
+    let capture = backroom_shared::testing::LogCapture::install();
 
     let app = TestApp::spawn().await;
     let (account, session) = app.customer("secretive@example.com").await;
@@ -103,7 +70,7 @@ async fn no_password_hash_or_token_appears_in_any_log_line() {
         .await
         .unwrap();
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(
         logs.lines().count() > 50,
         "the capture saw the flow:\n{logs}"

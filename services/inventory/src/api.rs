@@ -1225,26 +1225,3 @@ pub async fn run_sweeper(deps: Deps, interval: std::time::Duration) {
         }
     }
 }
-
-/// Deletes idempotency keys past their retention, every ten minutes, until
-/// shutdown.
-pub async fn purge_idempotency_keys(deps: Deps) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = deps.shutdown.triggered() => return,
-        }
-        let now = deps.clock.now();
-        match deps
-            .pool
-            .run(move |conn| idempotency::purge_expired(conn, now))
-            .await
-        {
-            Ok(purged) if purged > 0 => tracing::info!(purged, "expired request ids purged"),
-            Ok(_) => {}
-            Err(err) => tracing::warn!(%err, "purging request ids failed"),
-        }
-    }
-}

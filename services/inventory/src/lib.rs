@@ -221,7 +221,14 @@ pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
     if let Some(interval) = deps.sweep_interval {
         tokio::spawn(api::run_sweeper(deps.clone(), interval));
     }
-    tokio::spawn(api::purge_idempotency_keys(deps.clone()));
+    let (pool_for_purge, clock, shutdown) =
+        (deps.pool.clone(), deps.clock.clone(), deps.shutdown.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = backroom_shared::idempotency::purge_periodically(pool_for_purge, clock) => {}
+            () = shutdown.triggered() => {}
+        }
+    });
     GrpcServer::new(config)
         .with_layer(AuthLayer::new(
             deps.verifier.clone(),

@@ -562,7 +562,9 @@ impl PaymentService for PaymentApi {
             }));
         }
         let (customer, card) = (parsed(customer)?, parsed(card)?);
-        let customer_id = customer.resolve("customer", &caller).map_err(status)?;
+        let customer_id = customer
+            .resolve("customer", &caller)
+            .map_err(|v| status(v.into()))?;
         actor.may_manage_methods_of(customer_id).map_err(status)?;
         let card_fingerprint = self.deps.fingerprint_key.fingerprint(&card.number);
         // The keyed card fingerprint stands in for the PAN; the CVC is left
@@ -646,7 +648,9 @@ impl PaymentService for PaymentApi {
         );
         violations.finish().map_err(validation)?;
         let (customer, page) = (parsed(customer)?, parsed(page)?);
-        let customer_id = customer.resolve("customer", &caller).map_err(status)?;
+        let customer_id = customer
+            .resolve("customer", &caller)
+            .map_err(|v| status(v.into()))?;
         actor.may_manage_methods_of(customer_id).map_err(status)?;
         let after = page_after(&page)?;
         let lookup = page.clone();
@@ -744,7 +748,9 @@ impl PaymentService for PaymentApi {
             parsed(description)?,
             parsed(metadata)?,
         );
-        let customer_id = customer.resolve("customer", &caller).map_err(status)?;
+        let customer_id = customer
+            .resolve("customer", &caller)
+            .map_err(|v| status(v.into()))?;
         actor.may_act_for(customer_id).map_err(status)?;
         if req.confirm && method.is_none() {
             return Err(status(Error::PaymentMethodRequired));
@@ -845,7 +851,11 @@ impl PaymentService for PaymentApi {
         let page = parsed(page)?;
         let status_filter = status_filter.flatten();
         let customer_id = match customer {
-            Some(customer) => Some(customer.resolve("customer", &caller).map_err(status)?),
+            Some(customer) => Some(
+                customer
+                    .resolve("customer", &caller)
+                    .map_err(|v| status(v.into()))?,
+            ),
             None if actor.admin || actor.service => None,
             // Customers see only their own, by default too.
             None => Some(actor.account.ok_or_else(|| {

@@ -213,7 +213,10 @@ impl Deps {
 pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
     let max = config.max_message_bytes;
     let pool = deps.pool.clone();
-    tokio::spawn(purge_idempotency_keys(deps.clone()));
+    tokio::spawn(idempotency::purge_periodically(
+        deps.pool.clone(),
+        deps.clock.clone(),
+    ));
     if let Some(interval) = deps.sweep_interval {
         tokio::spawn(run_sweeper(deps.clone(), interval));
     }
@@ -384,25 +387,6 @@ async fn run_sweeper(deps: Deps, interval: std::time::Duration) {
         let now = deps.clock.now();
         if let Err(err) = sweep_expired_authorizations(&deps, now).await {
             tracing::warn!(%err, "authorization sweep failed");
-        }
-    }
-}
-
-/// Deletes idempotency keys past their retention, every ten minutes.
-async fn purge_idempotency_keys(deps: Deps) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let now = deps.clock.now();
-        match deps
-            .pool
-            .run(move |conn| idempotency::purge_expired(conn, now))
-            .await
-        {
-            Ok(purged) if purged > 0 => tracing::info!(purged, "expired request ids purged"),
-            Ok(_) => {}
-            Err(err) => tracing::warn!(%err, "purging request ids failed"),
         }
     }
 }

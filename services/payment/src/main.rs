@@ -30,13 +30,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn migrate(config: &DbConfig) -> anyhow::Result<()> {
-    let url = config.database_url.clone();
-    let applied = db::blocking(move || {
-        let mut conn = db::connect(url.expose())?;
-        db::run_migrations(&mut conn, SERVICE, MIGRATIONS)
-    })
-    .await?;
-    tracing::info!(?applied, "migrations applied");
+    db::migrate(config, SERVICE, MIGRATIONS).await?;
     Ok(())
 }
 

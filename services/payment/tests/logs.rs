@@ -5,45 +5,12 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
-
 use backroom_proto::payment::v1 as pb;
 use common::*;
-use tracing_subscriber::fmt::{MakeWriter, format::FmtSpan};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_card_number_or_cvc_appears_in_any_log_line_or_table() {
-    let capture = Capture::default();
-    tracing_subscriber::fmt()
-        .json()
-        .with_span_list(true)
-        .with_span_events(FmtSpan::FULL)
-        .with_env_filter("trace")
-        .with_writer(capture.clone())
-        .init();
+    let capture = backroom_shared::testing::LogCapture::install();
 
     let app = TestApp::spawn().await;
     let ada = app.customer();
@@ -108,7 +75,7 @@ async fn no_card_number_or_cvc_appears_in_any_log_line_or_table() {
     let stored = app.stored_card_numbers().await;
     assert!(stored.is_empty(), "card numbers stored: {stored:?}");
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(logs.lines().count() > 50, "the capture saw the flow");
     assert!(logs.contains("payment method attached"));
     assert!(logs.contains("payment intent created"));

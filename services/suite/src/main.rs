@@ -21,7 +21,6 @@ use backroom_shared::{
 };
 use clap::{Parser, Subcommand};
 use diesel::connection::SimpleConnection as _;
-use diesel_migrations::EmbeddedMigrations;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -284,21 +283,6 @@ fn random_secret() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// Migrates a service's schema as its own role.
-async fn migrate(
-    db: &DbConfig,
-    service: &'static str,
-    migrations: EmbeddedMigrations,
-) -> anyhow::Result<()> {
-    let url = db.database_url.clone();
-    db::blocking(move || {
-        let mut conn = db::connect(url.expose())?;
-        db::run_migrations(&mut conn, service, migrations)
-    })
-    .await?;
-    Ok(())
-}
-
 /// A service ready to serve, and what to tell when it stops.
 struct Built {
     server: GrpcServer,
@@ -318,7 +302,7 @@ async fn build(
     let config = ServerConfig::default();
     match slot.service {
         backroom_account::SERVICE => {
-            migrate(&db, backroom_account::SERVICE, backroom_account::MIGRATIONS).await?;
+            db::migrate(&db, backroom_account::SERVICE, backroom_account::MIGRATIONS).await?;
             let mut account = AccountConfig::with_keys(dev.signing_keys_pem.clone());
             account.bootstrap_admin_email = Some(dev.admin_email.clone());
             account.bootstrap_admin_password = Some(Secret::new(dev.admin_password.clone()));
@@ -332,7 +316,7 @@ async fn build(
             })
         }
         backroom_inventory::SERVICE => {
-            migrate(
+            db::migrate(
                 &db,
                 backroom_inventory::SERVICE,
                 backroom_inventory::MIGRATIONS,
@@ -355,7 +339,7 @@ async fn build(
             })
         }
         backroom_payment::SERVICE => {
-            migrate(&db, backroom_payment::SERVICE, backroom_payment::MIGRATIONS).await?;
+            db::migrate(&db, backroom_payment::SERVICE, backroom_payment::MIGRATIONS).await?;
             let pool = Pool::new(&db, backroom_payment::SERVICE);
             let mut payment =
                 backroom_payment::PaymentConfig::with_key(dev.card_fingerprint_key.clone());

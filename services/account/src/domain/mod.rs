@@ -93,6 +93,12 @@ impl From<diesel::result::Error> for Error {
     }
 }
 
+impl From<FieldViolation> for Error {
+    fn from(violation: FieldViolation) -> Self {
+        Error::Validation(vec![violation])
+    }
+}
+
 impl Error {
     /// The lock in force at `now`.
     pub fn locked(until: DateTime<Utc>, now: DateTime<Utc>) -> Self {

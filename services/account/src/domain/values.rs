@@ -5,12 +5,10 @@
 use std::fmt;
 
 use backroom_shared::{
-    auth::{Caller, ROLE_ADMIN, ROLE_CUSTOMER},
+    auth::{ROLE_ADMIN, ROLE_CUSTOMER},
     errors::{FieldViolation, Violations},
 };
 use uuid::Uuid;
-
-use super::Error;
 
 /// A normalised email address: trimmed, lower-cased, at most 254 bytes, one
 /// `@` with a non-empty local part and a dotted domain.
@@ -145,44 +143,7 @@ pub fn optional_text(field: &str, raw: &str, max: usize) -> Result<String, Field
 /// Longest display name.
 pub const MAX_DISPLAY_NAME: usize = 100;
 
-/// An account named in a request: `accounts/{uuid}` or `accounts/me`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountRef {
-    /// The caller's own account.
-    Me,
-    /// An explicit account.
-    Id(Uuid),
-}
-
-impl AccountRef {
-    /// Parses `accounts/{uuid}` / `accounts/me`.
-    pub fn parse(field: &str, name: &str) -> Result<Self, FieldViolation> {
-        match name.strip_prefix("accounts/") {
-            Some("me") => Ok(Self::Me),
-            Some(id) => Uuid::try_parse(id)
-                .map(Self::Id)
-                .map_err(|_| FieldViolation::new(field, "must be accounts/{uuid} or accounts/me")),
-            None if name.is_empty() => Err(FieldViolation::new(field, "is required")),
-            None => Err(FieldViolation::new(
-                field,
-                "must be accounts/{uuid} or accounts/me",
-            )),
-        }
-    }
-
-    /// The account id, resolving `me` against the caller.
-    pub fn resolve(self, field: &str, caller: &Caller) -> Result<Uuid, Error> {
-        match self {
-            Self::Id(id) => Ok(id),
-            Self::Me => caller.account_id().ok_or_else(|| {
-                Error::field(
-                    field,
-                    "accounts/me needs a person's token, not a service token",
-                )
-            }),
-        }
-    }
-}
+pub use backroom_shared::auth::AccountRef;
 
 /// `accounts/{id}`.
 pub fn account_name(id: Uuid) -> String {

@@ -198,12 +198,9 @@ fn parse_place_order(req: &pb::PlaceOrderRequest, caller: &Caller) -> Result<Pla
     else {
         unreachable!("no violations means every field parsed");
     };
-    let customer = customer.resolve("customer", caller).map_err(|_| {
-        validation(vec![FieldViolation::new(
-            "customer",
-            "accounts/me needs a person's token",
-        )])
-    })?;
+    let customer = customer
+        .resolve("customer", caller)
+        .map_err(|v| validation(vec![v]))?;
     // The address must be the customer's: `accounts/{customer}/addresses/{id}`.
     let address_ok = req
         .shipping_address

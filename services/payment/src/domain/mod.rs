@@ -149,6 +149,12 @@ impl From<diesel::result::Error> for Error {
     }
 }
 
+impl From<FieldViolation> for Error {
+    fn from(violation: FieldViolation) -> Self {
+        Error::Validation(vec![violation])
+    }
+}
+
 impl Error {
     /// A single-field validation error.
     pub fn field(field: impl Into<String>, description: impl Into<String>) -> Self {

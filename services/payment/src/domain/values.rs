@@ -4,10 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use backroom_shared::{
-    auth::Caller,
-    errors::{FieldViolation, Violations},
-};
+use backroom_shared::errors::{FieldViolation, Violations};
 use uuid::Uuid;
 
 use super::{Error, card::contains_card_number};
@@ -90,44 +87,7 @@ impl Amount {
     }
 }
 
-/// `accounts/{uuid}` or `accounts/me`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountRef {
-    /// The caller's own account.
-    Me,
-    /// An explicit account.
-    Id(Uuid),
-}
-
-impl AccountRef {
-    /// Parses an account name.
-    pub fn parse(field: &str, name: &str) -> Result<Self, FieldViolation> {
-        match name.strip_prefix("accounts/") {
-            Some("me") => Ok(Self::Me),
-            Some(id) => Uuid::try_parse(id)
-                .map(Self::Id)
-                .map_err(|_| FieldViolation::new(field, "must be accounts/{uuid} or accounts/me")),
-            None if name.is_empty() => Err(FieldViolation::new(field, "is required")),
-            None => Err(FieldViolation::new(
-                field,
-                "must be accounts/{uuid} or accounts/me",
-            )),
-        }
-    }
-
-    /// The account id, resolving `me` against the caller.
-    pub fn resolve(self, field: &str, caller: &Caller) -> Result<Uuid, Error> {
-        match self {
-            Self::Id(id) => Ok(id),
-            Self::Me => caller.account_id().ok_or_else(|| {
-                Error::field(
-                    field,
-                    "accounts/me needs a person's token, not a service token",
-                )
-            }),
-        }
-    }
-}
+pub use backroom_shared::auth::AccountRef;
 
 /// Parses `{collection}/{uuid}`.
 pub fn parse_name(field: &str, collection: &str, name: &str) -> Result<Uuid, FieldViolation> {
