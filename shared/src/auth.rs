@@ -325,6 +325,45 @@ pub struct Verifier {
     validation: Validation,
     keys: RwLock<HashMap<String, DecodingKey>>,
     source: KeySource,
+    verified: VerifiedCache,
+}
+
+/// Tokens whose signature already checked out, by SHA-256 of the token, so
+/// a client sending the same token on every call pays the Ed25519
+/// verification once (it costs about as much as a point read). Expiry and
+/// not-before are checked again on every use; only verified tokens enter;
+/// the cache is bounded (cleared when full).
+#[derive(Debug, Default)]
+struct VerifiedCache(std::sync::Mutex<HashMap<[u8; 32], Arc<Claims>>>);
+
+/// Entries kept before the cache starts over.
+const VERIFIED_CACHE_CAPACITY: usize = 10_000;
+
+impl VerifiedCache {
+    fn key(token: &str) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<Arc<Claims>> {
+        let claims = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()?;
+        let now = chrono::Utc::now().timestamp();
+        let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(60);
+        (claims.exp + leeway > now && claims.nbf - leeway <= now).then_some(claims)
+    }
+
+    fn insert(&self, key: [u8; 32], claims: Arc<Claims>) {
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= VERIFIED_CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(key, claims);
+    }
 }
 
 impl std::fmt::Debug for Verifier {
@@ -369,6 +408,7 @@ impl Verifier {
             validation: Self::validation(issuer, audience),
             keys: RwLock::new(decoding_keys(keys)),
             source: KeySource::Fixed,
+            verified: VerifiedCache::default(),
         }
     }
 
@@ -378,6 +418,7 @@ impl Verifier {
         Self {
             validation: Self::validation(issuer, audience),
             keys: RwLock::new(HashMap::new()),
+            verified: VerifiedCache::default(),
             source: KeySource::Fetched {
                 fetch,
                 last_fetch: Mutex::new(None),
@@ -414,6 +455,23 @@ impl Verifier {
 
     /// Verifies `token` and returns its claims.
     pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        self.verify_shared(token)
+            .await
+            .map(|claims| (*claims).clone())
+    }
+
+    /// [`Self::verify`], sharing the claims (no copy on a cache hit).
+    pub async fn verify_shared(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
+        let key = VerifiedCache::key(token);
+        if let Some(claims) = self.verified.get(&key) {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.verify_signature(token).await?);
+        self.verified.insert(key, claims.clone());
+        Ok(claims)
+    }
+
+    async fn verify_signature(&self, token: &str) -> Result<Claims, TokenError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::EdDSA {
@@ -553,10 +611,10 @@ where
                 (None, false) => {
                     return Ok(TokenError::Missing.into_status(layer.domain).into_http());
                 }
-                (Some(token), public) => match layer.verifier.verify(&token).await {
+                (Some(token), public) => match layer.verifier.verify_shared(&token).await {
                     Ok(claims) => {
                         request.extensions_mut().insert(Caller {
-                            claims: Arc::new(claims),
+                            claims,
                             token: token.into(),
                             domain: layer.domain,
                         });

@@ -523,6 +523,9 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         "\nTime from `backroom up` start to account SERVING (external Postgres already running): {:.0} ms.",
         to_serving.as_secs_f64() * 1000.0
     );
+    // Hand-written analysis of the shortfalls, kept with the tool.
+    md.push('\n');
+    md.push_str(include_str!("../BENCH_NOTES.md"));
     std::fs::write(&config.out, md)
         .with_context(|| format!("cannot write {}", config.out.display()))?;
     eprintln!("wrote {}", config.out.display());

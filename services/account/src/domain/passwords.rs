@@ -7,6 +7,11 @@
 //! blocking threads the allocator keeps a copy per thread — `backroom up`
 //! grew past 1 GiB under a login storm. A few long-lived threads reuse the
 //! same memory; excess requests queue for them.
+//!
+//! The hashing threads run at the lowest scheduling priority (nice 19): a
+//! login storm then takes the CPU the rest of the service leaves idle, but
+//! cannot push other RPCs' latency up (BENCHMARKS.md measured GetProduct's
+//! p99 growing 11× during a storm at normal priority).
 
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -63,6 +68,11 @@ fn start_pool(threads: usize) -> anyhow::Result<mpsc::Sender<Job>> {
         std::thread::Builder::new()
             .name(format!("argon2-{n}"))
             .spawn(move || {
+                if let Err(err) = thread_priority::set_current_thread_priority(
+                    thread_priority::ThreadPriority::Min,
+                ) {
+                    tracing::warn!(?err, "cannot lower the hashing thread's priority");
+                }
                 loop {
                     // The lock is held only to take the next job.
                     let job = match receiver.lock() {

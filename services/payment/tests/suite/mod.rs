@@ -50,6 +50,8 @@ pub struct Suite {
     pub inventory_pool: Pool,
     pub saga: Saga,
     pub admin: String,
+    /// The account service's signing keys (PEM), for forging test tokens.
+    pub keys_pem: String,
     downstream: Downstream,
     saga_config: SagaConfig,
     payment_pool_for_saga: Pool,
@@ -99,7 +101,8 @@ impl Suite {
         let account_db = db
             .service_config(backroom_account::SERVICE, backroom_account::MIGRATIONS)
             .await;
-        let mut account_config = AccountConfig::with_keys(SigningKeys::generate_pem());
+        let keys_pem = SigningKeys::generate_pem();
+        let mut account_config = AccountConfig::with_keys(keys_pem.clone());
         account_config.bootstrap_admin_email = Some(ADMIN_EMAIL.into());
         account_config.bootstrap_admin_password = Some(Secret::new(ADMIN_PASSWORD));
         account_config.service_clients = Some(Secret::new("payment:payment-secret-123"));
@@ -228,6 +231,7 @@ impl Suite {
             inventory_pool,
             saga,
             admin,
+            keys_pem,
             downstream,
             saga_config,
         }
