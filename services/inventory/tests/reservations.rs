@@ -655,7 +655,11 @@ async fn the_movement_log_replays_to_every_level_after_a_random_concurrent_run()
         }
     };
     let sweeper = async {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Let the workers get going (each yield hands the turn to them), so
+        // the sweep lands mid-run.
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+        }
         app.clock.advance(chrono::Duration::minutes(16));
         sweep_expired(&app.pool, app.clock.now()).await.unwrap();
     };
