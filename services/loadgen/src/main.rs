@@ -85,6 +85,31 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:50053")]
         payment: String,
     },
+    /// The reservation race: `attempts` concurrent single-unit ReserveStock
+    /// calls on a fresh SKU with `units`, repeated; prints successes and rate.
+    Race {
+        /// Concurrent reserves per round.
+        #[arg(long, default_value_t = 200)]
+        attempts: usize,
+        /// Units in stock per round.
+        #[arg(long, default_value_t = 100)]
+        units: i64,
+        /// Rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Password of admin@backroom.local.
+        #[arg(long, env = "BACKROOM_BOOTSTRAP_ADMIN_PASSWORD")]
+        admin_password: String,
+        /// The payment principal's secret.
+        #[arg(long, env = "BACKROOM_PAYMENT_CLIENT_SECRET")]
+        payment_client_secret: String,
+        /// The account service.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        account: String,
+        /// The inventory service.
+        #[arg(long, default_value = "http://127.0.0.1:50052")]
+        inventory: String,
+    },
     /// Serve a bare baseline until killed.
     Baseline {
         /// Which baseline.
@@ -167,6 +192,38 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", render_table(&rows));
             if let Some(path) = json {
                 std::fs::write(path, serde_json::to_string_pretty(&rows)?)?;
+            }
+            Ok(())
+        }
+        Command::Race {
+            attempts,
+            units,
+            rounds,
+            admin_password,
+            payment_client_secret,
+            account,
+            inventory,
+        } => {
+            let suite = backroom_loadgen::fixtures::Suite {
+                account,
+                inventory,
+                payment: String::new(),
+                admin_password,
+                payment_client_secret,
+            };
+            for round in 1..=rounds {
+                let race = scenarios::reserve_race(&suite, 4, attempts, units).await?;
+                let mut unexpected = std::collections::BTreeMap::<&str, usize>::new();
+                for failure in &race.unexpected {
+                    *unexpected.entry(failure.as_str()).or_default() += 1;
+                }
+                println!(
+                    "round {round}: {} of {} reserved in {:?} ({:.0} attempts/s); other failures: {unexpected:?}",
+                    race.successes,
+                    race.attempts,
+                    race.elapsed,
+                    race.rate(),
+                );
             }
             Ok(())
         }
