@@ -59,8 +59,8 @@ schema svc:
     psql "$base/postgres" -qc "DROP DATABASE $db"
     cargo fmt -p backroom-{{svc}}
 
-# Benchmarks: release build, then `backroom up` + baselines + every scenario
+# Benchmarks: release build, then the three services + baselines + every scenario
 # (3 repetitions, medians) → BENCHMARKS.md.
 bench:
-    cargo build --release -p backroom -p backroom-loadgen
-    target/release/backroom-loadgen bench --backroom-bin target/release/backroom --out BENCHMARKS.md
+    cargo build --release -p backroom-account -p backroom-inventory -p backroom-payment -p backroom-loadgen
+    target/release/backroom-loadgen bench --bin-dir target/release --out BENCHMARKS.md

@@ -1,4 +1,4 @@
-//! `backroom-loadgen bench`: runs `backroom up` and the baselines as child
+//! `backroom-loadgen bench`: runs the three service binaries and the baselines as child
 //! processes against one throwaway Postgres, drives every scenario several
 //! times, and writes BENCHMARKS.md with medians and ratios to the limits
 //! measured in the same run.
@@ -27,8 +27,9 @@ use crate::{
 /// Settings of a bench run.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
-    /// The `backroom` binary (built in release mode).
-    pub backroom_bin: PathBuf,
+    /// Where the service binaries (`backroom-account`, …) are, built in
+    /// release mode.
+    pub bin_dir: PathBuf,
     /// This binary (for the baseline children).
     pub loadgen_bin: PathBuf,
     /// Where to write the report.
@@ -247,26 +248,78 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
             .spawn()?,
     );
 
-    // The suite.
-    let base_port = free_port()?;
+    // The suite: each service its own process, as deployed, each with its
+    // own role and schema in one database.
     let admin_password = uuid::Uuid::new_v4().simple().to_string();
     let payment_client_secret = uuid::Uuid::new_v4().simple().to_string();
-    let started = Instant::now();
-    let suite = ChildGuard(
-        Command::new(&config.backroom_bin)
-            .arg("up")
-            .env("DATABASE_URL", cluster.url("backroom"))
-            .env("BACKROOM_BASE_PORT", base_port.to_string())
-            .env("BACKROOM_BOOTSTRAP_ADMIN_PASSWORD", &admin_password)
-            .env("BACKROOM_PAYMENT_CLIENT_SECRET", &payment_client_secret)
+    let admin_db = cluster.url("backroom");
+    let urls = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        let mut admin = backroom_shared::db::connect(&admin_db)?;
+        ["account", "inventory", "payment"]
+            .iter()
+            .map(|service| {
+                backroom_shared::db::provision_service(&mut admin, service, None)?;
+                backroom_shared::db::url_with_credentials(
+                    &admin_db,
+                    &backroom_shared::db::role_name(service),
+                    None,
+                )
+            })
+            .collect()
+    })
+    .await??;
+    let ports = [free_port()?, free_port()?, free_port()?];
+    let endpoint = |n: usize| format!("http://127.0.0.1:{}", ports[n]);
+    let service = |name: &str, n: usize, url: &str| {
+        let mut command = Command::new(config.bin_dir.join(format!("backroom-{name}")));
+        command
+            .arg("serve")
+            .env("DATABASE_URL", url)
+            .env("BACKROOM_LISTEN_ADDR", format!("127.0.0.1:{}", ports[n]))
+            .env("BACKROOM_ACCOUNT_ENDPOINT", endpoint(0))
             .env("RUST_LOG", "warn")
+            .env("BACKROOM_LOG_FORMAT", "json")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    };
+    let started = Instant::now();
+    let account_child = ChildGuard(
+        service("account", 0, &urls[0])
+            .env(
+                "BACKROOM_JWT_SIGNING_KEYS",
+                backroom_account::domain::tokens::SigningKeys::generate_pem(),
+            )
+            .env("BACKROOM_BOOTSTRAP_ADMIN_EMAIL", "admin@backroom.local")
+            .env("BACKROOM_BOOTSTRAP_ADMIN_PASSWORD", &admin_password)
+            .env(
+                "BACKROOM_SERVICE_CLIENTS",
+                format!("payment:{payment_client_secret}"),
+            )
             .spawn()
-            .with_context(|| format!("cannot start {}", config.backroom_bin.display()))?,
+            .context("cannot start backroom-account (build it with `just bench`)")?,
     );
-    let account = format!("http://127.0.0.1:{base_port}");
-    let to_serving = wait_serving(&account, started, Duration::from_secs(60)).await?;
+    let inventory_child = ChildGuard(
+        service("inventory", 1, &urls[1])
+            .spawn()
+            .context("cannot start backroom-inventory")?,
+    );
+    let payment_child = ChildGuard(
+        service("payment", 2, &urls[2])
+            .env("BACKROOM_INVENTORY_ENDPOINT", endpoint(1))
+            .env("BACKROOM_SERVICE_CLIENT_ID", "payment")
+            .env("BACKROOM_SERVICE_CLIENT_SECRET", &payment_client_secret)
+            .env(
+                "BACKROOM_CARD_FINGERPRINT_KEY",
+                uuid::Uuid::new_v4().simple().to_string().repeat(2),
+            )
+            .spawn()
+            .context("cannot start backroom-payment")?,
+    );
+    let mut to_serving = Vec::new();
+    for n in 0..3 {
+        to_serving.push(wait_serving(&endpoint(n), started, Duration::from_secs(60)).await?);
+    }
     wait_serving(
         &format!("http://127.0.0.1:{echo_port}"),
         Instant::now(),
@@ -275,12 +328,14 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     .await
     .ok();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (suite_idle, _) = memory_mib(suite.0.id());
+    let children = [&account_child, &inventory_child, &payment_child];
+    let idle: Vec<f64> = children.iter().map(|c| memory_mib(c.0.id()).0).collect();
+    let account = endpoint(0);
 
     let fixtures = Suite {
         account: account.clone(),
-        inventory: format!("http://127.0.0.1:{}", base_port + 1),
-        payment: format!("http://127.0.0.1:{}", base_port + 2),
+        inventory: endpoint(1),
+        payment: endpoint(2),
         admin_password,
         payment_client_secret,
     };
@@ -400,17 +455,17 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         .collect();
     let unexpected: usize = reserve_runs.iter().map(|r| r.unexpected.len()).sum();
 
-    let (suite_rss, suite_peak) = memory_mib(suite.0.id());
+    let loaded: Vec<(f64, f64)> = children.iter().map(|c| memory_mib(c.0.id())).collect();
     let (_, echo_peak) = memory_mib(echo.0.id());
     let (_, pk_peak) = memory_mib(pk.0.id());
-    drop((suite, echo, pk));
+    drop((account_child, inventory_child, payment_child, echo, pk));
     tokio::task::spawn_blocking(move || cluster.stop()).await?;
 
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
         md,
-        "Written by `just bench` (`backroom-loadgen bench`) on {}. Every figure is the median of {} repetitions of {} s (after {} s warm-up), closed loop; ratios compare with baselines measured in the same run on the same machine.\n",
+        "Written by `just bench` (`backroom-loadgen bench`) on {}. The three services run as separate processes, as deployed. Every figure is the median of {} repetitions of {} s (after {} s warm-up), closed loop; ratios compare with baselines measured in the same run on the same machine.\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         config.repetitions,
         config.duration.as_secs(),
@@ -512,16 +567,24 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         "| process | RSS idle MiB | RSS after load MiB | peak RSS MiB |"
     );
     let _ = writeln!(md, "|---|---|---|---|");
-    let _ = writeln!(
-        md,
-        "| `backroom up` (account, inventory, payment in one process) | {suite_idle:.1} | {suite_rss:.1} | {suite_peak:.1} |"
-    );
+    for (n, name) in ["backroom-account", "backroom-inventory", "backroom-payment"]
+        .iter()
+        .enumerate()
+    {
+        let _ = writeln!(
+            md,
+            "| `{name}` | {:.1} | {:.1} | {:.1} |",
+            idle[n], loaded[n].0, loaded[n].1
+        );
+    }
     let _ = writeln!(md, "| bare echo baseline | — | — | {echo_peak:.1} |");
     let _ = writeln!(md, "| bare PK-select baseline | — | — | {pk_peak:.1} |");
     let _ = writeln!(
         md,
-        "\nTime from `backroom up` start to account SERVING (external Postgres already running): {:.0} ms.",
-        to_serving.as_secs_f64() * 1000.0
+        "\nTime from process start to SERVING (Postgres already running, migrations included): account {:.0} ms, inventory {:.0} ms, payment {:.0} ms.",
+        to_serving[0].as_secs_f64() * 1000.0,
+        to_serving[1].as_secs_f64() * 1000.0,
+        to_serving[2].as_secs_f64() * 1000.0
     );
     // Hand-written analysis of the shortfalls, kept with the tool.
     md.push('\n');

@@ -124,9 +124,9 @@ enum Command {
     },
     /// Run `backroom up` and the baselines, every scenario, write BENCHMARKS.md.
     Bench {
-        /// The `backroom` binary (default: next to this one).
+        /// Directory of the service binaries (default: this one's).
         #[arg(long)]
-        backroom_bin: Option<PathBuf>,
+        bin_dir: Option<PathBuf>,
         /// Output file.
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
@@ -243,14 +243,14 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Bench {
-            backroom_bin,
+            bin_dir,
             out,
             repetitions,
             duration,
             warmup,
         } => {
             bench::run(bench::BenchConfig {
-                backroom_bin: backroom_bin.unwrap_or_else(|| bench::sibling("backroom")),
+                bin_dir: bin_dir.unwrap_or_else(|| bench::sibling("")),
                 loadgen_bin: std::env::current_exe()?,
                 out,
                 repetitions: repetitions.max(1),

@@ -439,3 +439,48 @@ fn raw_argon2id() -> Operation {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            endpoint: "http://127.0.0.1:1".into(),
+            connections: 1,
+            concurrency: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_scenarios_are_refused_with_the_known_names() {
+        let Err(err) = setup("browse-everything", &target(), None).await else {
+            panic!("an unknown scenario was accepted");
+        };
+        let message = err.to_string();
+        for name in NAMES {
+            assert!(message.contains(name), "{message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn scenarios_that_need_fixtures_say_so_without_a_suite() {
+        for name in ["get-product", "place-order"] {
+            let Err(err) = setup(name, &target(), None).await else {
+                panic!("{name} ran without fixtures");
+            };
+            assert!(err.to_string().contains("--admin-password"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_race_reports_attempts_per_second() {
+        let race = Race {
+            successes: 100,
+            attempts: 200,
+            elapsed: std::time::Duration::from_millis(500),
+            unexpected: Vec::new(),
+        };
+        assert!((race.rate() - 400.0).abs() < 1e-9);
+    }
+}
