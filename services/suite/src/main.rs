@@ -37,6 +37,9 @@ struct Cli {
 enum Command {
     /// Run every service in this process against a throwaway (or the given) Postgres.
     Up(UpArgs),
+    /// Audit a live Backroom database for broken invariants (stock, ledger,
+    /// orders, sagas); exits 1 if any.
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +57,42 @@ struct UpArgs {
     base_port: u16,
     #[command(flatten)]
     telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, clap::Args)]
+struct AuditArgs {
+    /// Admin URL of the database holding the account, inventory and payment schemas.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// An ACTIVE reservation may outlive its expiry by this many seconds.
+    #[arg(long, default_value_t = 60)]
+    grace_secs: u64,
+    /// A saga unfinished for this many seconds counts as stuck.
+    #[arg(long, default_value_t = 300)]
+    stuck_secs: u64,
+}
+
+async fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let tolerances = backroom::audit::Tolerances {
+        grace: std::time::Duration::from_secs(args.grace_secs),
+        stuck_after: std::time::Duration::from_secs(args.stuck_secs),
+    };
+    let findings = tokio::task::spawn_blocking(move || {
+        let mut conn = db::connect(&args.database_url)?;
+        backroom::audit::audit(&mut conn, tolerances)
+    })
+    .await??;
+    for name in backroom::audit::check_names() {
+        eprintln!("checked: {name}");
+    }
+    if findings.is_empty() {
+        eprintln!("all invariants hold");
+        return Ok(());
+    }
+    for finding in &findings {
+        println!("VIOLATION {finding}");
+    }
+    anyhow::bail!("{} invariant violation(s)", findings.len())
 }
 
 /// One service of the suite: its name (= schema) and port offset.
@@ -90,6 +129,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) => up(args).await,
+            Command::Audit(args) => audit(args).await,
         }
     });
     match result {

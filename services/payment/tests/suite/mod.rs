@@ -52,6 +52,8 @@ pub struct Suite {
     pub admin: String,
     /// The account service's signing keys (PEM), for forging test tokens.
     pub keys_pem: String,
+    /// Superuser URL of the database holding the three schemas (audits).
+    pub admin_url: String,
     downstream: Downstream,
     saga_config: SagaConfig,
     payment_pool_for_saga: Pool,
@@ -232,6 +234,7 @@ impl Suite {
             saga,
             admin,
             keys_pem,
+            admin_url: db.admin_url(),
             downstream,
             saga_config,
         }

@@ -1,0 +1,162 @@
+//! The invariant checker: audits a live Backroom database (all three
+//! schemas, through an admin connection) and lists every broken invariant.
+//! `backroom audit` runs it; fault tests call [`audit`] after injecting
+//! crashes, outages and overload.
+//!
+//! Checked:
+//! - stock: `on_hand = available + reserved + committed`, nothing negative,
+//!   the movement log replays to every level, `reserved` equals the units of
+//!   ACTIVE reservations;
+//! - no ACTIVE reservation held past its expiry plus `grace` (the sweeper's
+//!   interval and some slack);
+//! - the ledger (every journal balanced, the sum over accounts zero per
+//!   currency, intent and refund amounts consistent — the payment crate's own
+//!   [`backroom_payment::ledger::audit`]);
+//! - no order charged twice; every COMPLETED order has a succeeded intent and
+//!   a COMMITTED reservation; no FAILED order holds an authorization or stock;
+//! - no saga left unfinished for longer than `stuck_after`.
+
+use std::time::Duration;
+
+use diesel::{PgConnection, QueryableByName, RunQueryDsl as _, sql_query, sql_types::Text};
+
+/// How strict to be about things still in motion.
+#[derive(Debug, Clone, Copy)]
+pub struct Tolerances {
+    /// An ACTIVE reservation may outlive its expiry by this much (sweeper).
+    pub grace: Duration,
+    /// A saga may stay unfinished this long before it counts as stuck.
+    pub stuck_after: Duration,
+}
+
+impl Default for Tolerances {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(60),
+            stuck_after: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct Finding {
+    #[diesel(sql_type = Text)]
+    finding: String,
+}
+
+/// One named check: a query returning one `finding` text per violation.
+struct Check {
+    name: &'static str,
+    sql: String,
+}
+
+fn checks(tolerances: Tolerances) -> Vec<Check> {
+    let grace = tolerances.grace.as_secs();
+    let stuck = tolerances.stuck_after.as_secs();
+    vec![
+        Check {
+            name: "stock identity",
+            sql: "SELECT sku || '@' || location || ': on_hand ' || on_hand || ' <> ' || available || '+' || reserved || '+' || committed AS finding
+                  FROM inventory.stock_levels
+                  WHERE on_hand <> available + reserved + committed OR available < 0 OR reserved < 0 OR committed < 0"
+                .into(),
+        },
+        Check {
+            name: "movement log replays to every level",
+            sql: "SELECT l.sku || '@' || l.location || ': log gives ' || coalesce(m.a, 0) || '/' || coalesce(m.r, 0) || '/' || coalesce(m.c, 0)
+                         || ', level is ' || l.available || '/' || l.reserved || '/' || l.committed AS finding
+                  FROM inventory.stock_levels l
+                  LEFT JOIN (SELECT sku, location, sum(delta_available) a, sum(delta_reserved) r, sum(delta_committed) c
+                             FROM inventory.stock_movements GROUP BY sku, location) m USING (sku, location)
+                  WHERE (coalesce(m.a, 0), coalesce(m.r, 0), coalesce(m.c, 0)) <> (l.available, l.reserved, l.committed)"
+                .into(),
+        },
+        Check {
+            name: "reserved equals the units of active reservations",
+            sql: "SELECT l.sku || '@' || l.location || ': reserved ' || l.reserved || ', active reservations hold ' || coalesce(h.units, 0) AS finding
+                  FROM inventory.stock_levels l
+                  LEFT JOIN (SELECT rl.sku, rl.location, sum(rl.quantity) units
+                             FROM inventory.reservation_lines rl JOIN inventory.reservations r USING (order_id)
+                             WHERE r.state = 'ACTIVE' GROUP BY rl.sku, rl.location) h USING (sku, location)
+                  WHERE l.reserved <> coalesce(h.units, 0)"
+                .into(),
+        },
+        Check {
+            name: "no reservation held past its expiry",
+            sql: format!(
+                "SELECT 'reservation ' || order_id || ' still ACTIVE, expired ' || expire_at AS finding
+                 FROM inventory.reservations
+                 WHERE state = 'ACTIVE' AND expire_at < now() - interval '{grace} seconds'"
+            ),
+        },
+        Check {
+            name: "no order charged twice",
+            sql: "SELECT (metadata::jsonb ->> 'order') || ' captured by ' || count(*) || ' intents' AS finding
+                  FROM payment.payment_intents
+                  WHERE status = 'succeeded' AND metadata::jsonb ? 'order'
+                  GROUP BY metadata::jsonb ->> 'order' HAVING count(*) > 1"
+                .into(),
+        },
+        Check {
+            name: "completed orders are paid and their stock committed",
+            sql: "SELECT 'orders/' || o.id || ': intent ' || coalesce(i.status, 'missing') || ', reservation ' || coalesce(r.state, 'missing') AS finding
+                  FROM payment.orders o
+                  LEFT JOIN payment.payment_intents i ON 'paymentIntents/' || i.id = o.payment_intent
+                  LEFT JOIN inventory.reservations r ON r.order_id = o.id
+                  WHERE o.state = 'COMPLETED' AND (i.status IS DISTINCT FROM 'succeeded' OR r.state IS DISTINCT FROM 'COMMITTED')"
+                .into(),
+        },
+        Check {
+            name: "failed orders hold neither an authorization nor stock",
+            sql: "SELECT 'orders/' || o.id || ': intent ' || coalesce(i.status, '-') || ', reservation ' || coalesce(r.state, '-') AS finding
+                  FROM payment.orders o
+                  LEFT JOIN payment.payment_intents i ON 'paymentIntents/' || i.id = o.payment_intent
+                  LEFT JOIN inventory.reservations r ON r.order_id = o.id
+                  WHERE o.state = 'FAILED'
+                    AND (i.status IN ('requires_capture', 'processing', 'succeeded') OR r.state IN ('ACTIVE', 'COMMITTED'))"
+                .into(),
+        },
+        Check {
+            name: "no saga left unfinished",
+            sql: format!(
+                "SELECT 'orders/' || id || ' stuck in ' || state || ' since ' || updated_at AS finding
+                 FROM payment.orders
+                 WHERE state NOT IN ('COMPLETED', 'FAILED') AND updated_at < now() - interval '{stuck} seconds'"
+            ),
+        },
+    ]
+}
+
+/// Runs every check; returns one line per violation (empty: all hold).
+pub fn audit(conn: &mut PgConnection, tolerances: Tolerances) -> anyhow::Result<Vec<String>> {
+    let mut findings = Vec::new();
+    for check in checks(tolerances) {
+        let rows: Vec<Finding> = sql_query(&check.sql).load(conn)?;
+        findings.extend(
+            rows.into_iter()
+                .map(|row| format!("{}: {}", check.name, row.finding)),
+        );
+    }
+    // The payment crate's audit names its tables unqualified.
+    diesel::connection::SimpleConnection::batch_execute(conn, "SET search_path TO payment")?;
+    let ledger =
+        backroom_payment::ledger::audit(conn).map_err(|err| anyhow::anyhow!("ledger audit: {err}"));
+    diesel::connection::SimpleConnection::batch_execute(conn, "RESET search_path")?;
+    let ledger = ledger?;
+    findings.extend(
+        ledger
+            .into_iter()
+            .map(|finding| format!("ledger: {finding}")),
+    );
+    Ok(findings)
+}
+
+/// The names of the checks, for reports.
+pub fn check_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = checks(Tolerances::default())
+        .iter()
+        .map(|c| c.name)
+        .collect();
+    names.push("ledger (journals balance, accounts sum to zero, intent and refund amounts)");
+    names
+}
