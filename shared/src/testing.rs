@@ -157,6 +157,8 @@ pub struct PostgresCluster {
     dir: PathBuf,
     bindir: PathBuf,
     run_as: RunAs,
+    /// fsync and synchronous commit on.
+    durable: bool,
     port: u16,
     /// Closing this pipe (our exit) tells the reaper to stop the cluster.
     reaper_pipe: Option<ChildStdin>,
@@ -164,8 +166,20 @@ pub struct PostgresCluster {
 }
 
 impl PostgresCluster {
-    /// initdb + start. Takes a second or two.
+    /// initdb + start. Takes a second or two. Commits are not durable
+    /// (fsync and synchronous commit off: fast tests); see
+    /// [`Self::start_durable`].
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// A cluster that keeps every acknowledged commit across a crash, as
+    /// production does: for tests that kill Postgres and count writes.
+    pub fn start_durable() -> anyhow::Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> anyhow::Result<Self> {
         let bindir = find_bindir()?;
         let run_as = RunAs::detect();
         let dir = tempfile::Builder::new()
@@ -208,6 +222,7 @@ impl PostgresCluster {
             dir,
             bindir,
             run_as,
+            durable,
             port: 0,
             reaper_pipe,
             reaper: Some(reaper),
@@ -217,20 +232,7 @@ impl PostgresCluster {
         let mut last_error = None;
         for _ in 0..3 {
             let port = free_port()?;
-            let options = format!(
-                "-c listen_addresses=127.0.0.1 -p {port} -k '{sock}' -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=500 \
-                 -c lc_messages=C -c shared_buffers=128MB",
-                sock = cluster.dir.display()
-            );
-            let mut pg_ctl = cluster.run_as.command(&cluster.bindir.join("pg_ctl"));
-            pg_ctl
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(cluster.dir.join("postgres.log"))
-                .args(["-w", "-t", "60", "-o", &options, "start"]);
-            match run(pg_ctl, "pg_ctl start") {
+            match cluster.pg_ctl_start(port) {
                 Ok(()) => {
                     cluster.port = port;
                     return Ok(cluster);
@@ -243,6 +245,43 @@ impl PostgresCluster {
         Err(last_error
             .unwrap_or_else(|| anyhow::anyhow!("pg_ctl start failed"))
             .context(log))
+    }
+
+    fn pg_ctl_start(&self, port: u16) -> anyhow::Result<()> {
+        let speed = if self.durable {
+            ""
+        } else {
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        };
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k '{sock}' {speed} -c max_connections=500 \
+             -c lc_messages=C -c shared_buffers=128MB",
+            sock = self.dir.display()
+        );
+        let mut pg_ctl = self.run_as.command(&self.bindir.join("pg_ctl"));
+        pg_ctl
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("postgres.log"))
+            .args(["-w", "-t", "60", "-o", &options, "start"]);
+        run(pg_ctl, "pg_ctl start")
+    }
+
+    /// Stops the server abruptly (`-m immediate`, like a crash or an
+    /// outage), keeping its data: fault tests call this, then [`Self::resume`].
+    pub fn pause(&self) -> anyhow::Result<()> {
+        let mut pg_ctl = self.run_as.command(&self.bindir.join("pg_ctl"));
+        pg_ctl
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"]);
+        run(pg_ctl, "pg_ctl stop")
+    }
+
+    /// Starts the server again on the same port after [`Self::pause`].
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.pg_ctl_start(self.port)
     }
 
     /// Superuser URL of database `name`.
