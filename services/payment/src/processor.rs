@@ -234,7 +234,7 @@ impl Processor for Simulator {
             Outcome::Decline(kind) => Err(AuthorizeError::Declined(kind)),
             Outcome::Succeed | Outcome::ProcessingError => {
                 book.prune(now);
-                let id = format!("auth_sim_{}", Uuid::new_v4().simple());
+                let id = format!("auth_sim_{}", letters_only(Uuid::new_v4()));
                 book.authorizations
                     .insert(request.idempotency_key.to_owned(), (now, id.clone()));
                 if outcome == Outcome::ProcessingError {
@@ -285,7 +285,7 @@ impl Processor for Simulator {
             .or_insert_with(|| {
                 (
                     Instant::now(),
-                    format!("re_sim_{}", Uuid::new_v4().simple()),
+                    format!("re_sim_{}", letters_only(Uuid::new_v4())),
                 )
             });
         Ok(id.clone())
