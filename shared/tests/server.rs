@@ -314,3 +314,111 @@ async fn a_downstream_call_carries_the_callers_remaining_deadline() {
         .message;
     assert_eq!(seen, "none");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_under_load_fails_no_call_in_flight_and_refuses_only_after_not_serving() {
+    use std::sync::{Arc, Mutex};
+    use tokio::time::Instant;
+    let config = ServerConfig {
+        shutdown_delay_ms: 300,
+        ..ServerConfig::default()
+    };
+    let mut server = TestServer::spawn(echo_server(config)).await;
+    let mut watch = HealthClient::new(server.channel.clone())
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while watch.next().await.unwrap().unwrap().status() != ServingStatus::Serving {}
+
+    // Eight clients, each on its own connection, calling back to back; every
+    // call is recorded with when it started and how it ended.
+    let outcomes: Outcomes = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let channel = backroom_shared::client::connect(
+            &backroom_shared::client::ClientConfig::new(server.endpoint()),
+        )
+        .await
+        .unwrap();
+        let (outcomes, stop) = (outcomes.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut client = EchoServiceClient::new(channel);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = Instant::now();
+                let result = client
+                    .echo(echo_request("load", Duration::from_millis(20)))
+                    .await;
+                outcomes
+                    .lock()
+                    .unwrap()
+                    .push((started, result.map(|_| ()).map_err(|s| s.code())));
+                if result_is_refusal(&outcomes) {
+                    break;
+                }
+            }
+        }));
+    }
+    while outcomes.lock().unwrap().len() < 50 {
+        tokio::task::yield_now().await;
+    }
+    println!("injecting: SIGTERM-equivalent shutdown with 8 clients calling back to back");
+    let shutdown_began = Instant::now();
+    server.begin_shutdown();
+    while watch.next().await.unwrap().unwrap().status() != ServingStatus::NotServing {}
+    let not_serving_at = Instant::now();
+    for client in clients {
+        client.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // An open health Watch is a stream in flight: it would hold the drain
+    // for its whole timeout.
+    drop(watch);
+    server.shutdown().await.unwrap();
+
+    let outcomes = outcomes.lock().unwrap().clone();
+    let failed: Vec<_> = outcomes.iter().filter(|(_, r)| r.is_err()).collect();
+    // Every call that started before shutdown began completed.
+    for (started, result) in &outcomes {
+        if *started < shutdown_began {
+            assert!(
+                result.is_ok(),
+                "a call in flight when shutdown began failed: {result:?}"
+            );
+        }
+    }
+    // Refusals only for calls started after NOT_SERVING was published.
+    for (started, result) in &failed {
+        assert!(
+            *started >= not_serving_at,
+            "refused before NOT_SERVING: {result:?}"
+        );
+        assert!(
+            matches!(
+                result,
+                Err(Code::Unavailable | Code::Cancelled | Code::Unknown)
+            ),
+            "{result:?}"
+        );
+    }
+    println!(
+        "checked: {} calls, {} refused, all after NOT_SERVING; none in flight failed",
+        outcomes.len(),
+        failed.len()
+    );
+}
+
+/// Calls recorded by the load clients: when each started, how it ended.
+type Outcomes = std::sync::Arc<std::sync::Mutex<Vec<(tokio::time::Instant, Result<(), Code>)>>>;
+
+/// Whether the last recorded call was refused (the client then stops).
+fn result_is_refusal(outcomes: &Outcomes) -> bool {
+    outcomes
+        .lock()
+        .unwrap()
+        .last()
+        .is_some_and(|(_, r)| r.is_err())
+}
