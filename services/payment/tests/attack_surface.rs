@@ -185,3 +185,314 @@ async fn every_rpc_refuses_missing_expired_misaddressed_and_forged_tokens() {
     }
     assert!(checked >= 50, "only {checked} RPCs found");
 }
+
+/// Calls `path` as `token` with `message` (any prost message); the code.
+async fn call_with<M: prost::Message + Default + 'static>(
+    channel: TracedChannel,
+    path: &str,
+    token: &str,
+    message: M,
+) -> Code {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let codec = tonic_prost::ProstCodec::<M, ()>::default();
+    match grpc
+        .unary(
+            request,
+            http::uri::PathAndQuery::try_from(path).unwrap(),
+            codec,
+        )
+        .await
+    {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+#[tokio::test]
+async fn a_customer_cannot_reach_another_customers_resources() {
+    use backroom_proto::{account::v1 as account_pb, payment::v1 as pb};
+    let suite = Suite::spawn().await;
+    suite.product("MUG", 1000, 10).await;
+    let victim = suite.customer("victim@example.com", suite::VISA).await;
+    let attacker = suite.customer("attacker@example.com", suite::VISA).await;
+    let order = suite
+        .place(
+            &victim,
+            &victim.card,
+            &[("MUG", 1)],
+            &uuid::Uuid::new_v4().to_string(),
+        )
+        .await
+        .unwrap();
+    let intent = order.payment_intent.clone();
+    let account = suite.account.channel.clone();
+    let payment = suite.payment.channel.clone();
+    let t = attacker.token.as_str();
+    let mut checks: Vec<(&str, Code)> = Vec::new();
+    let a = "/backroom.account.v1.AccountService/";
+    let p = "/backroom.payment.v1.PaymentService/";
+    let c = "/backroom.payment.v1.CheckoutService/";
+    checks.push((
+        "GetAccount",
+        call_with(
+            account.clone(),
+            &format!("{a}GetAccount"),
+            t,
+            account_pb::GetAccountRequest {
+                name: victim.name.clone(),
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "UpdateAccount",
+        call_with(
+            account.clone(),
+            &format!("{a}UpdateAccount"),
+            t,
+            account_pb::UpdateAccountRequest {
+                account: Some(account_pb::Account {
+                    name: victim.name.clone(),
+                    display_name: "pwned".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["display_name".into()],
+                }),
+                request_id: String::new(),
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "ChangePassword",
+        call_with(
+            account.clone(),
+            &format!("{a}ChangePassword"),
+            t,
+            account_pb::ChangePasswordRequest {
+                name: victim.name.clone(),
+                current_password: suite::PASSWORD.into(),
+                new_password: "attacker chosen password".into(),
+                request_id: String::new(),
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "GetAddress",
+        call_with(
+            account.clone(),
+            &format!("{a}GetAddress"),
+            t,
+            account_pb::GetAddressRequest {
+                name: victim.address.clone(),
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "ListAddresses",
+        call_with(
+            account.clone(),
+            &format!("{a}ListAddresses"),
+            t,
+            account_pb::ListAddressesRequest {
+                parent: victim.name.clone(),
+                ..Default::default()
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "DeleteAddress",
+        call_with(
+            account.clone(),
+            &format!("{a}DeleteAddress"),
+            t,
+            account_pb::DeleteAddressRequest {
+                name: victim.address.clone(),
+                request_id: String::new(),
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "CreateAddress",
+        call_with(
+            account.clone(),
+            &format!("{a}CreateAddress"),
+            t,
+            account_pb::CreateAddressRequest {
+                parent: victim.name.clone(),
+                address: Some(account_pb::Address {
+                    recipient: "Mallory".into(),
+                    line1: "Elsewhere 1".into(),
+                    city: "Berlin".into(),
+                    country_code: "DE".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "GetPaymentMethod",
+        call_with(
+            payment.clone(),
+            &format!("{p}GetPaymentMethod"),
+            t,
+            pb::GetPaymentMethodRequest {
+                name: victim.card.clone(),
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "ListPaymentMethods",
+        call_with(
+            payment.clone(),
+            &format!("{p}ListPaymentMethods"),
+            t,
+            pb::ListPaymentMethodsRequest {
+                customer: victim.name.clone(),
+                ..Default::default()
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "DetachPaymentMethod",
+        call_with(
+            payment.clone(),
+            &format!("{p}DetachPaymentMethod"),
+            t,
+            pb::DetachPaymentMethodRequest {
+                name: victim.card.clone(),
+                request_id: String::new(),
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "GetPaymentIntent",
+        call_with(
+            payment.clone(),
+            &format!("{p}GetPaymentIntent"),
+            t,
+            pb::GetPaymentIntentRequest {
+                name: intent.clone(),
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "CancelPaymentIntent",
+        call_with(
+            payment.clone(),
+            &format!("{p}CancelPaymentIntent"),
+            t,
+            pb::CancelPaymentIntentRequest {
+                name: intent.clone(),
+                cancellation_reason: pb::CancellationReason::Fraudulent as i32,
+                request_id: String::new(),
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "CreateRefund",
+        call_with(
+            payment.clone(),
+            &format!("{p}CreateRefund"),
+            t,
+            pb::CreateRefundRequest {
+                parent: intent.clone(),
+                ..Default::default()
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "ListRefunds",
+        call_with(
+            payment.clone(),
+            &format!("{p}ListRefunds"),
+            t,
+            pb::ListRefundsRequest {
+                parent: intent.clone(),
+                ..Default::default()
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "GetOrder",
+        call_with(
+            payment.clone(),
+            &format!("{c}GetOrder"),
+            t,
+            pb::GetOrderRequest {
+                name: order.name.clone(),
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "ListOrders",
+        call_with(
+            payment.clone(),
+            &format!("{c}ListOrders"),
+            t,
+            pb::ListOrdersRequest {
+                customer: victim.name.clone(),
+                ..Default::default()
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "PlaceOrder",
+        call_with(
+            payment.clone(),
+            &format!("{c}PlaceOrder"),
+            t,
+            pb::PlaceOrderRequest {
+                customer: victim.name.clone(),
+                lines: vec![pb::LineItem {
+                    sku: "MUG".into(),
+                    quantity: 1,
+                }],
+                payment_method: victim.card.clone(),
+                shipping_address: victim.address.clone(),
+                currency_code: "EUR".into(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+            },
+        )
+        .await,
+    ));
+    for (rpc, code) in &checks {
+        assert!(
+            matches!(code, Code::PermissionDenied | Code::NotFound),
+            "{rpc} on another customer's resource answered {code:?}"
+        );
+    }
+    // Nothing changed for the victim.
+    let order_now = suite.order(&order.name).await;
+    assert_eq!(order_now.state, pb::OrderState::Completed as i32);
+    assert_eq!(
+        suite.level("MUG").await.committed,
+        1,
+        "no order was placed for the victim"
+    );
+    println!(
+        "checked: {} RPCs on another customer's resources, all PERMISSION_DENIED or NOT_FOUND",
+        checks.len()
+    );
+}
