@@ -126,6 +126,11 @@ pub struct PaymentConfig {
     /// The inventory service, `http://host:port` (checkout).
     #[arg(long, env = "BACKROOM_INVENTORY_ENDPOINT")]
     pub inventory_endpoint: Option<String>,
+    /// How long a checkout worker's lease on an order lasts (seconds): after
+    /// a crash, another worker resumes the order this long after the last
+    /// renewal.
+    #[arg(long, env = "BACKROOM_CHECKOUT_LEASE_SECS", default_value_t = 30)]
+    pub checkout_lease_secs: i64,
 }
 
 impl PaymentConfig {
@@ -139,6 +144,7 @@ impl PaymentConfig {
             service_client_id: None,
             service_client_secret: None,
             inventory_endpoint: None,
+            checkout_lease_secs: 30,
         }
     }
 }

@@ -49,7 +49,10 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         &cli.payment,
         &deps,
         &self_endpoint,
-        SagaConfig::default(),
+        SagaConfig {
+            lease: chrono::Duration::seconds(cli.payment.checkout_lease_secs.max(1)),
+            ..SagaConfig::default()
+        },
     ) {
         Ok(checkout) => server_with_checkout(cli.server.clone(), deps, checkout),
         Err(err) => {
