@@ -115,10 +115,44 @@ pub fn luhn_valid(digits: &str) -> bool {
 /// number someone typed into a free-text field. Such text is refused so no
 /// PAN reaches the database through a description, metadata or holder name.
 pub fn contains_card_number(text: &str) -> bool {
+    // Resource ids (UUIDs) are dashed hex: their digit groups, joined across
+    // the dashes, could pass Luhn by chance. Mask them first.
+    let text = mask_uuids(text);
     let compact: String = text.chars().filter(|c| *c != ' ' && *c != '-').collect();
     compact
         .split(|c: char| !c.is_ascii_digit())
         .any(|run| (13..=19).contains(&run.len()) && luhn_valid(run))
+}
+
+/// `text` with every canonical UUID (8-4-4-4-12 hex digits) replaced by `u`.
+fn mask_uuids(text: &str) -> String {
+    const DASHES: [usize; 4] = [8, 13, 18, 23];
+    let bytes = text.as_bytes();
+    let is_uuid_at = |start: usize| {
+        bytes.get(start..start + 36).is_some_and(|window| {
+            window.iter().enumerate().all(|(i, b)| {
+                if DASHES.contains(&i) {
+                    *b == b'-'
+                } else {
+                    b.is_ascii_hexdigit()
+                }
+            })
+        })
+    };
+    let mut masked = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if is_uuid_at(i) {
+            masked.push('u');
+            i += 36;
+        } else {
+            // Copy one whole character (the text may hold any UTF-8).
+            let ch = text[i..].chars().next().unwrap_or('?');
+            masked.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    masked
 }
 
 /// A Luhn-valid card number (PAN). Never displayed, logged or stored.
@@ -397,6 +431,18 @@ mod tests {
         assert!(contains_card_number("x04242424242424242"));
         assert!(!contains_card_number("order 12345"));
         assert!(!contains_card_number("4242424242424241"));
+        // Typed with dashes, still a card number...
+        assert!(contains_card_number("card 4242-4242-4242-4242"));
+        // ...but an order id whose digit groups happen to pass Luhn when
+        // joined across the dash (8000 + 424242424005) is not.
+        assert!(luhn_valid("8000424242424005"));
+        for id in [
+            "00000000-0000-7000-8000-424242424005",
+            "01a21281-fd20-719d-8224-362751234567",
+        ] {
+            assert!(!contains_card_number(&format!("order {id}")), "{id}");
+            assert!(!contains_card_number(&format!("orders/{id}")), "{id}");
+        }
     }
 
     #[test]
