@@ -63,6 +63,19 @@ impl IdempotencyKey {
     }
 }
 
+/// The key of a mutation's `request_id`, recording a malformed one in
+/// `violations` (`None` when the id is empty or malformed).
+pub fn request_key(
+    violations: &mut crate::errors::Violations,
+    request_id: &str,
+    method: &'static str,
+    caller: Option<&Caller>,
+) -> Option<IdempotencyKey> {
+    violations
+        .check(IdempotencyKey::parse(request_id, method, caller))
+        .flatten()
+}
+
 /// A fingerprint of a request's parameters. Clear secrets and the
 /// request id from the message before calling (so neither is stored, and
 /// retries with a fresh token still match).

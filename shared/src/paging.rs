@@ -43,7 +43,39 @@ pub fn fingerprint(filters: &[&str]) -> String {
     URL_SAFE_NO_PAD.encode(&hasher.finalize()[..12])
 }
 
+/// The violation for a page token this API did not issue (or that does not
+/// fit the listing).
+pub fn bad_token() -> FieldViolation {
+    FieldViolation::new("page_token", "is not a token this API issued")
+}
+
+/// Parses the paging fields of a List request bound to `filters`,
+/// recording violations (`None` when any).
+pub fn page(
+    violations: &mut crate::errors::Violations,
+    page_size: i32,
+    page_token: &str,
+    filters: &[&str],
+) -> Option<PageRequest> {
+    match PageRequest::parse(page_size, page_token, fingerprint(filters)) {
+        Ok(page) => Some(page),
+        Err(found) => {
+            violations.extend(found);
+            None
+        }
+    }
+}
+
 impl PageRequest {
+    /// The sort key of the previous page as a UUID (listings keyed by
+    /// UUIDv7 ids).
+    pub fn after_uuid(&self) -> Result<Option<uuid::Uuid>, FieldViolation> {
+        self.after
+            .as_deref()
+            .map(|after| uuid::Uuid::try_parse(after).map_err(|_| bad_token()))
+            .transpose()
+    }
+
     /// Validates `page_size` and `page_token` for a request whose filters
     /// have `fingerprint`. Field names are the proto's.
     pub fn parse(

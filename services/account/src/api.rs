@@ -10,7 +10,7 @@ use backroom_shared::{
         FieldViolation, Violations, internal, invalid_argument, invalid_argument_with_reason,
         with_reason,
     },
-    idempotency::{self, IdempotencyKey},
+    idempotency::{self, IdempotencyKey, request_key},
     paging::{PageRequest, fingerprint as page_fingerprint},
 };
 use chrono::{DateTime, Utc};
@@ -261,33 +261,6 @@ fn address_to_proto(row: &AddressRow) -> pb::Address {
         country_code: row.country_code.clone(),
         create_time: Some(to_timestamp(row.created_at)),
     }
-}
-
-/// Parses the request id of a mutation into the violations.
-fn request_key(
-    violations: &mut Violations,
-    request_id: &str,
-    method: &'static str,
-    caller: Option<&Caller>,
-) -> Option<IdempotencyKey> {
-    violations
-        .check(IdempotencyKey::parse(request_id, method, caller))
-        .flatten()
-}
-
-/// Parses a UUID sort key out of a page request.
-fn page_after(page: &PageRequest) -> Result<Option<Uuid>, Status> {
-    page.after
-        .as_deref()
-        .map(|after| {
-            Uuid::try_parse(after).map_err(|_| {
-                validation(vec![FieldViolation::new(
-                    "page_token",
-                    "is not a token this API issued",
-                )])
-            })
-        })
-        .transpose()
 }
 
 #[tonic::async_trait]
@@ -663,7 +636,7 @@ impl AccountService for AccountApi {
         let Some(page) = page else {
             unreachable!("no violations means the page parsed");
         };
-        let after = page_after(&page)?;
+        let after = page.after_uuid().map_err(|v| validation(vec![v]))?;
         let filter = AccountFilter {
             disabled,
             email_prefix: (!prefix.is_empty()).then_some(prefix),
@@ -862,7 +835,7 @@ impl AccountService for AccountApi {
             .resolve("parent", &caller)
             .map_err(|v| status(v.into()))?;
         caller.require_owner_or_admin(account_id)?;
-        let after = page_after(&page)?;
+        let after = page.after_uuid().map_err(|v| validation(vec![v]))?;
         let lookup = page.clone();
         let rows = self
             .db(move |conn| repo::list_addresses(conn, account_id, &lookup, after))

@@ -15,8 +15,8 @@ use backroom_shared::{
         FieldViolation, Violations, invalid_argument, invalid_argument_with_reason, unavailable,
         with_reason,
     },
-    idempotency::{self, IdempotencyKey},
-    paging::{PageRequest, fingerprint as page_fingerprint},
+    idempotency::{self, IdempotencyKey, request_key},
+    paging::{self, page},
 };
 use chrono::{DateTime, Utc};
 use diesel::{Connection as _, PgConnection};
@@ -388,39 +388,8 @@ fn zone_to_proto(zone: &ShippingZone) -> pb::ShippingZone {
 
 // ---------------------------------------------------------------- parsing
 
-/// Parses the request id of a mutation into the violations.
-fn request_key(
-    violations: &mut Violations,
-    request_id: &str,
-    method: &'static str,
-    caller: &Caller,
-) -> Option<IdempotencyKey> {
-    violations
-        .check(IdempotencyKey::parse(request_id, method, Some(caller)))
-        .flatten()
-}
-
-/// Parses the paging fields of a List request bound to `filters`.
-fn page(
-    violations: &mut Violations,
-    page_size: i32,
-    page_token: &str,
-    filters: &[&str],
-) -> Option<PageRequest> {
-    match PageRequest::parse(page_size, page_token, page_fingerprint(filters)) {
-        Ok(page) => Some(page),
-        Err(found) => {
-            violations.extend(found);
-            None
-        }
-    }
-}
-
 fn bad_token() -> Status {
-    validation(vec![FieldViolation::new(
-        "page_token",
-        "is not a token this API issued",
-    )])
+    validation(vec![paging::bad_token()])
 }
 
 /// Parses request lines: 1–100, distinct SKUs, quantities in range.
@@ -536,7 +505,12 @@ impl InventoryService for InventoryApi {
         caller.require_role(ROLE_ADMIN)?;
         let req = request.into_inner();
         let mut violations = Violations::default();
-        let key = request_key(&mut violations, &req.request_id, "CreateProduct", &caller);
+        let key = request_key(
+            &mut violations,
+            &req.request_id,
+            "CreateProduct",
+            Some(&caller),
+        );
         let Some(product) = req.product else {
             violations.push("product", "is required");
             return Err(validation(violations.finish().err().unwrap_or_default()));
@@ -642,7 +616,12 @@ impl InventoryService for InventoryApi {
         caller.require_role(ROLE_ADMIN)?;
         let req = request.into_inner();
         let mut violations = Violations::default();
-        let key = request_key(&mut violations, &req.request_id, "UpdateProduct", &caller);
+        let key = request_key(
+            &mut violations,
+            &req.request_id,
+            "UpdateProduct",
+            Some(&caller),
+        );
         let Some(product) = req.product else {
             violations.push("product", "is required");
             return Err(validation(violations.finish().err().unwrap_or_default()));
@@ -783,7 +762,12 @@ impl InventoryService for InventoryApi {
         caller.require_role(ROLE_ADMIN)?;
         let req = request.into_inner();
         let mut violations = Violations::default();
-        let key = request_key(&mut violations, &req.request_id, "AdjustStock", &caller);
+        let key = request_key(
+            &mut violations,
+            &req.request_id,
+            "AdjustStock",
+            Some(&caller),
+        );
         let name = violations.check(parse_stock_level_name("name", &req.name));
         use pb::StockAdjustmentReason as Reason;
         let reason = match Reason::try_from(req.reason) {
@@ -968,7 +952,12 @@ impl InventoryService for InventoryApi {
         caller.require_service()?;
         let req = request.into_inner();
         let mut violations = Violations::default();
-        let key = request_key(&mut violations, &req.request_id, "ReserveStock", &caller);
+        let key = request_key(
+            &mut violations,
+            &req.request_id,
+            "ReserveStock",
+            Some(&caller),
+        );
         let order_id = violations.check(OrderId::parse("order_id", &req.order_id));
         let parsed = parse_lines(
             &mut violations,
@@ -1038,7 +1027,7 @@ impl InventoryService for InventoryApi {
             &mut violations,
             &req.request_id,
             "CommitReservation",
-            &caller,
+            Some(&caller),
         );
         let order_id = violations.check(OrderId::parse_reservation_name("name", &req.name));
         violations.finish().map_err(validation)?;
@@ -1074,7 +1063,7 @@ impl InventoryService for InventoryApi {
             &mut violations,
             &req.request_id,
             "ReleaseReservation",
-            &caller,
+            Some(&caller),
         );
         let order_id = violations.check(OrderId::parse_reservation_name("name", &req.name));
         violations.finish().map_err(validation)?;

@@ -18,8 +18,8 @@ use backroom_shared::{
     errors::{
         FieldViolation, Violations, invalid_argument, invalid_argument_with_reason, with_reason,
     },
-    idempotency::{self, IdempotencyKey},
-    paging::{PageRequest, fingerprint as page_fingerprint},
+    idempotency::{self, IdempotencyKey, request_key},
+    paging::{self, page},
 };
 use chrono::{DateTime, Utc};
 use diesel::{Connection as _, PgConnection};
@@ -440,47 +440,8 @@ fn ledger_account_to_proto(
     })
 }
 
-/// Parses the request id of a mutation into the violations.
-fn request_key(
-    violations: &mut Violations,
-    request_id: &str,
-    method: &'static str,
-    caller: &Caller,
-) -> Option<IdempotencyKey> {
-    violations
-        .check(IdempotencyKey::parse(request_id, method, Some(caller)))
-        .flatten()
-}
-
-/// Parses page size and token bound to `filters`.
-fn page(
-    violations: &mut Violations,
-    page_size: i32,
-    page_token: &str,
-    filters: &[&str],
-) -> Option<PageRequest> {
-    match PageRequest::parse(page_size, page_token, page_fingerprint(filters)) {
-        Ok(page) => Some(page),
-        Err(found) => {
-            violations.extend(found);
-            None
-        }
-    }
-}
-
 fn bad_token() -> Status {
-    validation(vec![FieldViolation::new(
-        "page_token",
-        "is not a token this API issued",
-    )])
-}
-
-/// Parses a UUID sort key out of a page request.
-fn page_after(page: &PageRequest) -> Result<Option<Uuid>, Status> {
-    page.after
-        .as_deref()
-        .map(|after| Uuid::try_parse(after).map_err(|_| bad_token()))
-        .transpose()
+    validation(vec![paging::bad_token()])
 }
 
 /// An optional `{collection}/{uuid}` field.
@@ -550,7 +511,7 @@ impl PaymentService for PaymentApi {
             &mut violations,
             &req.request_id,
             "AttachPaymentMethod",
-            &caller,
+            Some(&caller),
         );
         if let Err(found) = violations.finish() {
             return Err(status(if found.iter().any(|v| v.field == "card.number") {
@@ -652,7 +613,7 @@ impl PaymentService for PaymentApi {
             .resolve("customer", &caller)
             .map_err(|v| status(v.into()))?;
         actor.may_manage_methods_of(customer_id).map_err(status)?;
-        let after = page_after(&page)?;
+        let after = page.after_uuid().map_err(|v| validation(vec![v]))?;
         let lookup = page.clone();
         let rows = self
             .db(move |conn| repo::list_payment_methods(conn, customer_id, &lookup, after))
@@ -678,7 +639,7 @@ impl PaymentService for PaymentApi {
             &mut violations,
             &req.request_id,
             "DetachPaymentMethod",
-            &caller,
+            Some(&caller),
         );
         violations.finish().map_err(validation)?;
         let id = parsed(id)?;
@@ -738,7 +699,7 @@ impl PaymentService for PaymentApi {
             &mut violations,
             &req.request_id,
             "CreatePaymentIntent",
-            &caller,
+            Some(&caller),
         );
         violations.finish().map_err(validation)?;
         let (customer, amount, capture_method, description, metadata) = (
@@ -865,7 +826,7 @@ impl PaymentService for PaymentApi {
         if let Some(customer_id) = customer_id {
             actor.may_act_for(customer_id).map_err(status)?;
         }
-        let after = page_after(&page)?;
+        let after = page.after_uuid().map_err(|v| validation(vec![v]))?;
         let lookup = page.clone();
         let intents = self
             .db(move |conn| repo::list_intents(conn, customer_id, status_filter, &lookup, after))
@@ -897,7 +858,7 @@ impl PaymentService for PaymentApi {
             &mut violations,
             &req.request_id,
             "ConfirmPaymentIntent",
-            &caller,
+            Some(&caller),
         );
         violations.finish().map_err(validation)?;
         let id = parsed(id)?;
@@ -939,7 +900,7 @@ impl PaymentService for PaymentApi {
             &mut violations,
             &req.request_id,
             "CapturePaymentIntent",
-            &caller,
+            Some(&caller),
         );
         violations.finish().map_err(validation)?;
         let id = parsed(id)?;
@@ -1004,7 +965,7 @@ impl PaymentService for PaymentApi {
             &mut violations,
             &req.request_id,
             "CancelPaymentIntent",
-            &caller,
+            Some(&caller),
         );
         violations.finish().map_err(validation)?;
         let (id, reason) = (parsed(id)?, parsed(reason)?);
@@ -1047,7 +1008,12 @@ impl PaymentService for PaymentApi {
                 None
             }
         };
-        let key = request_key(&mut violations, &req.request_id, "CreateRefund", &caller);
+        let key = request_key(
+            &mut violations,
+            &req.request_id,
+            "CreateRefund",
+            Some(&caller),
+        );
         violations.finish().map_err(validation)?;
         let (id, reason) = (parsed(id)?, parsed(reason)?);
         let fingerprint = idempotency::fingerprint(&pb::CreateRefundRequest {
@@ -1106,7 +1072,7 @@ impl PaymentService for PaymentApi {
         );
         violations.finish().map_err(validation)?;
         let (id, page) = (parsed(id)?, parsed(page)?);
-        let after = page_after(&page)?;
+        let after = page.after_uuid().map_err(|v| validation(vec![v]))?;
         let lookup = page.clone();
         let rows = self
             .db(move |conn| {
@@ -1237,7 +1203,7 @@ impl PaymentService for PaymentApi {
         );
         violations.finish().map_err(validation)?;
         let page = parsed(page)?;
-        let after = page_after(&page)?;
+        let after = page.after_uuid().map_err(|v| validation(vec![v]))?;
         let lookup = page.clone();
         let journals = self
             .db(move |conn| repo::list_journals(conn, intent, kind, &lookup, after))
