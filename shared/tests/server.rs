@@ -396,10 +396,12 @@ async fn shutdown_under_load_fails_no_call_in_flight_and_refuses_only_after_not_
             *started >= not_serving_at,
             "refused before NOT_SERVING: {result:?}"
         );
+        // A call racing the connection's teardown after GOAWAY is failed by
+        // the client's transport; tonic reports h2's reset as INTERNAL.
         assert!(
             matches!(
                 result,
-                Err(Code::Unavailable | Code::Cancelled | Code::Unknown)
+                Err(Code::Unavailable | Code::Cancelled | Code::Unknown | Code::Internal)
             ),
             "{result:?}"
         );
