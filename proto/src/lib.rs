@@ -7,6 +7,8 @@
 
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
+pub mod codec;
+
 /// Shared value types (money).
 pub mod common {
     /// Version 1.

@@ -97,6 +97,18 @@ pub fn invalid_argument(domain: Domain, violations: &[FieldViolation]) -> Status
     invalid_argument_with_reason(domain, "VALIDATION_FAILED", violations)
 }
 
+/// At most this many field violations are reported (the rest are counted).
+pub const MAX_VIOLATIONS_SHOWN: usize = 20;
+
+/// A field name or description cut to 200 characters.
+fn clip(text: &str) -> String {
+    const MAX: usize = 200;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 /// `INVALID_ARGUMENT` with a specific `ErrorInfo` reason (e.g.
 /// `UNKNOWN_AUDIENCE`) and the `BadRequest` field violations.
 pub fn invalid_argument_with_reason(
@@ -104,14 +116,26 @@ pub fn invalid_argument_with_reason(
     reason: &str,
     violations: &[FieldViolation],
 ) -> Status {
-    let message = violations
+    // Bounded: a request with thousands of bad elements must not produce
+    // trailers past the peer's header-list limit (the client would see an h2
+    // protocol error instead of this status).
+    let shown: Vec<(String, String)> = violations
         .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
+        .take(MAX_VIOLATIONS_SHOWN)
+        .map(|v| (clip(&v.field), clip(&v.description)))
+        .collect();
+    let hidden = violations.len() - shown.len();
+    let mut message = shown
+        .iter()
+        .map(|(field, description)| format!("{field}: {description}"))
         .collect::<Vec<_>>()
         .join("; ");
+    if hidden > 0 {
+        message.push_str(&format!("; and {hidden} more"));
+    }
     let mut details = ErrorDetails::with_error_info(reason, domain, HashMap::new());
-    for violation in violations {
-        details.add_bad_request_violation(&violation.field, &violation.description);
+    for (field, description) in &shown {
+        details.add_bad_request_violation(field, description);
     }
     Status::with_error_details(Code::InvalidArgument, message, details)
 }
@@ -192,6 +216,17 @@ mod tests {
         assert_eq!(violated_fields(&status), ["email", "password"]);
         assert!(status.message().contains("email: must contain @"));
         assert_eq!(reason_of(&status).as_deref(), Some("VALIDATION_FAILED"));
+    }
+
+    #[test]
+    fn thousands_of_violations_are_reported_bounded() {
+        let many: Vec<FieldViolation> = (0..2000)
+            .map(|i| FieldViolation::new(format!("skus[{i}]"), "x".repeat(10_000)))
+            .collect();
+        let status = invalid_argument("backroom.test", &many);
+        assert_eq!(violated_fields(&status).len(), MAX_VIOLATIONS_SHOWN);
+        assert!(status.message().ends_with("and 1980 more"));
+        assert!(status.message().len() < 5_000, "{}", status.message().len());
     }
 
     #[test]

@@ -977,13 +977,17 @@ impl InventoryService for InventoryApi {
         let ttl = match &req.ttl {
             None => Some(DEFAULT_TTL),
             Some(ttl) => {
-                let ttl = chrono::Duration::seconds(ttl.seconds)
-                    + chrono::Duration::nanoseconds(i64::from(ttl.nanos));
-                if (MIN_TTL..=MAX_TTL).contains(&ttl) {
-                    Some(ttl)
-                } else {
-                    violations.push("ttl", "must be between 1 s and 1 h");
-                    None
+                // try_seconds: a hostile `seconds` (i64::MAX) must be a
+                // violation, not chrono's overflow panic.
+                let ttl = chrono::Duration::try_seconds(ttl.seconds)
+                    .filter(|_| (0..1_000_000_000).contains(&ttl.nanos))
+                    .map(|whole| whole + chrono::Duration::nanoseconds(i64::from(ttl.nanos)));
+                match ttl {
+                    Some(ttl) if (MIN_TTL..=MAX_TTL).contains(&ttl) => Some(ttl),
+                    _ => {
+                        violations.push("ttl", "must be between 1 s and 1 h");
+                        None
+                    }
                 }
             }
         };

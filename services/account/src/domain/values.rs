@@ -112,33 +112,7 @@ impl Password {
     }
 }
 
-/// Checks a required text field: trimmed, 1..=max characters.
-pub fn required_text(field: &str, raw: &str, max: usize) -> Result<String, FieldViolation> {
-    let value = raw.trim();
-    if value.is_empty() {
-        return Err(FieldViolation::new(field, "is required"));
-    }
-    optional_text(field, value, max)
-}
-
-/// Checks an optional text field: trimmed, at most `max` characters, no
-/// control characters.
-pub fn optional_text(field: &str, raw: &str, max: usize) -> Result<String, FieldViolation> {
-    let value = raw.trim();
-    if value.chars().count() > max {
-        return Err(FieldViolation::new(
-            field,
-            format!("must be at most {max} characters"),
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(FieldViolation::new(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    Ok(value.to_owned())
-}
+pub use backroom_shared::validate::{optional_text, required_text};
 
 /// Longest display name.
 pub const MAX_DISPLAY_NAME: usize = 100;

@@ -234,31 +234,7 @@ pub fn parse_country_code(field: &str, raw: &str) -> Result<String, FieldViolati
     }
 }
 
-/// A required text of 1–`max` characters (not only whitespace).
-pub fn required_text(field: &str, raw: &str, max: usize) -> Result<String, FieldViolation> {
-    if raw.trim().is_empty() {
-        Err(FieldViolation::new(field, "is required"))
-    } else if raw.chars().count() > max {
-        Err(FieldViolation::new(
-            field,
-            format!("must be at most {max} characters"),
-        ))
-    } else {
-        Ok(raw.to_owned())
-    }
-}
-
-/// An optional text of at most `max` characters.
-pub fn optional_text(field: &str, raw: &str, max: usize) -> Result<String, FieldViolation> {
-    if raw.chars().count() > max {
-        Err(FieldViolation::new(
-            field,
-            format!("must be at most {max} characters"),
-        ))
-    } else {
-        Ok(raw.to_owned())
-    }
-}
+pub use backroom_shared::validate::{optional_text, required_text};
 
 /// A unit weight in grams: 0–[`MAX_WEIGHT_GRAMS`].
 pub fn parse_weight(field: &str, raw: i64) -> Result<i64, FieldViolation> {

@@ -327,6 +327,11 @@ impl CardInput {
                 format!("{prefix}.holder_name"),
                 format!("must be at most {MAX_HOLDER_NAME} characters"),
             );
+        } else if holder_name.chars().any(char::is_control) {
+            violations.push(
+                format!("{prefix}.holder_name"),
+                "must not contain control characters",
+            );
         } else if contains_card_number(holder_name) {
             violations.push(
                 format!("{prefix}.holder_name"),

@@ -172,6 +172,7 @@ pub fn parse_description(field: &str, raw: &str) -> Result<String, FieldViolatio
             format!("must be at most {MAX_DESCRIPTION} characters"),
         ));
     }
+    backroom_shared::validate::no_control_characters(field, raw)?;
     if contains_card_number(raw) {
         return Err(FieldViolation::new(field, "must not contain a card number"));
     }
@@ -211,6 +212,11 @@ impl Metadata {
                 found.push(FieldViolation::new(
                     format!("{field}[{key}]"),
                     format!("must be at most {MAX_METADATA_VALUE} characters"),
+                ));
+            } else if key.chars().chain(value.chars()).any(char::is_control) {
+                found.push(FieldViolation::new(
+                    format!("{field}[{key}]"),
+                    "must not contain control characters",
                 ));
             } else if contains_card_number(key) || contains_card_number(value) {
                 found.push(FieldViolation::new(field, "must not contain a card number"));
