@@ -3,6 +3,12 @@
 //! touching this test), called with no token, an expired token, a token for
 //! another audience, and a forged one. Only the declared public RPCs may
 //! answer anything but UNAUTHENTICATED — and never INTERNAL or UNKNOWN.
+//!
+//! Then, as a signed-in customer: every RPC that takes a customer's resource
+//! is called on another customer's (PERMISSION_DENIED or NOT_FOUND), and
+//! every other RPC reflection lists must refuse a customer outright unless it
+//! is public or serves the shared catalogue — so an RPC added later that a
+//! customer can reach fails the test until it gets an ownership case.
 
 mod suite;
 
@@ -185,6 +191,18 @@ async fn every_rpc_refuses_missing_expired_misaddressed_and_forged_tokens() {
     }
     assert!(checked >= 50, "only {checked} RPCs found");
 }
+
+/// RPCs any signed-in customer may call on the shared catalogue (products,
+/// stock levels, quotes): nothing in them belongs to one customer.
+const SHARED_CATALOGUE: [&str; 7] = [
+    "/backroom.inventory.v1.InventoryService/GetProduct",
+    "/backroom.inventory.v1.InventoryService/ListProducts",
+    "/backroom.inventory.v1.InventoryService/GetStockLevel",
+    "/backroom.inventory.v1.InventoryService/ListStockLevels",
+    "/backroom.inventory.v1.InventoryService/QuoteOrder",
+    "/backroom.inventory.v1.InventoryService/ListShippingRules",
+    "/backroom.inventory.v1.InventoryService/WatchStock",
+];
 
 /// Calls `path` as `token` with `message` (any prost message); the code.
 async fn call_with<M: prost::Message + Default + 'static>(
@@ -477,12 +495,152 @@ async fn a_customer_cannot_reach_another_customers_resources() {
         )
         .await,
     ));
+    checks.push((
+        "AttachPaymentMethod",
+        call_with(
+            payment.clone(),
+            &format!("{p}AttachPaymentMethod"),
+            t,
+            pb::AttachPaymentMethodRequest {
+                customer: victim.name.clone(),
+                card: Some(pb::Card {
+                    number: suite::VISA.into(),
+                    exp_month: 12,
+                    exp_year: 2099,
+                    cvc: "123".into(),
+                    holder_name: "Mallory".into(),
+                }),
+                request_id: uuid::Uuid::new_v4().to_string(),
+            },
+        )
+        .await,
+    ));
+    let intent_for = |customer: &str, card: &str| pb::CreatePaymentIntentRequest {
+        customer: customer.to_owned(),
+        amount: suite::eur(100),
+        capture_method: pb::CaptureMethod::Automatic as i32,
+        payment_method: card.to_owned(),
+        confirm: true,
+        request_id: uuid::Uuid::new_v4().to_string(),
+        ..Default::default()
+    };
+    checks.push((
+        "CreatePaymentIntent",
+        call_with(
+            payment.clone(),
+            &format!("{p}CreatePaymentIntent"),
+            t,
+            intent_for(&victim.name, &victim.card),
+        )
+        .await,
+    ));
+    // Charging the victim's card to the attacker's own account.
+    checks.push((
+        "CreatePaymentIntent",
+        call_with(
+            payment.clone(),
+            &format!("{p}CreatePaymentIntent"),
+            t,
+            intent_for("accounts/me", &victim.card),
+        )
+        .await,
+    ));
+    checks.push((
+        "ListPaymentIntents",
+        call_with(
+            payment.clone(),
+            &format!("{p}ListPaymentIntents"),
+            t,
+            pb::ListPaymentIntentsRequest {
+                customer: victim.name.clone(),
+                ..Default::default()
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "ConfirmPaymentIntent",
+        call_with(
+            payment.clone(),
+            &format!("{p}ConfirmPaymentIntent"),
+            t,
+            pb::ConfirmPaymentIntentRequest {
+                name: intent.clone(),
+                payment_method: victim.card.clone(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+            },
+        )
+        .await,
+    ));
+    let refund = suite
+        .payments
+        .clone()
+        .create_refund(suite::authed(
+            &suite.admin,
+            pb::CreateRefundRequest {
+                parent: intent.clone(),
+                amount: suite::eur(100),
+                reason: pb::RefundReason::RequestedByCustomer as i32,
+                request_id: uuid::Uuid::new_v4().to_string(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    checks.push((
+        "GetRefund",
+        call_with(
+            payment.clone(),
+            &format!("{p}GetRefund"),
+            t,
+            pb::GetRefundRequest {
+                name: refund.name.clone(),
+            },
+        )
+        .await,
+    ));
     for (rpc, code) in &checks {
         assert!(
             matches!(code, Code::PermissionDenied | Code::NotFound),
             "{rpc} on another customer's resource answered {code:?}"
         );
     }
+    // Every other RPC, found through reflection: a customer must be refused
+    // outright (role-gated: admin or service only), unless it is public or
+    // serves the shared catalogue. A new RPC that a customer can reach fails
+    // here until it gets an ownership case above.
+    let inventory = suite
+        .inventory
+        .lock()
+        .await
+        .as_ref()
+        .unwrap()
+        .channel
+        .clone();
+    let mut role_gated = 0;
+    let mut reachable = Vec::new();
+    for server in [account.clone(), inventory, payment.clone()] {
+        for path in methods(server.clone()).await {
+            let rpc = path.rsplit('/').next().unwrap();
+            if checks.iter().any(|(checked, _)| *checked == rpc)
+                || backroom_account::PUBLIC_METHODS.contains(&path.as_str())
+                || SHARED_CATALOGUE.contains(&path.as_str())
+            {
+                continue;
+            }
+            let code = call(server.clone(), &path, Some(t)).await;
+            if code == Code::PermissionDenied {
+                role_gated += 1;
+            } else {
+                reachable.push(format!("{path} ({code:?})"));
+            }
+        }
+    }
+    assert!(
+        reachable.is_empty(),
+        "a customer reaches these; add a case for another customer's resource or list them as shared: {reachable:#?}"
+    );
+    assert!(role_gated >= 15, "only {role_gated} role-gated RPCs found");
     // Nothing changed for the victim.
     let order_now = suite.order(&order.name).await;
     assert_eq!(order_now.state, pb::OrderState::Completed as i32);
@@ -492,7 +650,9 @@ async fn a_customer_cannot_reach_another_customers_resources() {
         "no order was placed for the victim"
     );
     println!(
-        "checked: {} RPCs on another customer's resources, all PERMISSION_DENIED or NOT_FOUND",
-        checks.len()
+        "checked: {} RPCs on another customer's resources, all PERMISSION_DENIED or NOT_FOUND; {role_gated} more refuse a customer outright; {} public, {} shared catalogue",
+        checks.len(),
+        backroom_account::PUBLIC_METHODS.len(),
+        SHARED_CATALOGUE.len()
     );
 }

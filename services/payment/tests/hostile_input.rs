@@ -405,7 +405,11 @@ impl Gen {
             prop_oneof![
                 8 => prop::collection::vec(element.clone(), usize::from(self.plausible)..4)
                     .prop_map(Value::List),
-                u32::from(!self.plausible) => element.prop_map(|v| Value::List(vec![v; 2_000])),
+                u32::from(!self.plausible) => element.prop_map(|v| {
+                    // Up to 2000 copies, at most ~6 MiB in all.
+                    let copies = (6 << 20) / approx_size(&v).max(1);
+                    Value::List(vec![v; copies.clamp(1, 2_000)])
+                }),
             ]
             .boxed()
         } else {
@@ -435,6 +439,18 @@ impl Gen {
                 message
             })
             .boxed()
+    }
+}
+
+/// Roughly how many bytes `value` encodes to.
+fn approx_size(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len(),
+        Value::Bytes(b) => b.len(),
+        Value::Message(m) => m.encoded_len(),
+        Value::List(items) => items.iter().map(approx_size).sum(),
+        Value::Map(map) => map.values().map(approx_size).sum::<usize>() + 64 * map.len(),
+        _ => 8,
     }
 }
 
