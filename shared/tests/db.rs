@@ -197,3 +197,35 @@ async fn a_short_caller_deadline_cancels_the_database_statement() {
         .unwrap();
     assert_eq!(timeout, "10s");
 }
+
+#[tokio::test]
+async fn text_postgres_cannot_store_is_the_callers_invalid_argument_not_internal() {
+    let test_db = TestDb::create().await;
+    let alpha = test_db.service_config("alpha", ALPHA).await;
+    let pool = Pool::new(&alpha, "alpha");
+    // A bound parameter with NUL, as a request field would arrive.
+    let err = pool
+        .run(|conn| {
+            sql_query("INSERT INTO widgets (label) VALUES ($1)")
+                .bind::<diesel::sql_types::Text, _>("nul \0 here")
+                .execute(conn)?;
+            Ok::<_, DbError>(())
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbError::UnstorableText(_)), "{err:?}");
+    assert_eq!(
+        err.into_status("backroom.test").code(),
+        Code::InvalidArgument
+    );
+    let err = pool
+        .run(|conn| {
+            sql_query("SELECT $1::jsonb")
+                .bind::<diesel::sql_types::Text, _>(r#"{"k": "\u0000"}"#)
+                .execute(conn)?;
+            Ok::<_, DbError>(())
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbError::UnstorableText(_)), "{err:?}");
+}

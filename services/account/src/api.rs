@@ -623,6 +623,11 @@ impl AccountService for AccountApi {
         let prefix = req.email_prefix.trim().to_lowercase();
         if prefix.len() > 254 {
             violations.push("email_prefix", "must be at most 254 characters");
+        } else {
+            violations.check(backroom_shared::validate::no_control_characters(
+                "email_prefix",
+                &prefix,
+            ));
         }
         let page = violations.check(
             PageRequest::parse(
