@@ -54,6 +54,17 @@ impl std::fmt::Debug for Health {
 }
 
 impl Health {
+    /// Ends every open health `Watch` stream (by dropping the statuses'
+    /// senders); a new Check or Watch then answers NOT_FOUND. Only for the
+    /// drain, after NOT_SERVING has been published and the delay has passed.
+    async fn end_watches(&self) {
+        let mut reporter = self.reporter.clone();
+        reporter.clear_service_status("").await;
+        for service in self.services.iter() {
+            reporter.clear_service_status(service).await;
+        }
+    }
+
     /// Sets the status of every served service and of the whole server
     /// (the empty service name, which Kubernetes probes by default).
     pub async fn set_all(&self, status: ServingStatus) {
@@ -249,6 +260,9 @@ impl GrpcServer {
             () = tokio::time::sleep(self.config.shutdown_delay()) => {}
         }
         // Step 3: close the listener, send GOAWAY, let in-flight calls finish.
+        // Health Watch streams would count as in flight until the drain
+        // timeout; they have seen NOT_SERVING, so they end now.
+        health.end_watches().await;
         let _ = stop_tx.send(());
         match tokio::time::timeout(self.config.drain_timeout(), server).await {
             Ok(result) => {
