@@ -61,7 +61,7 @@ impl<U: Message + Default> Decoder for ProtoDecoder<U> {
 }
 
 /// `INVALID_ARGUMENT` for an undecodable message. prost's error reads
-/// `failed to decode Protobuf message: Outer.field: Inner.field: what`; the
+/// `failed to decode Protobuf message: Inner.field: Outer.field: what`; the
 /// field path (`field.field`) leads the message so a caller sees which field
 /// was malformed.
 fn malformed(error: &prost::DecodeError) -> Status {
@@ -86,6 +86,8 @@ fn malformed(error: &prost::DecodeError) -> Status {
             _ => break,
         }
     }
+    // prost lists the innermost field first.
+    path.reverse();
     if path.is_empty() {
         Status::invalid_argument(format!("malformed request message: {rest}"))
     } else {
@@ -99,11 +101,29 @@ mod tests {
 
     #[test]
     fn names_the_malformed_field() {
-        let error = prost::DecodeError::new("invalid string value: data is not UTF-8 encoded");
+        // A top-level string field that is not UTF-8.
+        let error =
+            crate::account::v1::RegisterRequest::decode([0x0a, 0x02, 0xff, 0xfe].as_slice())
+                .unwrap_err();
         let status = malformed(&error);
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(
+            status.message().starts_with("email: malformed field"),
+            "{}",
+            status.message()
+        );
+        assert!(
             status.message().contains("not UTF-8"),
+            "{}",
+            status.message()
+        );
+
+        // Bytes that are not protobuf at all.
+        let error = crate::account::v1::RegisterRequest::decode([0xff; 8].as_slice()).unwrap_err();
+        let status = malformed(&error);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().starts_with("malformed request message"),
             "{}",
             status.message()
         );
