@@ -472,15 +472,15 @@ impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for ClientTelemetry<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S::Error: Into<tower::BoxError> + Send + 'static,
     ResBody: Send + 'static,
 {
     type Response = http::Response<ObservedBody<ResBody>>;
-    type Error = S::Error;
+    type Error = tower::BoxError;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
@@ -507,10 +507,24 @@ where
                 }
                 Err(err) => {
                     observer.finish(Code::Unavailable);
-                    Err(err)
+                    Err(Box::new(transport_failure(err.into())) as tower::BoxError)
                 }
             }
         })
+    }
+}
+
+/// The status for a call that got no response from the server: tonic's
+/// reading of the transport error, except that a reset or broken
+/// connection (which tonic reports as INTERNAL or UNKNOWN) is UNAVAILABLE —
+/// the server never answered, so callers treat it as transient.
+fn transport_failure(err: tower::BoxError) -> tonic::Status {
+    let status = tonic::Status::from_error(err);
+    match status.code() {
+        Code::Internal | Code::Unknown => {
+            tonic::Status::unavailable(format!("connection failed: {}", status.message()))
+        }
+        _ => status,
     }
 }
 
@@ -527,6 +541,14 @@ mod tests {
         assert!(!rpc.is_infrastructure());
         assert!(RpcName::from_path("/grpc.health.v1.Health/Check").is_infrastructure());
         assert_eq!(RpcName::from_path("/odd").method, "");
+    }
+
+    #[test]
+    fn a_call_without_a_response_is_unavailable_unless_tonic_knows_better() {
+        let broken = transport_failure(Box::new(std::io::Error::other("connection reset")));
+        assert_eq!(broken.code(), Code::Unavailable, "{broken:?}");
+        let timed_out = transport_failure(Box::new(tonic::Status::deadline_exceeded("late")));
+        assert_eq!(timed_out.code(), Code::DeadlineExceeded);
     }
 
     #[test]
