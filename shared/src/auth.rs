@@ -530,7 +530,13 @@ impl Verifier {
 
 /// The bearer token of a request's `authorization` metadata.
 pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = values.next()?.to_str().ok()?;
+    // Two credentials are ambiguous (a proxy may have checked the other
+    // one): neither is used.
+    if values.next().is_some() {
+        return None;
+    }
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -723,6 +729,9 @@ mod tests {
         assert_eq!(bearer_token(&headers), None);
         headers.insert("authorization", "Bearer ".parse().unwrap());
         assert_eq!(bearer_token(&headers), None);
+        headers.insert("authorization", "Bearer abc".parse().unwrap());
+        headers.append("authorization", "Bearer abc".parse().unwrap());
+        assert_eq!(bearer_token(&headers), None, "two credentials: neither");
     }
 
     #[test]
