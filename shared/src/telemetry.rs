@@ -426,6 +426,7 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(crate::deadline::parse_grpc_timeout)
             .map(|budget| tokio::time::Instant::now() + budget);
+        let domain = domain_of(&rpc.service);
         let mut observer = CallObserver::new(Side::Server, rpc, span.clone());
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(async move {
@@ -434,10 +435,25 @@ where
                     .await;
             let response = match result {
                 Ok(response) => response,
-                // An error from an inner layer (load shed, a bug): answer it
-                // here with tonic's own mapping (Overloaded becomes
-                // RESOURCE_EXHAUSTED) so it is traced and counted.
-                Err(err) => tonic::Status::from_error(err.into()).into_http(),
+                // An error from an inner layer: answered here so it is traced
+                // and counted. Load shedding is the documented
+                // RESOURCE_EXHAUSTED OVERLOADED; anything else gets tonic's
+                // own mapping.
+                Err(err) => {
+                    let err: tower::BoxError = err.into();
+                    if err.is::<tower::load_shed::error::Overloaded>() {
+                        crate::errors::with_reason(
+                            Code::ResourceExhausted,
+                            domain,
+                            "OVERLOADED",
+                            "the server is at its concurrency limit; retry with backoff",
+                            [],
+                        )
+                        .into_http()
+                    } else {
+                        tonic::Status::from_error(err).into_http()
+                    }
+                }
             };
             if let Some(code) = grpc_status(response.headers()) {
                 observer.finish(code);
@@ -448,6 +464,25 @@ where
             }))
         })
     }
+}
+
+/// The `ErrorInfo` domain of a service (`backroom.account.v1.AccountService`
+/// → `backroom.account`); `backroom` for health, reflection and the rest.
+fn domain_of(service: &str) -> crate::errors::Domain {
+    const DOMAINS: [&str; 4] = [
+        "backroom.account",
+        "backroom.inventory",
+        "backroom.payment",
+        "backroom.testing",
+    ];
+    DOMAINS
+        .into_iter()
+        .find(|domain| {
+            service
+                .strip_prefix(domain)
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
+        .unwrap_or("backroom")
 }
 
 /// Client-side tracing + metrics layer: wrap a `tonic::transport::Channel` in

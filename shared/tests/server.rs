@@ -145,6 +145,10 @@ async fn past_the_concurrency_limit_calls_are_shed_with_resource_exhausted() {
     }
     let shed = shed.expect("a call made while the slot is taken must be shed");
     assert_eq!(shed.code(), Code::ResourceExhausted);
+    // The documented reason, in the service's domain (echo: backroom.testing).
+    assert_eq!(errors::reason_of(&shed).as_deref(), Some("OVERLOADED"));
+    let info = tonic_types::StatusExt::get_details_error_info(&shed).unwrap();
+    assert_eq!(info.domain, "backroom.testing");
     assert!(
         slow.await.unwrap().is_ok(),
         "the admitted call still completes"

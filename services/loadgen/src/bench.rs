@@ -6,21 +6,19 @@
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use backroom_shared::testing::PostgresCluster;
 use diesel::connection::SimpleConnection as _;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 
 use crate::{
     driver::{self, Mode, Plan},
     fixtures::Suite,
     scenarios::{self, Race, Target},
+    stack::{ChildGuard, Service, Stack, StackOptions, free_port, memory_mib, wait_serving},
     stats::{ReportRow, report},
 };
 
@@ -40,76 +38,6 @@ pub struct BenchConfig {
     pub duration: Duration,
     /// Warm-up per repetition.
     pub warmup: Duration,
-}
-
-/// A child process killed on drop.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(self.0.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// Resident and peak memory of a process, in MiB, from /proc.
-fn memory_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Waits until `endpoint` answers health SERVING; returns how long it took
-/// from `since`.
-async fn wait_serving(
-    endpoint: &str,
-    since: Instant,
-    timeout: Duration,
-) -> anyhow::Result<Duration> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(channel) = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
-            .connect()
-            .await
-            && let Ok(reply) = HealthClient::new(channel)
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-            && reply.into_inner().status == ServingStatus::Serving as i32
-        {
-            return Ok(since.elapsed());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{endpoint} not SERVING within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// One scenario's measurement: the median repetition's row of `rpc`.
@@ -223,7 +151,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     // Baselines, each its own process like the services.
     let echo_port = free_port()?;
     let pk_port = free_port()?;
-    let echo = ChildGuard(
+    let echo = ChildGuard::new(
         Command::new(&config.loadgen_bin)
             .args([
                 "baseline",
@@ -234,7 +162,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
             .stdout(Stdio::null())
             .spawn()?,
     );
-    let pk = ChildGuard(
+    let pk = ChildGuard::new(
         Command::new(&config.loadgen_bin)
             .args([
                 "baseline",
@@ -250,76 +178,14 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
 
     // The suite: each service its own process, as deployed, each with its
     // own role and schema in one database.
-    let admin_password = uuid::Uuid::new_v4().simple().to_string();
-    let payment_client_secret = uuid::Uuid::new_v4().simple().to_string();
-    let admin_db = cluster.url("backroom");
-    let urls = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
-        let mut admin = backroom_shared::db::connect(&admin_db)?;
-        ["account", "inventory", "payment"]
-            .iter()
-            .map(|service| {
-                backroom_shared::db::provision_service(&mut admin, service, None)?;
-                backroom_shared::db::url_with_credentials(
-                    &admin_db,
-                    &backroom_shared::db::role_name(service),
-                    None,
-                )
-            })
-            .collect()
-    })
-    .await??;
-    let ports = [free_port()?, free_port()?, free_port()?];
-    let endpoint = |n: usize| format!("http://127.0.0.1:{}", ports[n]);
-    let service = |name: &str, n: usize, url: &str| {
-        let mut command = Command::new(config.bin_dir.join(format!("backroom-{name}")));
-        command
-            .arg("serve")
-            .env("DATABASE_URL", url)
-            .env("BACKROOM_LISTEN_ADDR", format!("127.0.0.1:{}", ports[n]))
-            .env("BACKROOM_ACCOUNT_ENDPOINT", endpoint(0))
-            .env("RUST_LOG", "warn")
-            .env("BACKROOM_LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        command
-    };
-    let started = Instant::now();
-    let account_child = ChildGuard(
-        service("account", 0, &urls[0])
-            .env(
-                "BACKROOM_JWT_SIGNING_KEYS",
-                backroom_account::domain::tokens::SigningKeys::generate_pem(),
-            )
-            .env("BACKROOM_BOOTSTRAP_ADMIN_EMAIL", "admin@backroom.local")
-            .env("BACKROOM_BOOTSTRAP_ADMIN_PASSWORD", &admin_password)
-            .env(
-                "BACKROOM_SERVICE_CLIENTS",
-                format!("payment:{payment_client_secret}"),
-            )
-            .spawn()
-            .context("cannot start backroom-account (build it with `just bench`)")?,
-    );
-    let inventory_child = ChildGuard(
-        service("inventory", 1, &urls[1])
-            .spawn()
-            .context("cannot start backroom-inventory")?,
-    );
-    let payment_child = ChildGuard(
-        service("payment", 2, &urls[2])
-            .env("BACKROOM_INVENTORY_ENDPOINT", endpoint(1))
-            .env("BACKROOM_SERVICE_CLIENT_ID", "payment")
-            .env("BACKROOM_SERVICE_CLIENT_SECRET", &payment_client_secret)
-            .env(
-                "BACKROOM_CARD_FINGERPRINT_KEY",
-                uuid::Uuid::new_v4().simple().to_string().repeat(2),
-            )
-            .spawn()
-            .context("cannot start backroom-payment")?,
-    );
-    let mut to_serving = Vec::new();
-    for n in 0..3 {
-        to_serving.push(wait_serving(&endpoint(n), started, Duration::from_secs(60)).await?);
-    }
+    let stack = Stack::start(
+        &cluster.url("backroom"),
+        &config.bin_dir,
+        StackOptions::default(),
+    )
+    .await
+    .context("cannot start the services (build them with `just bench`)")?;
+    let to_serving = stack.to_serving();
     wait_serving(
         &format!("http://127.0.0.1:{echo_port}"),
         Instant::now(),
@@ -328,17 +194,9 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     .await
     .ok();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let children = [&account_child, &inventory_child, &payment_child];
-    let idle: Vec<f64> = children.iter().map(|c| memory_mib(c.0.id()).0).collect();
-    let account = endpoint(0);
-
-    let fixtures = Suite {
-        account: account.clone(),
-        inventory: endpoint(1),
-        payment: endpoint(2),
-        admin_password,
-        payment_client_secret,
-    };
+    let idle: Vec<f64> = Service::ALL.iter().map(|s| stack.rss_mib(*s).0).collect();
+    let fixtures = stack.suite();
+    let account = fixtures.account.clone();
     let target = |endpoint: String, concurrency| Target {
         endpoint,
         connections: 4,
@@ -455,10 +313,10 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         .collect();
     let unexpected: usize = reserve_runs.iter().map(|r| r.unexpected.len()).sum();
 
-    let loaded: Vec<(f64, f64)> = children.iter().map(|c| memory_mib(c.0.id())).collect();
-    let (_, echo_peak) = memory_mib(echo.0.id());
-    let (_, pk_peak) = memory_mib(pk.0.id());
-    drop((account_child, inventory_child, payment_child, echo, pk));
+    let loaded: Vec<(f64, f64)> = Service::ALL.iter().map(|s| stack.rss_mib(*s)).collect();
+    let (_, echo_peak) = memory_mib(echo.id());
+    let (_, pk_peak) = memory_mib(pk.id());
+    drop((stack, echo, pk));
     tokio::task::spawn_blocking(move || cluster.stop()).await?;
 
     let mut md = String::new();

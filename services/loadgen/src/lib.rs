@@ -6,11 +6,15 @@
 //! histograms, counts by status code, reports), [`scenarios`] (what one
 //! operation does), [`fixtures`] (products, shoppers, tokens through the
 //! public APIs), [`baselines`] (bare echo and bare diesel point-read
-//! servers), [`bench`] (the whole suite → BENCHMARKS.md).
+//! servers), [`stack`] (the three service binaries as child processes:
+//! start, kill -9, restart, memory), [`bench`] (the whole suite →
+//! BENCHMARKS.md), [`secrets`] (the secret scan of tables and logs).
 
 pub mod baselines;
 pub mod bench;
 pub mod driver;
 pub mod fixtures;
 pub mod scenarios;
+pub mod secrets;
+pub mod stack;
 pub mod stats;

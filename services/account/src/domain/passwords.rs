@@ -13,10 +13,14 @@
 //! cannot push other RPCs' latency up (BENCHMARKS.md measured GetProduct's
 //! p99 growing 11× during a storm at normal priority).
 
-use std::sync::{Arc, Mutex, mpsc};
+use std::{
+    cell::RefCell,
+    sync::{Arc, Mutex, mpsc},
+};
 
 use argon2::{
-    Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier as _, Version,
+    Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher as _, Version,
+    password_hash::phc::{Output, ParamsString, Salt},
 };
 
 use super::{Error, Password};
@@ -93,6 +97,74 @@ fn argon2(params: Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+thread_local! {
+    /// This thread's Argon2 working memory (19 MiB at today's parameters),
+    /// reused by every hash the thread computes. Allocating it per hash left
+    /// the allocator holding freed 19 MiB blocks: the account process grew
+    /// to ~390 MiB under login storms. Reused, the hashing memory is the
+    /// number of hashing threads × m_cost, however many logins arrive.
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs Argon2 with `argon2`'s parameters into `out`, in this thread's
+/// reusable memory.
+fn compute(
+    argon2: &Argon2<'_>,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> argon2::Result<()> {
+    MEMORY.with_borrow_mut(|memory| {
+        let blocks = argon2.params().block_count();
+        if memory.len() != blocks {
+            // Only when the parameters change (a hash made with old ones).
+            *memory = vec![Block::default(); blocks];
+        }
+        argon2.hash_password_into_with_memory(password, salt, out, memory.as_mut_slice())
+    })
+}
+
+/// A new Argon2id PHC string for `password` with a random 16-byte salt.
+fn hash_phc(params: &Params, password: &[u8]) -> anyhow::Result<String> {
+    let salt = Salt::generate();
+    let argon2 = argon2(params.clone());
+    let mut out = vec![0u8; params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)];
+    compute(&argon2, password, salt.as_ref(), &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let hash = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| anyhow::anyhow!("{e}"))?,
+        salt: Some(salt),
+        hash: Some(Output::new(&out).map_err(|e| anyhow::anyhow!("{e}"))?),
+    };
+    Ok(hash.to_string())
+}
+
+/// Whether `password` produces `stored`'s output with `stored`'s algorithm,
+/// version, `params` and salt (compared in constant time by `Output`).
+fn verify_phc(stored: &PasswordHash, params: &Params, password: &[u8]) -> anyhow::Result<bool> {
+    let algorithm =
+        Algorithm::try_from(stored.algorithm.as_str()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let version = stored
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .unwrap_or_default();
+    let (Some(salt), Some(expected)) = (&stored.salt, &stored.hash) else {
+        anyhow::bail!("the stored hash has no salt or output");
+    };
+    let mut out = vec![0u8; expected.len()];
+    compute(
+        &Argon2::new(algorithm, version, params.clone()),
+        password,
+        salt.as_ref(),
+        &mut out,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Output::new(&out).map_err(|e| anyhow::anyhow!("{e}"))? == *expected)
+}
+
 impl Hasher {
     /// A hasher with `params` on `parallelism` threads (default: the number
     /// of cores). Blocking: computes the dummy hash.
@@ -118,9 +190,7 @@ impl Hasher {
         let params = self.params.clone();
         let password = password.clone();
         self.on_pool(move || {
-            argon2(params)
-                .hash_password(password.expose())
-                .map(|hash| hash.to_string())
+            hash_phc(&params, password.expose())
                 .map_err(|e| Error::Internal(anyhow::anyhow!("argon2 hash: {e}")))
         })
         .await
@@ -143,9 +213,8 @@ impl Hasher {
             let params = Params::try_from(&hash)
                 .map_err(|e| Error::Internal(anyhow::anyhow!("stored hash params: {e}")))?;
             // Verify with the parameters the hash was made with.
-            let matches = argon2(params.clone())
-                .verify_password(password.expose(), &hash)
-                .is_ok();
+            let matches = verify_phc(&hash, &params, password.expose())
+                .map_err(|e| Error::Internal(anyhow::anyhow!("argon2 verify: {e}")))?;
             let needs_rehash = hash.algorithm.as_str() != "argon2id"
                 || params.m_cost() != current.m_cost()
                 || params.t_cost() != current.t_cost()
@@ -218,6 +287,34 @@ mod tests {
         assert!(
             !missing.matches,
             "no account never matches, even the dummy's password"
+        );
+    }
+
+    #[tokio::test]
+    async fn hashes_interoperate_with_the_argon2_crates_own() {
+        use argon2::PasswordVerifier as _;
+        let hasher = Hasher::new(default_params(), None).unwrap();
+        let theirs = argon2(default_params())
+            .hash_password(b"correct horse battery")
+            .unwrap()
+            .to_string();
+        let verified = hasher
+            .verify(&password("correct horse battery"), Some(&theirs))
+            .await
+            .unwrap();
+        assert!(verified.matches && !verified.needs_rehash);
+        let ours = hasher
+            .hash(&password("correct horse battery"))
+            .await
+            .unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        argon2(default_params())
+            .verify_password(b"correct horse battery", &parsed)
+            .unwrap();
+        assert!(
+            argon2(default_params())
+                .verify_password(b"wrong horse battery", &parsed)
+                .is_err()
         );
     }
 

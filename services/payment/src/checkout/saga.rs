@@ -417,7 +417,7 @@ impl Saga {
                     let backoff = chrono::Duration::milliseconds(200_i64 << attempts.clamp(0, 8))
                         .min(chrono::Duration::minutes(1));
                     let now = self.now();
-                    tracing::warn!(code = ?status.code(), message = status.message(), attempts, "saga step failed transiently; retrying later");
+                    tracing::warn!(code = ?status.code(), status_message = status.message(), attempts, "saga step failed transiently; retrying later");
                     self.db(move |conn| {
                         repo::record_retry(conn, order_id, worker, attempts, now + backoff, now)
                     })
@@ -846,7 +846,7 @@ impl Saga {
             .await?;
         if let Err(status) = captured {
             // Past the pivot there is no way back: keep trying, loudly.
-            tracing::error!(code = ?status.code(), message = status.message(), "capture refused after the pivot");
+            tracing::error!(code = ?status.code(), status_message = status.message(), "capture refused after the pivot");
             return Err(StepError::Transient(status));
         }
         self.fault_after_call(State::Capturing)?;
@@ -931,7 +931,7 @@ impl Saga {
                     return Err(StepError::Transient(status));
                 }
                 tracing::info!(
-                    message = status.message(),
+                    status_message = status.message(),
                     "payment intent not cancelable (already final)"
                 );
             }
