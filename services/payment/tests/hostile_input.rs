@@ -822,6 +822,9 @@ async fn every_field_of_every_request_survives_hostile_values() {
     suite.audit().await;
 }
 
+/// A label, the metadata pairs sent, and the codes that may answer.
+type MetadataCase<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a [Code]);
+
 /// Calls `path` (empty request) with raw `metadata` pairs; the code.
 async fn call_with_metadata(channel: TracedChannel, path: &str, metadata: &[(&str, &str)]) -> Code {
     let mut grpc = tonic::client::Grpc::new(channel);
@@ -846,7 +849,7 @@ async fn hostile_metadata_is_refused_cleanly() {
     let suite = Suite::spawn().await;
     let huge = format!("Bearer {}", "a".repeat(12_000));
     let good = format!("Bearer {}", suite.admin);
-    let cases: [(&str, Vec<(&str, &str)>, &[Code]); 9] = [
+    let cases: [MetadataCase<'_>; 9] = [
         (
             "scheme only",
             vec![("authorization", "Bearer")],
