@@ -15,7 +15,7 @@
 //! | `DATABASE_URL` | (required by services) | the service's own Postgres role + database |
 //! | `BACKROOM_DB_POOL_SIZE` | 10 | pooled connections |
 //! | `BACKROOM_DB_POOL_MIN_IDLE` | 2 | connections kept open when idle |
-//! | `BACKROOM_DB_CHECKOUT_TIMEOUT_MS` | 2000 | wait for a pooled connection before UNAVAILABLE |
+//! | `BACKROOM_DB_CHECKOUT_TIMEOUT_MS` | 2000 | wait for a pooled connection before UNAVAILABLE (at most half the call's remaining deadline; 100 ms once connecting has failed) |
 //! | `BACKROOM_DB_STATEMENT_TIMEOUT_MS` | 10000 | Postgres `statement_timeout` |
 //! | `RUN_MIGRATIONS` | true | apply pending migrations at start-up |
 //! | `RUST_LOG` | `info` | log filter (tracing `EnvFilter` syntax) |

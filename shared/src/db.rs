@@ -13,13 +13,20 @@
 //! Why r2d2 + `spawn_blocking` rather than an async driver: diesel is the
 //! house ORM, and NOTES.md measured this path at parity with diesel-async.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, HandleError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use r2d2::{HandleEvent, event::AcquireEvent};
 use tracing::Instrument;
 
 use crate::config::DbConfig;
@@ -196,15 +203,37 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSetup {
     }
 }
 
-/// Logs connection failures through `tracing` (r2d2's default uses `log`).
+/// Logs connection failures through `tracing` (r2d2's default uses `log`)
+/// and marks the database unreachable until a connection opens again.
 #[derive(Debug)]
-struct TracingErrorHandler;
+struct TracingErrorHandler(Arc<AtomicBool>);
 
 impl HandleError<diesel::r2d2::Error> for TracingErrorHandler {
     fn handle_error(&self, error: diesel::r2d2::Error) {
+        self.0.store(true, Ordering::Relaxed);
         tracing::warn!(%error, "database connection failed");
     }
 }
+
+/// Clears the unreachable mark when r2d2 opens a connection.
+#[derive(Debug)]
+struct ReachableAgain(Arc<AtomicBool>);
+
+impl HandleEvent for ReachableAgain {
+    fn handle_acquire(&self, _event: AcquireEvent) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// How long a checkout waits while the last attempt to open a connection
+/// failed: long enough to take a connection the pool frees or reopens, short
+/// enough that calls fail fast with UNAVAILABLE while Postgres is down.
+const UNREACHABLE_CHECKOUT: Duration = Duration::from_millis(100);
+
+/// The share of a caller's remaining deadline a checkout may use: the rest is
+/// left for the query and the answer, so a checkout that finds no connection
+/// answers UNAVAILABLE before the caller's deadline rather than racing it.
+const CHECKOUT_SHARE_OF_DEADLINE: u32 = 2; // one half
 
 /// A pool of connections for one service.
 #[derive(Clone)]
@@ -212,6 +241,9 @@ pub struct Pool {
     inner: r2d2::Pool<ConnectionManager<PgConnection>>,
     checkout_timeout: Duration,
     statement_timeout: Duration,
+    /// The last attempt to open a connection failed (see
+    /// [`UNREACHABLE_CHECKOUT`]).
+    unreachable: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -235,6 +267,7 @@ impl Pool {
     pub fn new(config: &DbConfig, schema: &str) -> Self {
         debug_assert!(check_identifier(schema).is_ok(), "schema names are [a-z_]+");
         let manager = ConnectionManager::<PgConnection>::new(config.database_url.expose());
+        let unreachable = Arc::new(AtomicBool::new(false));
         let inner = r2d2::Pool::builder()
             .max_size(config.pool_size)
             .min_idle(Some(config.pool_min_idle.min(config.pool_size)))
@@ -247,23 +280,44 @@ impl Pool {
                 schema: schema.to_owned(),
                 statement_timeout: config.statement_timeout(),
             }))
-            .error_handler(Box::new(TracingErrorHandler))
+            .error_handler(Box::new(TracingErrorHandler(unreachable.clone())))
+            .event_handler(Box::new(ReachableAgain(unreachable.clone())))
             .build_unchecked(manager);
         Self {
             inner,
             checkout_timeout: config.checkout_timeout(),
             statement_timeout: config.statement_timeout(),
+            unreachable,
         }
     }
 
-    /// Checks out a connection, waiting at most the checkout timeout.
+    /// How long a checkout may wait: the checkout timeout, at most half of
+    /// the caller's remaining deadline (`budget`), and only
+    /// [`UNREACHABLE_CHECKOUT`] while the database is unreachable.
+    fn checkout_wait(&self, budget: Option<Duration>) -> Duration {
+        let mut wait = self.checkout_timeout;
+        if let Some(budget) = budget {
+            wait = wait.min(budget / CHECKOUT_SHARE_OF_DEADLINE);
+        }
+        if self.unreachable.load(Ordering::Relaxed) {
+            wait = wait.min(UNREACHABLE_CHECKOUT);
+        }
+        wait
+    }
+
+    /// Checks out a connection, waiting at most the checkout timeout (or
+    /// [`UNREACHABLE_CHECKOUT`] while the database is unreachable).
     /// Blocking: call it from [`Pool::run`] or another blocking context.
     pub fn get(&self) -> Result<PooledConn, DbError> {
-        self.get_timeout(self.checkout_timeout)
+        self.get_timeout(self.checkout_wait(None))
     }
 
     fn get_timeout(&self, timeout: Duration) -> Result<PooledConn, DbError> {
-        Ok(self.inner.get_timeout(timeout)?)
+        let conn = self.inner.get_timeout(timeout)?;
+        // A connection came: whatever failed before, the pool is working
+        // (if this one is broken, its replacement's failure marks it again).
+        self.unreachable.store(false, Ordering::Relaxed);
+        Ok(conn)
     }
 
     /// Runs blocking diesel work on tokio's blocking pool with a pooled
@@ -280,16 +334,15 @@ impl Pool {
         // Read in the caller's task: the deadline is task-local.
         let budget = crate::deadline::remaining().filter(|left| *left < self.statement_timeout);
         blocking(move || {
-            let Some(budget) = budget else {
-                let mut conn = pool.get()?;
-                return work(&mut conn);
-            };
-            if budget.is_zero() {
+            if budget.is_some_and(|b| b.is_zero()) {
                 return Err(
                     DbError::Timeout("the call's deadline passed before the query".into()).into(),
                 );
             }
-            let mut conn = pool.get_timeout(budget.min(pool.checkout_timeout))?;
+            let mut conn = pool.get_timeout(pool.checkout_wait(budget))?;
+            let Some(budget) = budget else {
+                return work(&mut conn);
+            };
             // The caller's deadline is shorter than the pool's statement
             // timeout: lower it for this work so Postgres cancels the
             // statement when the caller gives up, then put it back.
@@ -487,6 +540,31 @@ fn quote_literal(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkout_leaves_half_the_deadline_and_fails_fast_while_unreachable() {
+        // No idle connections wanted: nothing connects in the background.
+        let config = DbConfig {
+            pool_min_idle: 0,
+            ..DbConfig::for_url("postgres://nobody@127.0.0.1:1/none")
+        };
+        let pool = Pool::new(&config, "alpha");
+        assert_eq!(pool.checkout_wait(None), Duration::from_secs(2));
+        assert_eq!(
+            pool.checkout_wait(Some(Duration::from_secs(1))),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            pool.checkout_wait(Some(Duration::from_secs(10))),
+            Duration::from_secs(2)
+        );
+        pool.unreachable.store(true, Ordering::Relaxed);
+        assert_eq!(pool.checkout_wait(None), UNREACHABLE_CHECKOUT);
+        assert_eq!(
+            pool.checkout_wait(Some(Duration::from_millis(50))),
+            Duration::from_millis(25)
+        );
+    }
 
     #[test]
     fn service_url_swaps_credentials_and_keeps_the_rest() {

@@ -285,7 +285,12 @@ async fn run_probe(health: Health, probe: Option<HealthProbe>) {
     };
     let mut last = None;
     loop {
-        let ready = probe().await;
+        // A database that hangs rather than refuses (frozen, partitioned)
+        // must still turn the service NOT_SERVING: an unanswered probe is a
+        // failed one.
+        let ready = tokio::time::timeout(PROBE_INTERVAL, probe())
+            .await
+            .unwrap_or(false);
         if last != Some(ready) {
             tracing::info!(ready, "readiness changed");
             let status = if ready {

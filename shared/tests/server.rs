@@ -433,3 +433,42 @@ fn result_is_refusal(outcomes: &Outcomes) -> bool {
         .last()
         .is_some_and(|(_, r)| r.is_err())
 }
+
+#[tokio::test]
+async fn a_readiness_probe_that_hangs_turns_health_not_serving() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    // Ready at first; then the probe never answers (a database that hangs
+    // instead of refusing: frozen, or behind a partition).
+    let hang = Arc::new(AtomicBool::new(false));
+    let probe_hang = hang.clone();
+    let probe: backroom_shared::server::HealthProbe = Arc::new(move || {
+        let hang = probe_hang.load(Ordering::Relaxed);
+        Box::pin(async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            true
+        })
+    });
+    let server =
+        TestServer::spawn(echo_server(ServerConfig::default()).with_health_probe(probe)).await;
+    let mut watch = HealthClient::new(server.channel.clone())
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while watch.next().await.unwrap().unwrap().status() != ServingStatus::Serving {}
+    println!("injecting: the readiness probe stops answering");
+    hang.store(true, Ordering::Relaxed);
+    let flipped = tokio::time::timeout(Duration::from_secs(10), async {
+        while watch.next().await.unwrap().unwrap().status() != ServingStatus::NotServing {}
+    })
+    .await;
+    assert!(flipped.is_ok(), "a hanging probe left the server SERVING");
+    println!("checked: health went NOT_SERVING although the probe never answered");
+}
