@@ -19,7 +19,8 @@
 //! family revoked).
 //!
 //! `PROPTEST_CASES` sets the cases per RPC (default 32; `just fuzz` runs
-//! more).
+//! more); `PROPTEST_RNG_SEED` pins the cases (CI pins them; otherwise each
+//! run draws a seed and prints it).
 
 mod suite;
 
@@ -30,7 +31,7 @@ use backroom_shared::client::TracedChannel;
 use diesel::{Connection as _, PgConnection, QueryableByName, RunQueryDsl as _, sql_types::Text};
 use proptest::{
     prelude::*,
-    test_runner::{Config, TestCaseError, TestError, TestRunner},
+    test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner},
 };
 use prost::{
     Message as _,
@@ -709,6 +710,13 @@ async fn every_field_of_every_request_survives_hostile_values() {
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(32);
+    // Random unless PROPTEST_RNG_SEED pins it (CI does, so a landing is
+    // judged on the same cases); printed so any failure can be replayed.
+    let seed: u64 = std::env::var("PROPTEST_RNG_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("seed: PROPTEST_RNG_SEED={seed} replays these cases");
     let admin_url = suite.admin_url.clone();
     let handle = tokio::runtime::Handle::current();
     let tokens = Arc::new(tokens);
@@ -805,6 +813,7 @@ async fn every_field_of_every_request_survives_hostile_values() {
             );
             let mut runner = TestRunner::new(Config {
                 cases,
+                rng_seed: RngSeed::Fixed(seed),
                 failure_persistence: None,
                 max_shrink_iters: 64,
                 ..Config::default()
