@@ -257,8 +257,8 @@ impl AccountRef {
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// No `authorization: Bearer …` metadata.
-    #[error("missing bearer token")]
+    /// No `authorization: Bearer …` metadata, or more than one.
+    #[error("missing bearer token: send exactly one `authorization: Bearer <token>` header")]
     Missing,
     /// Malformed, wrong algorithm, bad signature, wrong iss/aud, not yet valid,
     /// or signed by an unknown key.
