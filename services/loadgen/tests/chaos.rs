@@ -68,7 +68,23 @@ async fn kill_9_of_each_service_under_mixed_load_loses_and_doubles_nothing() {
             mixed.started.elapsed().as_secs_f64(),
             service.binary()
         );
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // It stays down until the load has run into it: a call to it that
+        // began after the kill failed.
+        let killed = Instant::now();
+        load.tally
+            .wait_until(
+                "a client ran into the killed service",
+                Duration::from_secs(10),
+                || {
+                    load.tally
+                        .attempts
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .any(|a| a.service == service && a.began >= killed && a.failure.is_some())
+                },
+            )
+            .await;
         let took = world.stack.restart(service).await.expect("restart");
         println!(
             "injected at {:.1} s: {} restarted on the same port with the same environment, SERVING {} ms after start",

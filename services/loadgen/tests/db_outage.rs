@@ -40,13 +40,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use backon::{BlockingRetryable as _, ConstantBuilder, Retryable as _};
 use backroom_loadgen::stack::Service;
 use backroom_proto::{
     account::v1::{self as account_pb, account_service_client::AccountServiceClient},
     inventory::v1::{self as inventory_pb, inventory_service_client::InventoryServiceClient},
     payment::v1::{self as pb, checkout_service_client::CheckoutServiceClient},
 };
-use common::{Attempt, MixedLoad, SKUS, World, lazy_channel, mixed_load_options, request_id};
+use common::{Attempt, Load, MixedLoad, SKUS, World, lazy_channel, mixed_load_options, request_id};
 use tonic::{Code, Request, Response, Status};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -82,10 +83,14 @@ struct Sample {
 type Samples = Arc<Mutex<Vec<Sample>>>;
 
 /// Checks `endpoint`'s overall health (service "") every [`HEALTH_EVERY`]
-/// until `stop`, recording every answer.
-async fn sample_health(endpoint: String, samples: Samples, stop: Arc<AtomicBool>) {
+/// until `stop`, recording every answer (and telling `load`'s waiters).
+async fn sample_health(endpoint: String, samples: Samples, load: Arc<Load>, stop: Arc<AtomicBool>) {
     let mut health = HealthClient::new(lazy_channel(&endpoint));
+    // A sampler's period, not a wait for something: missed ticks are skipped.
+    let mut every = tokio::time::interval(HEALTH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !stop.load(Ordering::SeqCst) {
+        every.tick().await;
         let mut request = Request::new(HealthCheckRequest {
             service: String::new(),
         });
@@ -101,7 +106,7 @@ async fn sample_health(endpoint: String, samples: Samples, stop: Arc<AtomicBool>
             took: began.elapsed(),
             status,
         });
-        tokio::time::sleep(HEALTH_EVERY).await;
+        load.tally.changed.notify_waiters();
     }
 }
 
@@ -117,21 +122,18 @@ fn first(samples: &Samples, since: Instant, wanted: ServingStatus) -> Option<Ins
 
 /// Sends the request `make` builds (one request id throughout) until it is
 /// answered OK; returns the answer and the time from `since`.
-async fn first_ok<T, F, Fut>(what: &str, since: Instant, mut make: F) -> (T, Duration)
+async fn first_ok<T, F, Fut>(what: &str, since: Instant, make: F) -> (T, Duration)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Response<T>, Status>>,
 {
-    let give_up = Instant::now() + Duration::from_secs(30);
-    loop {
-        match make().await {
-            Ok(response) => return (response.into_inner(), since.elapsed()),
-            Err(status) => assert!(
-                Instant::now() < give_up,
-                "{what}: no success within 30 s; last: {status:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // backon (the workspace's retry library): every 50 ms, for 30 s.
+    let every_50ms_for_30s = ConstantBuilder::default()
+        .with_delay(Duration::from_millis(50))
+        .with_max_times(600);
+    match make.retry(every_50ms_for_30s).await {
+        Ok(response) => (response.into_inner(), since.elapsed()),
+        Err(status) => panic!("{what}: no success within 30 s; last: {status:?}"),
     }
 }
 
@@ -141,17 +143,22 @@ fn restart_postgres(world: &World) -> (Instant, Instant) {
     let url = world.cluster.url("postgres");
     std::thread::scope(|scope| {
         let starting = scope.spawn(|| world.cluster.resume());
-        let accepted = loop {
+        // Tried every 10 ms (backon, blocking) until a connection is
+        // accepted, or until pg_ctl has returned and one more try failed.
+        let accepted = (|| {
             let finished = starting.is_finished();
-            if backroom_shared::db::connect(&url).is_ok() {
-                break Instant::now();
-            }
-            assert!(
-                !finished,
-                "pg_ctl start returned, but Postgres accepts no connection"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
+            backroom_shared::db::connect(&url)
+                .map(|_| Instant::now())
+                .map_err(|_| finished)
+        })
+        .retry(
+            ConstantBuilder::default()
+                .with_delay(Duration::from_millis(10))
+                .without_max_times(),
+        )
+        .when(|finished: &bool| !*finished)
+        .call()
+        .unwrap_or_else(|_| panic!("pg_ctl start returned, but Postgres accepts no connection"));
         starting
             .join()
             .expect("pg_ctl start thread")
@@ -194,6 +201,7 @@ async fn postgres_stopped_under_mixed_load_fails_fast_recovers_and_loses_nothing
             samplers.spawn(sample_health(
                 world.stack.endpoint(*service),
                 samples.clone(),
+                load.clone(),
                 stop_sampling.clone(),
             ));
             (*service, samples)
@@ -211,12 +219,13 @@ async fn postgres_stopped_under_mixed_load_fails_fast_recovers_and_loses_nothing
         mixed.started.elapsed().as_secs_f64(),
         ms(down.elapsed())
     );
-    common::wait_until("every service NOT_SERVING", TO_NOT_SERVING, || {
-        health
-            .iter()
-            .all(|(_, samples)| first(samples, down, ServingStatus::NotServing).is_some())
-    })
-    .await;
+    load.tally
+        .wait_until("every service NOT_SERVING", TO_NOT_SERVING, || {
+            health
+                .iter()
+                .all(|(_, samples)| first(samples, down, ServingStatus::NotServing).is_some())
+        })
+        .await;
     let mut to_not_serving = BTreeMap::new();
     for (service, samples) in &health {
         let at = first(samples, down, ServingStatus::NotServing).unwrap_or(down);
@@ -295,12 +304,13 @@ async fn postgres_stopped_under_mixed_load_fails_fast_recovers_and_loses_nothing
         }),
     );
     load.record(|acked| acked.orders.push((order.0.name.clone(), 1)));
-    common::wait_until("every service SERVING again", TO_RECOVERY * 2, || {
-        health
-            .iter()
-            .all(|(_, samples)| first(samples, back, ServingStatus::Serving).is_some())
-    })
-    .await;
+    load.tally
+        .wait_until("every service SERVING again", TO_RECOVERY * 2, || {
+            health
+                .iter()
+                .all(|(_, samples)| first(samples, back, ServingStatus::Serving).is_some())
+        })
+        .await;
     let mut recovered = BTreeMap::new();
     for ((service, samples), (call, first_call)) in health.iter().zip([
         ("Login", login.1),

@@ -184,6 +184,9 @@ pub struct Tally {
     /// Operations acknowledged (any kind).
     pub acknowledged: AtomicUsize,
     pub attempts: Mutex<Vec<Attempt>>,
+    /// Woken whenever something a test waits on changed (a call answered, a
+    /// health sample taken): waits are on events, not sleeps.
+    pub changed: tokio::sync::Notify,
 }
 
 impl Tally {
@@ -196,6 +199,23 @@ impl Tally {
             retried: Mutex::new(BTreeMap::new()),
             acknowledged: AtomicUsize::new(0),
             attempts: Mutex::new(Vec::new()),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Waits until `done` holds, checking it whenever [`Self::changed`]
+    /// fires; panics with `what` after `timeout`.
+    pub async fn wait_until(&self, what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            if done() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                assert!(done(), "{what}: not within {timeout:?}");
+                return;
+            }
         }
     }
 
@@ -236,6 +256,7 @@ impl Tally {
             took,
             failure,
         });
+        self.changed.notify_waiters();
         result
     }
 
@@ -342,10 +363,11 @@ impl Load {
     pub async fn progress(&self, orders: usize) {
         let mark = self.orders();
         let since = Instant::now();
-        wait_until("load progress", OPERATION_DEADLINE, || {
-            self.orders() >= mark + orders && since.elapsed() >= Duration::from_secs(1)
-        })
-        .await;
+        self.tally
+            .wait_until("load progress", OPERATION_DEADLINE, || {
+                self.orders() >= mark + orders && since.elapsed() >= Duration::from_secs(1)
+            })
+            .await;
     }
 }
 
@@ -653,15 +675,6 @@ pub async fn count(admin_url: &str, sql: &str) -> i64 {
     counts(admin_url, sql).await.first().map_or(0, |(_, n)| *n)
 }
 
-/// Waits until `done` holds, polling; panics with `what` after `timeout`.
-pub async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// One test's world: a throwaway Postgres, the three services as processes,
 /// and their log files.
 pub struct World {
@@ -852,11 +865,12 @@ impl MixedLoad {
     pub async fn finish(&mut self) -> Duration {
         let load = &self.load;
         load.restocking.store(false, Ordering::SeqCst);
-        wait_until("more units ordered than exist", OPERATION_DEADLINE, || {
-            let acked = load.acked.lock().unwrap();
-            acked.ordered_units() > acked.supply() + RESTOCK
-        })
-        .await;
+        load.tally
+            .wait_until("more units ordered than exist", OPERATION_DEADLINE, || {
+                let acked = load.acked.lock().unwrap();
+                acked.ordered_units() > acked.supply() + RESTOCK
+            })
+            .await;
         load.stop.store(true, Ordering::SeqCst);
         while let Some(worker) = tokio::time::timeout(OPERATION_DEADLINE, self.workers.join_next())
             .await
