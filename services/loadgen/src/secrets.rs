@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use backroom_payment::domain::card::luhn_valid;
+use backroom_payment::domain::card::{luhn_valid, mask_uuids};
 use diesel::{QueryableByName, RunQueryDsl as _, sql_query, sql_types::Text};
 
 /// The marker every PEM private key carries (`-----BEGIN PRIVATE KEY-----`,
@@ -21,35 +21,6 @@ pub const PRIVATE_KEY_MARKER: &str = "PRIVATE KEY";
 
 /// Characters of context shown on each side of a finding.
 const CONTEXT: usize = 60;
-
-/// `text` with the hex digits of every canonical UUID (8-4-4-4-12) replaced
-/// by `u`, same length: a UUID's digit groups joined across its dashes could
-/// pass Luhn by chance.
-fn mask_uuids(text: &str) -> Vec<u8> {
-    const DASHES: [usize; 4] = [8, 13, 18, 23];
-    let mut bytes = text.as_bytes().to_vec();
-    let mut i = 0;
-    while i + 36 <= bytes.len() {
-        let is_uuid = bytes[i..i + 36].iter().enumerate().all(|(k, b)| {
-            if DASHES.contains(&k) {
-                *b == b'-'
-            } else {
-                b.is_ascii_hexdigit()
-            }
-        });
-        if is_uuid {
-            for b in &mut bytes[i..i + 36] {
-                if *b != b'-' {
-                    *b = b'u';
-                }
-            }
-            i += 36;
-        } else {
-            i += 1;
-        }
-    }
-    bytes
-}
 
 /// A maximal run of ASCII digits that stands alone: neither neighbour is a
 /// letter, digit or `_` (digits inside hex ids, base64 or identifiers are
@@ -102,7 +73,7 @@ fn is_date_time_stamp(digits: &str) -> bool {
 /// tokens) and date-time stamps (`20261201000001`) do not count. Returns the
 /// byte offset and the digits.
 pub fn card_numbers_in(text: &str) -> Vec<(usize, String)> {
-    let bytes = mask_uuids(text);
+    let bytes = mask_uuids(text).into_bytes();
     let groups = standalone_digit_groups(&bytes);
     let digits = |from: usize, to: usize| -> String {
         groups[from..=to]

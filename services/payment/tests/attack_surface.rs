@@ -80,26 +80,12 @@ async fn methods(channel: TracedChannel) -> Vec<String> {
 /// Calls `path` with an empty request message and `token` (if any); the
 /// status code of the answer.
 async fn call(channel: TracedChannel, path: &str, token: Option<&str>) -> Code {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let mut request = tonic::Request::new(());
-    if let Some(token) = token {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    }
-    let codec = tonic_prost::ProstCodec::<(), ()>::default();
-    match grpc
-        .unary(
-            request,
-            http::uri::PathAndQuery::try_from(path).unwrap(),
-            codec,
-        )
-        .await
-    {
-        Ok(_) => Code::Ok,
-        Err(status) => status.code(),
-    }
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let metadata: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("authorization", b.as_str()))
+        .collect();
+    suite::code_of(&suite::raw_call(channel, path, &metadata, Vec::new(), false).await)
 }
 
 #[tokio::test]
@@ -205,30 +191,23 @@ const SHARED_CATALOGUE: [&str; 7] = [
 ];
 
 /// Calls `path` as `token` with `message` (any prost message); the code.
-async fn call_with<M: prost::Message + Default + 'static>(
+async fn call_with<M: prost::Message>(
     channel: TracedChannel,
     path: &str,
     token: &str,
     message: M,
 ) -> Code {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let codec = tonic_prost::ProstCodec::<M, ()>::default();
-    match grpc
-        .unary(
-            request,
-            http::uri::PathAndQuery::try_from(path).unwrap(),
-            codec,
+    let bearer = format!("Bearer {token}");
+    suite::code_of(
+        &suite::raw_call(
+            channel,
+            path,
+            &[("authorization", &bearer)],
+            message.encode_to_vec(),
+            false,
         )
-        .await
-    {
-        Ok(_) => Code::Ok,
-        Err(status) => status.code(),
-    }
+        .await,
+    )
 }
 
 #[tokio::test]

@@ -33,57 +33,13 @@ use proptest::{
     prelude::*,
     test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner},
 };
-use prost::{
-    Message as _,
-    bytes::{Buf as _, BufMut as _},
-};
+use prost::Message as _;
 use prost_reflect::{
     DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor,
     MethodDescriptor, Value,
 };
 use suite::Suite;
-use tonic::{
-    Code, Status,
-    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-};
-
-/// Sends and receives undecoded protobuf bytes.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = Self;
-    type Decoder = Self;
-
-    fn encoder(&mut self) -> Self {
-        Self
-    }
-
-    fn decoder(&mut self) -> Self {
-        Self
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        buf.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
-    }
-}
+use tonic::{Code, Status};
 
 /// Refusals a hostile request may get. Anything else but OK fails the test.
 const DOCUMENTED: [Code; 9] = [
@@ -101,44 +57,29 @@ const DOCUMENTED: [Code; 9] = [
 /// No single call may take longer than this (a hang).
 const HANG: Duration = Duration::from_secs(20);
 
-/// Calls `method` with `body` as `token`; the outcome. A server-streaming
-/// RPC counts as answered once its first message, its status, or 300 ms of
-/// an open stream have passed.
+/// Calls `method` with `body` as `token`; the outcome (see
+/// [`suite::raw_call`]), or DEADLINE_EXCEEDED when the client gave up
+/// waiting (a hang).
 async fn send(
     channel: TracedChannel,
     method: &MethodDescriptor,
     token: &str,
     body: Vec<u8>,
 ) -> Result<(), Status> {
-    let path = http::uri::PathAndQuery::try_from(format!(
-        "/{}/{}",
-        method.parent_service().full_name(),
-        method.name()
-    ))
-    .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    let mut request = tonic::Request::new(body);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request.set_timeout(HANG);
-    let call = async {
-        if method.is_server_streaming() {
-            let mut stream = grpc
-                .server_streaming(request, path, RawCodec)
-                .await?
-                .into_inner();
-            match tokio::time::timeout(Duration::from_millis(300), stream.message()).await {
-                Ok(first) => first.map(|_| ()),
-                Err(_) => Ok(()),
-            }
-        } else {
-            grpc.unary(request, path, RawCodec).await.map(|_| ())
-        }
-    };
+    let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
+    let bearer = format!("Bearer {token}");
+    let grpc_timeout = format!("{}S", HANG.as_secs());
+    let metadata = [
+        ("authorization", bearer.as_str()),
+        ("grpc-timeout", grpc_timeout.as_str()),
+    ];
+    let call = suite::raw_call(
+        channel,
+        &path,
+        &metadata,
+        body,
+        method.is_server_streaming(),
+    );
     match tokio::time::timeout(HANG + Duration::from_secs(5), call).await {
         Ok(result) => result,
         Err(_) => Err(Status::deadline_exceeded("the client gave up: a hang")),
@@ -853,19 +794,13 @@ type MetadataCase<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a [Code]);
 
 /// Calls `path` (empty request) with raw `metadata` pairs; the code.
 async fn call_with_metadata(channel: TracedChannel, path: &str, metadata: &[(&str, &str)]) -> Code {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let mut request = tonic::Request::new(Vec::new());
-    for (key, value) in metadata {
-        request.metadata_mut().append(
-            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
-    let path = http::uri::PathAndQuery::try_from(path).unwrap();
-    match tokio::time::timeout(HANG, grpc.unary(request, path, RawCodec)).await {
-        Ok(Ok(_)) => Code::Ok,
-        Ok(Err(status)) => status.code(),
+    match tokio::time::timeout(
+        HANG,
+        suite::raw_call(channel, path, metadata, Vec::new(), false),
+    )
+    .await
+    {
+        Ok(outcome) => suite::code_of(&outcome),
         Err(_) => Code::DeadlineExceeded,
     }
 }

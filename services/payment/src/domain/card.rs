@@ -124,35 +124,35 @@ pub fn contains_card_number(text: &str) -> bool {
         .any(|run| (13..=19).contains(&run.len()) && luhn_valid(run))
 }
 
-/// `text` with every canonical UUID (8-4-4-4-12 hex digits) replaced by `u`.
-fn mask_uuids(text: &str) -> String {
+/// `text` with the hex digits of every canonical UUID (8-4-4-4-12)
+/// replaced by `u`, dashes kept: the same length, byte for byte, so offsets
+/// into the masked text are offsets into `text` (the secret scan relies on
+/// it).
+pub fn mask_uuids(text: &str) -> String {
     const DASHES: [usize; 4] = [8, 13, 18, 23];
-    let bytes = text.as_bytes();
-    let is_uuid_at = |start: usize| {
-        bytes.get(start..start + 36).is_some_and(|window| {
-            window.iter().enumerate().all(|(i, b)| {
-                if DASHES.contains(&i) {
-                    *b == b'-'
-                } else {
-                    b.is_ascii_hexdigit()
-                }
-            })
-        })
-    };
-    let mut masked = String::with_capacity(text.len());
+    let mut bytes = text.as_bytes().to_vec();
     let mut i = 0;
-    while i < bytes.len() {
-        if is_uuid_at(i) {
-            masked.push('u');
+    while i + 36 <= bytes.len() {
+        let is_uuid = bytes[i..i + 36].iter().enumerate().all(|(k, b)| {
+            if DASHES.contains(&k) {
+                *b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        });
+        if is_uuid {
+            for b in &mut bytes[i..i + 36] {
+                if *b != b'-' {
+                    *b = b'u';
+                }
+            }
             i += 36;
         } else {
-            // Copy one whole character (the text may hold any UTF-8).
-            let ch = text[i..].chars().next().unwrap_or('?');
-            masked.push(ch);
-            i += ch.len_utf8();
+            i += 1;
         }
     }
-    masked
+    // Only ASCII hex digits were replaced (by ASCII), so this is UTF-8.
+    String::from_utf8(bytes).unwrap_or_else(|_| text.to_owned())
 }
 
 /// A Luhn-valid card number (PAN). Never displayed, logged or stored.

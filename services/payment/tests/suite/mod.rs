@@ -482,3 +482,97 @@ impl Suite {
             .unwrap()
     }
 }
+
+/// Sends and receives undecoded protobuf bytes (requests no generated
+/// client would send, and any RPC by path).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Self;
+    type Decoder = Self;
+
+    fn encoder(&mut self) -> Self {
+        Self
+    }
+
+    fn decoder(&mut self) -> Self {
+        Self
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let remaining = prost::bytes::Buf::remaining(buf);
+        Ok(Some(
+            prost::bytes::Buf::copy_to_bytes(buf, remaining).to_vec(),
+        ))
+    }
+}
+
+/// Calls `path` (`/pkg.Service/Method`) with the encoded request `body` and
+/// the raw `metadata` pairs (appended, so a key may repeat); the answer's
+/// status, the response left undecoded. A server-streaming RPC counts as
+/// answered once its first message, its status, or 300 ms of an open stream
+/// have passed.
+pub async fn raw_call(
+    channel: TracedChannel,
+    path: &str,
+    metadata: &[(&str, &str)],
+    body: Vec<u8>,
+    server_streaming: bool,
+) -> Result<(), tonic::Status> {
+    let path = http::uri::PathAndQuery::try_from(path).unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut request = Request::new(body);
+    for (key, value) in metadata {
+        request.metadata_mut().append(
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    if server_streaming {
+        let mut stream = grpc
+            .server_streaming(request, path, RawCodec)
+            .await?
+            .into_inner();
+        match tokio::time::timeout(Duration::from_millis(300), stream.message()).await {
+            Ok(first) => first.map(|_| ()),
+            Err(_) => Ok(()),
+        }
+    } else {
+        grpc.unary(request, path, RawCodec).await.map(|_| ())
+    }
+}
+
+/// The code of a [`raw_call`]'s outcome.
+pub fn code_of(outcome: &Result<(), tonic::Status>) -> tonic::Code {
+    outcome
+        .as_ref()
+        .map_or_else(tonic::Status::code, |()| tonic::Code::Ok)
+}
