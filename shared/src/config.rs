@@ -12,6 +12,9 @@
 //! | `BACKROOM_MAX_MESSAGE_BYTES` | 4194304 | largest request or response message |
 //! | `BACKROOM_SHUTDOWN_DELAY_MS` | 0 | after SIGTERM: NOT_SERVING published, still serving, for this long |
 //! | `BACKROOM_DRAIN_TIMEOUT_MS` | 20000 | after the delay: longest wait for in-flight calls |
+//! | `BACKROOM_RATE_LIMIT_PER_SEC` | 10 | rate-limited RPCs: calls per second per client address and method (0: no limit) |
+//! | `BACKROOM_RATE_LIMIT_BURST` | 20 | rate-limited RPCs: calls allowed at once before the rate applies |
+//! | `BACKROOM_TRUSTED_PROXIES` | unset | comma-separated CIDRs whose `x-forwarded-for` names the client |
 //! | `DATABASE_URL` | (required by services) | the service's own Postgres role + database |
 //! | `BACKROOM_DB_POOL_SIZE` | 10 | pooled connections |
 //! | `BACKROOM_DB_POOL_MIN_IDLE` | 2 | connections kept open when idle |
@@ -24,7 +27,9 @@
 //! | `OTEL_SERVICE_NAME` | the binary's service name | `service.name` resource attribute |
 //! | `BACKROOM_METRICS_ADDR` | unset | Prometheus `/metrics` listen address; unset disables |
 //! | `BACKROOM_JWT_ISSUER` | `backroom` | `iss` of every access token |
-//! | `BACKROOM_ACCOUNT_ENDPOINT` | `http://127.0.0.1:50051` | the account service (JWKS, service tokens) |
+//! | `BACKROOM_ACCOUNT_ENDPOINT` | `http://127.0.0.1:50051` | the account service (JWKS, service tokens, revocations) |
+//! | `BACKROOM_JWKS_REFRESH_SECS` | 300 | how often verifiers refetch the JWKS (a removed key stops counting within this) |
+//! | `BACKROOM_REVOCATION_POLL_MS` | 2000 | how often verifiers refetch the token revocation list |
 
 use std::{fmt, net::SocketAddr, time::Duration};
 
@@ -88,6 +93,60 @@ pub struct ServerConfig {
     /// After the delay: the longest wait for in-flight calls (milliseconds).
     #[arg(long, env = "BACKROOM_DRAIN_TIMEOUT_MS", default_value_t = 20_000)]
     pub drain_timeout_ms: u64,
+    /// Per-client rate limits of the RPCs a service names.
+    #[command(flatten)]
+    pub rate_limit: RateLimitConfig,
+}
+
+/// Per-client rate limits (see `crate::ratelimit`).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct RateLimitConfig {
+    /// Rate-limited RPCs: calls per second per client address and method;
+    /// 0 turns the limit off.
+    #[arg(long, env = "BACKROOM_RATE_LIMIT_PER_SEC", default_value_t = 10)]
+    pub rate_limit_per_sec: u32,
+    /// Rate-limited RPCs: calls a client may make at once before the rate
+    /// applies (the bucket size).
+    #[arg(long, env = "BACKROOM_RATE_LIMIT_BURST", default_value_t = 20)]
+    pub rate_limit_burst: u32,
+    /// Proxies (comma-separated CIDRs, e.g. `10.0.0.0/8,::1/128`) trusted to
+    /// name the client in `x-forwarded-for`; calls from anyone else are
+    /// keyed by their peer address. Unset: trust no one.
+    #[arg(
+        long,
+        env = "BACKROOM_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_network
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// A CIDR (`10.0.0.0/8`) or a single address (`10.1.2.3`, as a /32 or /128).
+fn parse_network(raw: &str) -> Result<ipnet::IpNet, String> {
+    let raw = raw.trim();
+    raw.parse::<ipnet::IpNet>()
+        .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{raw:?} is neither a CIDR nor an IP address"))
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            rate_limit_per_sec: 10,
+            rate_limit_burst: 20,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// No limit (tests that make many calls from one address on purpose).
+    pub fn unlimited() -> Self {
+        Self {
+            rate_limit_per_sec: 0,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -99,6 +158,7 @@ impl Default for ServerConfig {
             max_message_bytes: 4 * 1024 * 1024,
             shutdown_delay_ms: 0,
             drain_timeout_ms: 20_000,
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -231,6 +291,15 @@ pub struct AuthConfig {
         default_value = "http://127.0.0.1:50051"
     )]
     pub account_endpoint: String,
+    /// How often verifiers refetch the account service's JWKS (seconds): a
+    /// key removed there stops being trusted within this time.
+    #[arg(long, env = "BACKROOM_JWKS_REFRESH_SECS", default_value_t = 300)]
+    pub jwks_refresh_secs: u64,
+    /// How often verifiers refetch the token revocation list
+    /// (milliseconds): a disabled, demoted or re-passworded account's older
+    /// tokens stop working within about this long.
+    #[arg(long, env = "BACKROOM_REVOCATION_POLL_MS", default_value_t = 2_000)]
+    pub revocation_poll_ms: u64,
 }
 
 impl Default for AuthConfig {
@@ -238,7 +307,23 @@ impl Default for AuthConfig {
         Self {
             jwt_issuer: "backroom".into(),
             account_endpoint: "http://127.0.0.1:50051".into(),
+            jwks_refresh_secs: 300,
+            revocation_poll_ms: 2_000,
         }
+    }
+}
+
+impl AuthConfig {
+    /// [`Self::jwks_refresh_secs`] as a duration.
+    pub fn jwks_refresh(&self) -> Duration {
+        Duration::from_secs(self.jwks_refresh_secs.max(1))
+    }
+
+    /// The revocation policy that [`Self::revocation_poll_ms`] implies.
+    pub fn revocation_policy(&self) -> crate::auth::revocation::RevocationPolicy {
+        crate::auth::revocation::RevocationPolicy::polling_every(Duration::from_millis(
+            self.revocation_poll_ms,
+        ))
     }
 }
 

@@ -34,6 +34,22 @@ pub fn with_reason(
     )
 }
 
+/// [`with_reason`] plus a `google.rpc.RetryInfo` saying when to try again
+/// (rate limits, locks).
+pub fn with_retry_info(
+    code: Code,
+    domain: Domain,
+    reason: &str,
+    message: impl Into<String>,
+    metadata: impl IntoIterator<Item = (String, String)>,
+    retry_after: std::time::Duration,
+) -> Status {
+    let metadata: HashMap<String, String> = metadata.into_iter().collect();
+    let mut details = ErrorDetails::with_error_info(reason, domain, metadata);
+    details.set_retry_info(Some(retry_after));
+    Status::with_error_details(code, message, details)
+}
+
 /// One invalid request field: the dotted proto path and why it is invalid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {

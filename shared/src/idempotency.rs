@@ -13,7 +13,8 @@
 
 use chrono::{DateTime, Utc};
 use diesel::{
-    Connection as _, PgConnection, QueryableByName, RunQueryDsl as _, sql_query,
+    Connection as _, OptionalExtension as _, PgConnection, QueryableByName, RunQueryDsl as _,
+    sql_query,
     sql_types::{Bytea, Integer, Text, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
@@ -166,6 +167,66 @@ where
     }
 }
 
+/// The stored outcome of an earlier call with `key`, if there is one, read
+/// without claiming the key: lets a handler answer a retry before doing
+/// expensive work (hashing a password) that [`run`] would then discard.
+/// `None` when the key is new, still running, or expired.
+pub fn replay<R: prost::Message + Default>(
+    conn: &mut PgConnection,
+    domain: Domain,
+    key: &IdempotencyKey,
+    fingerprint: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Option<Result<R, Status>>, DbError> {
+    let stored: Option<Stored> = sql_query(
+        "SELECT fingerprint, status_code, status_message, status_details, response \
+         FROM idempotency_keys WHERE scope = $1 AND method = $2 AND request_id = $3 \
+         AND created_at >= $4 AND status_code <> -1",
+    )
+    .bind::<Text, _>(&key.scope)
+    .bind::<Text, _>(key.method)
+    .bind::<SqlUuid, _>(key.request_id)
+    .bind::<Timestamptz, _>(now - RETENTION)
+    .get_result(conn)
+    .optional()?;
+    Ok(stored.map(|stored| outcome_of(domain, stored, fingerprint)))
+}
+
+/// The outcome a stored row replays (REQUEST_ID_REUSED if the parameters
+/// differ).
+fn outcome_of<R: prost::Message + Default>(
+    domain: Domain,
+    stored: Stored,
+    fingerprint: &[u8],
+) -> Result<R, Status> {
+    if stored.fingerprint != fingerprint {
+        return Err(with_reason(
+            Code::InvalidArgument,
+            domain,
+            "REQUEST_ID_REUSED",
+            "request_id was already used with different parameters",
+            [("field".to_owned(), "request_id".to_owned())],
+        ));
+    }
+    match stored.status_code {
+        0 => R::decode(stored.response.as_slice())
+            .map_err(|err| crate::errors::internal(domain, &err)),
+        // Never committed by `run`; defensive only.
+        -1 => Err(with_reason(
+            Code::Aborted,
+            domain,
+            "REQUEST_IN_PROGRESS",
+            "the first call with this request_id is still running",
+            [],
+        )),
+        code => Err(Status::with_details(
+            Code::from_i32(code),
+            stored.status_message,
+            stored.status_details.into(),
+        )),
+    }
+}
+
 /// Inserts the key; if it exists, returns the stored outcome to replay.
 fn claim<R: prost::Message + Default>(
     conn: &mut PgConnection,
@@ -203,32 +264,7 @@ fn claim<R: prost::Message + Default>(
     .bind::<Text, _>(key.method)
     .bind::<SqlUuid, _>(key.request_id)
     .get_result(conn)?;
-    if stored.fingerprint != fingerprint {
-        return Ok(Some(Err(with_reason(
-            Code::InvalidArgument,
-            domain,
-            "REQUEST_ID_REUSED",
-            "request_id was already used with different parameters",
-            [("field".to_owned(), "request_id".to_owned())],
-        ))));
-    }
-    Ok(Some(match stored.status_code {
-        0 => R::decode(stored.response.as_slice())
-            .map_err(|err| crate::errors::internal(domain, &err)),
-        // Never committed by `run`; defensive only.
-        -1 => Err(with_reason(
-            Code::Aborted,
-            domain,
-            "REQUEST_IN_PROGRESS",
-            "the first call with this request_id is still running",
-            [],
-        )),
-        code => Err(Status::with_details(
-            Code::from_i32(code),
-            stored.status_message,
-            stored.status_details.into(),
-        )),
-    }))
+    Ok(Some(outcome_of(domain, stored, fingerprint)))
 }
 
 fn store<R: prost::Message>(

@@ -6,6 +6,8 @@
 //! - [`config`]: typed configuration from environment variables;
 //! - [`server`]: health, reflection, the layer stack, graceful shutdown;
 //! - [`client`]: traced outbound channels;
+//! - [`concurrency`]: the concurrency limit (streams hold a slot until they end);
+//! - [`ratelimit`]: per-client rate limits and the client's address;
 //! - [`telemetry`]: logs, traces (OTLP), RED metrics, trace-context layers;
 //! - [`db`]: the r2d2/diesel pool, provisioning, migrations, error mapping;
 //! - [`deadline`]: the caller's deadline, carried to outbound calls and SQL;
@@ -18,12 +20,14 @@
 pub mod auth;
 pub mod client;
 pub mod clock;
+pub mod concurrency;
 pub mod config;
 pub mod db;
 pub mod deadline;
 pub mod errors;
 pub mod idempotency;
 pub mod paging;
+pub mod ratelimit;
 pub mod server;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -83,14 +83,32 @@ impl PageRequest {
         page_token: &str,
         fingerprint: String,
     ) -> Result<Self, Vec<FieldViolation>> {
+        Self::parse_with_limits(
+            page_size,
+            page_token,
+            fingerprint,
+            DEFAULT_PAGE_SIZE,
+            MAX_PAGE_SIZE,
+        )
+    }
+
+    /// [`Self::parse`] for a listing with its own default and maximum page
+    /// sizes (one that machines read whole, in large pages).
+    pub fn parse_with_limits(
+        page_size: i32,
+        page_token: &str,
+        fingerprint: String,
+        default_size: i64,
+        max_size: i64,
+    ) -> Result<Self, Vec<FieldViolation>> {
         let mut violations = Vec::new();
         let size = match page_size {
-            0 => DEFAULT_PAGE_SIZE,
+            0 => default_size,
             n if n < 0 => {
                 violations.push(FieldViolation::new("page_size", "must not be negative"));
-                DEFAULT_PAGE_SIZE
+                default_size
             }
-            n => i64::from(n).min(MAX_PAGE_SIZE),
+            n => i64::from(n).min(max_size),
         };
         let after = if page_token.is_empty() {
             None

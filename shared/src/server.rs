@@ -7,8 +7,9 @@
 //! - server reflection v1 AND v1alpha (grpcurl 1.8 speaks only v1alpha), with
 //!   our descriptors plus health and `google.rpc` so every type is describable;
 //! - the layer stack (see [`GrpcServer::serve`]): telemetry, then the
-//!   service's extra layer (auth), then load shedding at the concurrency
-//!   limit; tonic's own per-call timeout wraps it all;
+//!   service's extra layers (rate limits, auth), then the concurrency limit
+//!   (streams count until they end); tonic's own per-call timeout wraps it
+//!   all;
 //! - graceful shutdown: on the shutdown future, health flips, calls keep being
 //!   accepted for the shutdown delay, then the listener closes and in-flight
 //!   calls drain (bounded by the drain timeout).
@@ -194,8 +195,9 @@ impl GrpcServer {
     /// 2. [`RpcTelemetryLayer`] — every call gets a span and is counted, even
     ///    the ones rejected below;
     /// 3. the extra layers (auth) — cheap rejections before any slot is taken;
-    /// 4. load shed + concurrency limit — past the limit a call is answered
-    ///    RESOURCE_EXHAUSTED at once instead of queueing without bound.
+    /// 4. the concurrency limit ([`crate::concurrency`]) — past the limit a
+    ///    call is answered RESOURCE_EXHAUSTED at once instead of queueing
+    ///    without bound; a server stream holds its slot until it ends.
     pub async fn serve<F>(self, listener: TcpListener, shutdown: F) -> anyhow::Result<()>
     where
         F: Future<Output = ()> + Send,
@@ -214,9 +216,8 @@ impl GrpcServer {
         let stack = tower::layer::layer_fn(move |routes: Routes| {
             let mut service = HttpService::new(
                 ServiceBuilder::new()
-                    .load_shed()
-                    .concurrency_limit(limit)
-                    .service(routes),
+                    .map_err(|never: Infallible| match never {})
+                    .service(crate::concurrency::ConcurrencyLimit::new(routes, limit)),
             );
             for layer in layers.iter().rev() {
                 service = layer(service);

@@ -426,7 +426,6 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(crate::deadline::parse_grpc_timeout)
             .map(|budget| tokio::time::Instant::now() + budget);
-        let domain = domain_of(&rpc.service);
         let mut observer = CallObserver::new(Side::Server, rpc, span.clone());
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(async move {
@@ -436,24 +435,10 @@ where
             let response = match result {
                 Ok(response) => response,
                 // An error from an inner layer: answered here so it is traced
-                // and counted. Load shedding is the documented
-                // RESOURCE_EXHAUSTED OVERLOADED; anything else gets tonic's
-                // own mapping.
-                Err(err) => {
-                    let err: tower::BoxError = err.into();
-                    if err.is::<tower::load_shed::error::Overloaded>() {
-                        crate::errors::with_reason(
-                            Code::ResourceExhausted,
-                            domain,
-                            "OVERLOADED",
-                            "the server is at its concurrency limit; retry with backoff",
-                            [],
-                        )
-                        .into_http()
-                    } else {
-                        tonic::Status::from_error(err).into_http()
-                    }
-                }
+                // and counted, with tonic's own mapping. (Load shedding is
+                // not an error: the concurrency limit answers OVERLOADED
+                // itself.)
+                Err(err) => tonic::Status::from_error(err.into()).into_http(),
             };
             if let Some(code) = grpc_status(response.headers()) {
                 observer.finish(code);
@@ -464,6 +449,11 @@ where
             }))
         })
     }
+}
+
+/// The `ErrorInfo` domain of the service a gRPC path belongs to.
+pub(crate) fn domain_of_path(path: &str) -> crate::errors::Domain {
+    domain_of(&RpcName::from_path(path).service)
 }
 
 /// The `ErrorInfo` domain of a service (`backroom.account.v1.AccountService`

@@ -4,17 +4,18 @@
 
 use backroom_proto::account::v1::{self as pb, account_service_server::AccountService};
 use backroom_shared::{
-    auth::{Caller, ROLE_ADMIN, ROLE_CUSTOMER, audience},
+    auth::{Caller, Principal, ROLE_ADMIN, ROLE_CUSTOMER, audience},
     clock::to_timestamp,
     errors::{
         FieldViolation, Violations, internal, invalid_argument, invalid_argument_with_reason,
-        with_reason,
+        with_reason, with_retry_info,
     },
     idempotency::{self, IdempotencyKey, request_key},
     paging::{PageRequest, fingerprint as page_fingerprint},
+    ratelimit::client_addr,
 };
 use chrono::{DateTime, Utc};
-use diesel::PgConnection;
+use diesel::{Connection as _, PgConnection};
 use tonic::{Code, Request, Response, Status};
 use tracing::instrument;
 use uuid::Uuid;
@@ -23,11 +24,12 @@ use crate::{
     DOMAIN, Deps,
     db::{
         models::{Account, AddressRow},
-        repo::{self, AccountChanges, AccountFilter, Rotation},
+        repo::{self, AccountChanges, AccountFilter, Admission, Rotation},
     },
     domain::{
         AccountRef, AddressFields, Email, Error, MAX_DISPLAY_NAME, NewAddress, Password,
-        account_name, address_name, etag, parse_address_name, parse_roles, required_text, tokens,
+        account_name, address_name, etag, lockout::email_hash, parse_address_name, parse_roles,
+        required_text, tokens,
     },
 };
 
@@ -85,20 +87,22 @@ impl AccountApi {
     }
 
     /// A new session for `account`: an access token for every audience and
-    /// a refresh token of `family` (already stored by the caller).
+    /// a refresh token (already stored by the caller, expiring then).
     fn session(
         &self,
         account: &Account,
         refresh_token: String,
+        refresh_expires: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<pb::Session, Status> {
         let (access_token, access_expires) = self
             .deps
             .issuer
-            .issue(
+            .issue_versioned(
                 account_name(account.id),
                 account.roles.clone(),
                 audience::ALL.iter().map(|a| (*a).to_owned()).collect(),
+                account.security_version,
                 now,
             )
             .map_err(status)?;
@@ -106,10 +110,85 @@ impl AccountApi {
             access_token,
             access_token_expire_time: Some(to_timestamp(access_expires)),
             refresh_token,
-            refresh_token_expire_time: Some(to_timestamp(now + self.deps.refresh_ttl)),
+            refresh_token_expire_time: Some(to_timestamp(refresh_expires)),
             token_type: "Bearer".into(),
             account: account_name(account.id),
         })
+    }
+
+    /// The verified caller of `request` as the database knows it now: a
+    /// person's roles are read from their account row, not the token, and a
+    /// token of a disabled account, of an account whose security version
+    /// moved past the token's, or of an account that is gone is refused
+    /// (UNAUTHENTICATED TOKEN_REVOKED). Service principals are configured,
+    /// so their token's roles stand.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let caller = Caller::of(request)?;
+        let Some(Principal::Account(id)) = caller.claims.principal() else {
+            return Ok(caller);
+        };
+        let account = self.db(move |conn| repo::find_account(conn, id)).await?;
+        match account {
+            Some(account) if !account.disabled && account.security_version <= caller.claims.sv => {
+                Ok(caller.with_roles(account.roles))
+            }
+            _ => Err(status(Error::TokenRevoked)),
+        }
+    }
+
+    /// The client key of `request` for the login counters.
+    fn client_of<T>(request: &Request<T>) -> String {
+        client_addr(request).map_or_else(|| "unknown".to_owned(), |c| c.key().to_string())
+    }
+
+    /// Admits a password check for `email` from `client` under the lockout
+    /// policy (counting it), or answers the lock.
+    async fn admit(&self, email: &Email, client: &str) -> Result<(), Status> {
+        let (hash, client, policy, now) = (
+            email_hash(email),
+            client.to_owned(),
+            self.deps.lockout,
+            self.now(),
+        );
+        match self
+            .db(move |conn| repo::begin_attempt(conn, &hash, &client, &policy, now))
+            .await?
+        {
+            Admission::Granted => Ok(()),
+            Admission::Locked(until) => Err(status(Error::locked(until, now))),
+        }
+    }
+
+    /// Takes back an admitted attempt whose password was never checked.
+    async fn readmit(&self, email: &Email, client: &str) {
+        let (hash, client, now) = (email_hash(email), client.to_owned(), self.now());
+        if let Err(err) = self
+            .db(move |conn| repo::cancel_attempt(conn, &hash, &client, now))
+            .await
+        {
+            tracing::warn!(code = ?err.code(), "could not take back an unchecked login attempt");
+        }
+    }
+
+    /// Verifies `password` against `stored` (or the dummy hash) after the
+    /// attempt was admitted; an attempt that could not be checked (queue
+    /// full, caller gone) is taken back before its error is returned.
+    async fn checked_verify(
+        &self,
+        email: &Email,
+        client: &str,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> Result<crate::domain::passwords::Verified, Status> {
+        match self.deps.hasher.verify(password, stored).await {
+            Ok(verified) => Ok(verified),
+            Err(err) => {
+                if matches!(err, Error::Overloaded | Error::DeadlineExceeded) {
+                    self.readmit(email, client).await;
+                }
+                Err(status(err))
+            }
+        }
     }
 }
 
@@ -141,7 +220,7 @@ fn status(err: Error) -> Status {
                 "is not the current password",
             )],
         ),
-        Error::Locked { until, retry_after } => with_reason(
+        Error::Locked { until, retry_after } => with_retry_info(
             Code::PermissionDenied,
             DOMAIN,
             "ACCOUNT_LOCKED",
@@ -150,6 +229,7 @@ fn status(err: Error) -> Status {
                 ("retry_after".to_owned(), retry_after.to_string()),
                 ("lock_expire_time".to_owned(), until.to_rfc3339()),
             ],
+            std::time::Duration::from_secs(u64::try_from(retry_after).unwrap_or(1)),
         ),
         Error::Disabled => reason(
             Code::PermissionDenied,
@@ -200,6 +280,23 @@ fn status(err: Error) -> Status {
             "CANNOT_DISABLE_SELF",
             "admins cannot disable their own account",
         ),
+        Error::CannotEnableSelf => reason(
+            Code::FailedPrecondition,
+            "CANNOT_ENABLE_SELF",
+            "admins cannot enable their own account",
+        ),
+        Error::CannotChangeOwnRoles => reason(
+            Code::FailedPrecondition,
+            "CANNOT_CHANGE_OWN_ROLES",
+            "admins cannot change their own roles; another admin must",
+        ),
+        Error::TokenRevoked => reason(
+            Code::Unauthenticated,
+            "TOKEN_REVOKED",
+            "the token was revoked (password, state or roles changed); sign in again",
+        ),
+        Error::Overloaded => backroom_shared::concurrency::overloaded(DOMAIN),
+        Error::DeadlineExceeded => Status::deadline_exceeded("the caller's deadline passed"),
         Error::AddressLimitReached => reason(
             Code::FailedPrecondition,
             "ADDRESS_LIMIT_REACHED",
@@ -241,7 +338,10 @@ fn account_to_proto(account: &Account, now: DateTime<Utc>) -> pb::Account {
         } else {
             pb::AccountState::Active
         } as i32,
-        lock_expire_time: account.failures.lock_at(now).map(to_timestamp),
+        lock_expire_time: account
+            .locked_until
+            .filter(|until| *until > now)
+            .map(to_timestamp),
         disable_reason: account.disable_reason.clone(),
         create_time: Some(to_timestamp(account.created_at)),
         update_time: Some(to_timestamp(account.updated_at)),
@@ -296,6 +396,28 @@ impl AccountService for AccountApi {
             display_name: display_name.clone(),
             ..Default::default()
         });
+        // The cheap checks before the expensive hash: a replayed request id
+        // answers from the store, a taken email is refused. (The insert
+        // below still decides a race between two new registrations.)
+        let (check_key, check_fingerprint, check_email, now) =
+            (key.clone(), fingerprint.clone(), email.clone(), self.now());
+        let early = self
+            .db(move |conn| {
+                if let Some(key) = &check_key
+                    && let Some(outcome) =
+                        idempotency::replay(conn, DOMAIN, key, &check_fingerprint, now)?
+                {
+                    return Ok(Some(outcome));
+                }
+                if repo::email_taken(conn, &check_email)? {
+                    return Ok(Some(Err(status(Error::EmailTaken))));
+                }
+                Ok(None)
+            })
+            .await?;
+        if let Some(outcome) = early {
+            return outcome.map(Response::new);
+        }
         let hash = self.deps.hasher.hash(&password).await.map_err(status)?;
         let account = self
             .idempotent(key, fingerprint, move |conn, now| {
@@ -319,6 +441,7 @@ impl AccountService for AccountApi {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::Session>, Status> {
+        let client = Self::client_of(&request);
         let req = request.into_inner();
         let mut violations = Violations::default();
         let email = violations.check(Email::parse("email", &req.email));
@@ -327,52 +450,53 @@ impl AccountService for AccountApi {
         let (Some(email), Some(password)) = (email, password) else {
             unreachable!("no violations means every field parsed");
         };
+        // Counted before the check, whether or not the email has an account:
+        // concurrent guesses cannot all pass, and unknown emails lock alike.
+        self.admit(&email, &client).await?;
+        let lookup = email.clone();
         let found = self
-            .db(move |conn| repo::find_by_email(conn, &email))
+            .db(move |conn| repo::find_by_email(conn, &lookup))
             .await?;
-        let now = self.now();
-        if let Some((account, _)) = &found
-            && let Some(until) = account.failures.lock_at(now)
-        {
-            return Err(status(Error::locked(until, now)));
-        }
-        // Always one hash, account or not: same answer, similar time.
+        // Always one hash, account or not: same answer, same time.
         let verified = self
-            .deps
-            .hasher
-            .verify(&password, found.as_ref().map(|(_, hash)| hash.as_str()))
-            .await
-            .map_err(status)?;
-        let Some((account, _)) = found else {
-            return Err(status(Error::InvalidCredentials));
+            .checked_verify(
+                &email,
+                &client,
+                &password,
+                found.as_ref().map(|(_, hash)| hash.as_str()),
+            )
+            .await?;
+        // A disabled account answers exactly like a wrong password: the
+        // answer must not confirm that the password was right.
+        let account = match found {
+            Some((account, _)) if verified.matches && !account.disabled => account,
+            _ => return Err(status(Error::InvalidCredentials)),
         };
-        if !verified.matches {
-            let policy = self.deps.lockout;
-            let id = account.id;
-            let failures = self
-                .db(move |conn| repo::record_login_failure(conn, id, &policy, now))
-                .await?;
-            if failures.lock_at(now).is_some() {
-                tracing::warn!(account = %account_name(id), "account locked after repeated login failures");
-            }
-            return Err(status(Error::InvalidCredentials));
-        }
-        if account.disabled {
-            return Err(status(Error::Disabled));
-        }
         let rehash = if verified.needs_rehash {
-            Some(self.deps.hasher.hash(&password).await.map_err(status)?)
+            self.deps.hasher.hash(&password).await.ok()
         } else {
             None
         };
         let (refresh_token, refresh_hash) = tokens::new_refresh_token();
-        let expires = now + self.deps.refresh_ttl;
-        let id = account.id;
-        self.db(move |conn| {
-            repo::start_session(conn, id, rehash.as_deref(), &refresh_hash, expires, now)
-        })
-        .await?;
-        Ok(Response::new(self.session(&account, refresh_token, now)?))
+        let (id, lifetime, now) = (account.id, self.deps.sessions, self.now());
+        let email_key = email_hash(&email);
+        let expires = self
+            .db(move |conn| {
+                conn.transaction(|conn| {
+                    repo::clear_client(conn, &email_key, &client, now)?;
+                    if let Some(hash) = &rehash {
+                        repo::store_rehash(conn, id, hash)?;
+                    }
+                    repo::start_session(conn, id, &refresh_hash, lifetime, now)
+                })
+            })
+            .await?;
+        Ok(Response::new(self.session(
+            &account,
+            refresh_token,
+            expires,
+            now,
+        )?))
     }
 
     #[instrument(skip_all)]
@@ -390,14 +514,17 @@ impl AccountService for AccountApi {
         let presented = tokens::hash_refresh_token(&req.refresh_token);
         let (refresh_token, refresh_hash) = tokens::new_refresh_token();
         let now = self.now();
-        let ttl = self.deps.refresh_ttl;
+        let ttl = self.deps.sessions.refresh_ttl;
         let rotation = self
             .db(move |conn| repo::rotate_refresh_token(conn, &presented, &refresh_hash, ttl, now))
             .await?;
         match rotation {
-            Rotation::Rotated(account) => {
-                Ok(Response::new(self.session(&account, refresh_token, now)?))
-            }
+            Rotation::Rotated(account, expires) => Ok(Response::new(self.session(
+                &account,
+                refresh_token,
+                expires,
+                now,
+            )?)),
             Rotation::Rejected(err) => Err(status(err)),
         }
     }
@@ -423,7 +550,8 @@ impl AccountService for AccountApi {
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<()>, Status> {
-        let caller = Caller::of(&request)?;
+        let caller = self.caller(&request).await?;
+        let client = Self::client_of(&request);
         let req = request.into_inner();
         let mut violations = Violations::default();
         let account = violations.check(AccountRef::parse("name", &req.name));
@@ -465,26 +593,20 @@ impl AccountService for AccountApi {
         let (stored_account, stored_hash) = self
             .db(move |conn| repo::password_hash_for_update(conn, id))
             .await?;
-        let now = self.now();
-        if let Some(until) = stored_account.failures.lock_at(now) {
-            return Err(status(Error::locked(until, now)));
-        }
         let new_password = Password::parse(
             "new_password",
             &req.new_password,
             Some(&stored_account.email),
         )
         .map_err(|v| validation(vec![v]))?;
+        // A stolen access token must not become a password oracle: the
+        // check is counted like a login of this email from this client.
+        let email = stored_account.email.clone();
+        self.admit(&email, &client).await?;
         let verified = self
-            .deps
-            .hasher
-            .verify(&current, Some(&stored_hash))
-            .await
-            .map_err(status)?;
+            .checked_verify(&email, &client, &current, Some(&stored_hash))
+            .await?;
         if !verified.matches {
-            let policy = self.deps.lockout;
-            self.db(move |conn| repo::record_login_failure(conn, id, &policy, now))
-                .await?;
             return Err(status(Error::WrongCurrentPassword));
         }
         let new_hash = self.deps.hasher.hash(&new_password).await.map_err(status)?;
@@ -506,7 +628,7 @@ impl AccountService for AccountApi {
         &self,
         request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        let caller = Caller::of(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let account = AccountRef::parse("name", &req.name).map_err(|v| validation(vec![v]))?;
         let id = account
@@ -522,7 +644,7 @@ impl AccountService for AccountApi {
         &self,
         request: Request<pb::UpdateAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        let caller = Caller::of(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let mut violations = Violations::default();
         let key = request_key(
@@ -581,6 +703,10 @@ impl AccountService for AccountApi {
         caller.require_owner_or_admin(id)?;
         if changes.roles.is_some() {
             caller.require_role(ROLE_ADMIN)?;
+            // Nobody grants (or restores) their own roles: another admin must.
+            if caller.account_id() == Some(id) {
+                return Err(status(Error::CannotChangeOwnRoles));
+            }
         }
         let fingerprint = idempotency::fingerprint(&pb::UpdateAccountRequest {
             account: Some(pb::Account {
@@ -607,7 +733,7 @@ impl AccountService for AccountApi {
         &self,
         request: Request<pb::ListAccountsRequest>,
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
-        let caller = Caller::of(&request)?;
+        let caller = self.caller(&request).await?;
         caller.require_role(ROLE_ADMIN)?;
         let req = request.into_inner();
         let mut violations = Violations::default();
@@ -663,7 +789,7 @@ impl AccountService for AccountApi {
         &self,
         request: Request<pb::DisableAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        let caller = Caller::of(&request)?;
+        let caller = self.caller(&request).await?;
         caller.require_role(ROLE_ADMIN)?;
         let req = request.into_inner();
         let mut violations = Violations::default();
@@ -705,7 +831,7 @@ impl AccountService for AccountApi {
         &self,
         request: Request<pb::EnableAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        let caller = Caller::of(&request)?;
+        let caller = self.caller(&request).await?;
         caller.require_role(ROLE_ADMIN)?;
         let req = request.into_inner();
         let mut violations = Violations::default();
@@ -723,6 +849,9 @@ impl AccountService for AccountApi {
         let id = target
             .resolve("name", &caller)
             .map_err(|v| status(v.into()))?;
+        if caller.account_id() == Some(id) {
+            return Err(status(Error::CannotEnableSelf));
+        }
         let fingerprint = idempotency::fingerprint(&pb::EnableAccountRequest {
             name: account_name(id),
             request_id: String::new(),
@@ -741,7 +870,7 @@ impl AccountService for AccountApi {
         &self,
         request: Request<pb::CreateAddressRequest>,
     ) -> Result<Response<pb::Address>, Status> {
-        let caller = Caller::of(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let mut violations = Violations::default();
         let parent = violations.check(AccountRef::parse("parent", &req.parent));
@@ -801,7 +930,7 @@ impl AccountService for AccountApi {
         &self,
         request: Request<pb::GetAddressRequest>,
     ) -> Result<Response<pb::Address>, Status> {
-        let caller = Caller::of(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let (account, address) =
             parse_address_name("name", &req.name).map_err(|v| validation(vec![v]))?;
@@ -820,7 +949,7 @@ impl AccountService for AccountApi {
         &self,
         request: Request<pb::ListAddressesRequest>,
     ) -> Result<Response<pb::ListAddressesResponse>, Status> {
-        let caller = Caller::of(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let mut violations = Violations::default();
         let parent = violations.check(AccountRef::parse("parent", &req.parent));
@@ -857,7 +986,7 @@ impl AccountService for AccountApi {
         &self,
         request: Request<pb::DeleteAddressRequest>,
     ) -> Result<Response<()>, Status> {
-        let caller = Caller::of(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let mut violations = Violations::default();
         let name = violations.check(parse_address_name("name", &req.name));
@@ -941,11 +1070,7 @@ impl AccountService for AccountApi {
         let Some(client) = client.filter(|_| verified.matches) else {
             return Err(status(Error::InvalidClient));
         };
-        if client
-            .audiences
-            .as_ref()
-            .is_some_and(|allowed| !allowed.contains(&req.audience))
-        {
+        if !client.audiences.contains(&req.audience) {
             return Err(status(Error::AudienceNotAllowed));
         }
         let now = self.now();
@@ -963,6 +1088,50 @@ impl AccountService for AccountApi {
             access_token,
             expire_time: Some(to_timestamp(expires)),
             token_type: "Bearer".into(),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_token_revocations(
+        &self,
+        request: Request<pb::ListTokenRevocationsRequest>,
+    ) -> Result<Response<pb::ListTokenRevocationsResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        if !caller.is_service() {
+            caller.require_role(ROLE_ADMIN)?;
+        }
+        let req = request.into_inner();
+        // Verifiers read the whole list every few seconds: larger pages.
+        let page = PageRequest::parse_with_limits(
+            req.page_size,
+            &req.page_token,
+            page_fingerprint(&[]),
+            500,
+            1000,
+        )
+        .map_err(validation)?;
+        let after = page.after_uuid().map_err(|v| validation(vec![v]))?;
+        // Tokens issued before an older change have expired anyway.
+        let since = self.now()
+            - self.deps.issuer.access_ttl
+            - chrono::Duration::seconds(
+                i64::try_from(backroom_shared::auth::LEEWAY_SECS).unwrap_or(60),
+            );
+        let lookup = page.clone();
+        let rows = self
+            .db(move |conn| repo::list_revocations(conn, since, &lookup, after))
+            .await?;
+        let (rows, next_page_token) = page.finish(rows, |r| r.account.to_string());
+        Ok(Response::new(pb::ListTokenRevocationsResponse {
+            token_revocations: rows
+                .iter()
+                .map(|r| pb::TokenRevocation {
+                    account: account_name(r.account),
+                    min_security_version: r.min_security_version,
+                    revoke_time: Some(to_timestamp(r.changed_at)),
+                })
+                .collect(),
+            next_page_token,
         }))
     }
 }

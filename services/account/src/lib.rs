@@ -21,15 +21,19 @@ use backroom_shared::{
     config::{AuthConfig, Secret, ServerConfig},
     db::Pool,
     errors::Domain,
+    ratelimit::RateLimitLayer,
     server::GrpcServer,
 };
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
-use crate::domain::{
-    Email, Password,
-    lockout::LockoutPolicy,
-    passwords::{Hasher, default_params},
-    tokens::{SigningKeys, TokenIssuer},
+use crate::{
+    db::repo::{self, Bootstrap, SessionLifetime},
+    domain::{
+        Email, Password,
+        lockout::LockoutPolicy,
+        passwords::{DEFAULT_QUEUE_DEPTH, Hasher, default_params},
+        tokens::{SigningKeys, TokenIssuer},
+    },
 };
 
 /// The service's name, schema and role suffix.
@@ -50,6 +54,22 @@ pub const PUBLIC_METHODS: [&str; 6] = [
     "/backroom.account.v1.AccountService/GetJwks",
     "/backroom.account.v1.AccountService/IssueServiceToken",
 ];
+
+/// RPCs rate-limited per client address (see `backroom_shared::ratelimit`):
+/// every public one, and ChangePassword (it checks a password too).
+pub const RATE_LIMITED_METHODS: [&str; 7] = [
+    PUBLIC_METHODS[0],
+    PUBLIC_METHODS[1],
+    PUBLIC_METHODS[2],
+    PUBLIC_METHODS[3],
+    PUBLIC_METHODS[4],
+    PUBLIC_METHODS[5],
+    "/backroom.account.v1.AccountService/ChangePassword",
+];
+
+/// Shortest client secret a service principal may have: secrets are
+/// machine-made, so this costs nothing and makes guessing hopeless.
+pub const MIN_CLIENT_SECRET_LEN: usize = 32;
 
 /// The `backroom-account` command line: every flag also reads the
 /// environment variable named in its help.
@@ -98,18 +118,27 @@ pub struct AccountConfig {
     /// Lifetime of access and service tokens, seconds.
     #[arg(long, env = "BACKROOM_ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
     pub access_token_ttl_secs: i64,
-    /// Lifetime of a refresh token, seconds.
+    /// Lifetime of a refresh token unused (the idle timeout), seconds.
     #[arg(long, env = "BACKROOM_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
     pub refresh_token_ttl_secs: i64,
-    /// Service principals: `client_id:secret` pairs separated by commas.
+    /// Absolute lifetime of a session from its Login, however often it is
+    /// refreshed, seconds.
+    #[arg(long, env = "BACKROOM_SESSION_MAX_LIFETIME_SECS", default_value_t = 90 * 24 * 3600)]
+    pub session_max_lifetime_secs: i64,
+    /// Password-hashing jobs that may wait for a hashing thread; past it,
+    /// calls that need a hash answer RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "BACKROOM_HASH_QUEUE_DEPTH", default_value_t = DEFAULT_QUEUE_DEPTH)]
+    pub hash_queue_depth: usize,
+    /// Service principals: `client_id:secret` pairs separated by commas
+    /// (secrets of at least 32 characters).
     #[arg(long, env = "BACKROOM_SERVICE_CLIENTS", hide_env_values = true)]
     pub service_clients: Option<Secret>,
     /// Audiences each service principal may ask tokens for:
     /// `client_id=aud|aud,…` (e.g. `payment=backroom.account|backroom.inventory`).
-    /// A client not listed may ask for every audience.
+    /// Every client in BACKROOM_SERVICE_CLIENTS must be listed.
     #[arg(long, env = "BACKROOM_SERVICE_CLIENT_AUDIENCES")]
     pub service_client_audiences: Option<String>,
-    /// Email of an admin account created (or promoted) at start-up.
+    /// Email of an admin account created at start-up if no account has it.
     #[arg(long, env = "BACKROOM_BOOTSTRAP_ADMIN_EMAIL")]
     pub bootstrap_admin_email: Option<String>,
     /// Its password (used only when the account is created).
@@ -119,6 +148,17 @@ pub struct AccountConfig {
         hide_env_values = true
     )]
     pub bootstrap_admin_password: Option<Secret>,
+    /// If an account that is not an admin already has the bootstrap email,
+    /// make it an admin (its password unchanged) instead of refusing to
+    /// start. Off by default: whoever registered that email first would
+    /// otherwise become admin.
+    #[arg(
+        long,
+        env = "BACKROOM_BOOTSTRAP_ADMIN_PROMOTE_EXISTING",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub bootstrap_admin_promote_existing: bool,
 }
 
 impl AccountConfig {
@@ -129,10 +169,13 @@ impl AccountConfig {
             jwt_signing_keys_file: None,
             access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 30 * 24 * 3600,
+            session_max_lifetime_secs: 90 * 24 * 3600,
+            hash_queue_depth: DEFAULT_QUEUE_DEPTH,
             service_clients: None,
             service_client_audiences: None,
             bootstrap_admin_email: None,
             bootstrap_admin_password: None,
+            bootstrap_admin_promote_existing: false,
         }
     }
 
@@ -160,8 +203,8 @@ pub struct Deps {
     pub hasher: Hasher,
     /// Token signing.
     pub issuer: TokenIssuer,
-    /// Refresh-token lifetime.
-    pub refresh_ttl: chrono::Duration,
+    /// Refresh-token and session lifetimes.
+    pub sessions: SessionLifetime,
     /// Failed-login policy.
     pub lockout: LockoutPolicy,
     /// Service principals, secrets kept only hashed.
@@ -175,8 +218,8 @@ pub struct ServiceClient {
     pub id: String,
     /// Argon2id hash of its secret.
     pub secret_hash: String,
-    /// The audiences it may ask tokens for; `None`: all.
-    pub audiences: Option<Vec<String>>,
+    /// The audiences it may ask tokens for.
+    pub audiences: Vec<String>,
 }
 
 /// Parses `client_id=aud|aud,…`.
@@ -209,10 +252,16 @@ impl Deps {
         pool: Pool,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
-        let hasher = backroom_shared::db::blocking(|| {
-            Hasher::new(default_params(), None).map_err(backroom_shared::db::DbError::Other)
+        let depth = config.hash_queue_depth;
+        let hasher = backroom_shared::db::blocking(move || {
+            Hasher::with_queue(default_params(), None, depth)
+                .map_err(backroom_shared::db::DbError::Other)
         })
         .await?;
+        anyhow::ensure!(
+            config.refresh_token_ttl_secs > 0 && config.session_max_lifetime_secs > 0,
+            "BACKROOM_REFRESH_TOKEN_TTL_SECS and BACKROOM_SESSION_MAX_LIFETIME_SECS must be positive"
+        );
         let issuer = TokenIssuer::new(
             config.signing_keys()?,
             auth.jwt_issuer.clone(),
@@ -233,14 +282,24 @@ impl Deps {
                     .ok_or_else(|| {
                         anyhow::anyhow!("BACKROOM_SERVICE_CLIENTS: expected client_id:secret pairs")
                     })?;
+                anyhow::ensure!(
+                    secret.chars().count() >= MIN_CLIENT_SECRET_LEN,
+                    "BACKROOM_SERVICE_CLIENTS: the secret of {id} must have at least {MIN_CLIENT_SECRET_LEN} characters"
+                );
                 let secret = Password::presented("client_secret", secret).map_err(|v| {
                     anyhow::anyhow!("BACKROOM_SERVICE_CLIENTS: secret of {id} {}", v.description)
                 })?;
                 let secret_hash = hasher.hash(&secret).await?;
+                // No default: a principal may reach only what it was given.
                 let audiences = allowed
                     .iter()
                     .find(|(client, _)| client == id)
-                    .map(|(_, a)| a.clone());
+                    .map(|(_, a)| a.clone())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "BACKROOM_SERVICE_CLIENT_AUDIENCES: no entry for service client {id}; list the audiences it may call, e.g. {id}=backroom.account"
+                        )
+                    })?;
                 clients.push(ServiceClient {
                     id: id.to_owned(),
                     secret_hash,
@@ -253,15 +312,21 @@ impl Deps {
             clock,
             hasher,
             issuer,
-            refresh_ttl: chrono::Duration::seconds(config.refresh_token_ttl_secs),
+            sessions: SessionLifetime {
+                refresh_ttl: chrono::Duration::seconds(config.refresh_token_ttl_secs),
+                max_lifetime: chrono::Duration::seconds(config.session_max_lifetime_secs),
+            },
             lockout: LockoutPolicy::default(),
             clients: Arc::new(clients),
         })
     }
 }
 
-/// Creates or promotes the bootstrap admin from config; returns its email
-/// when configured.
+/// Creates the bootstrap admin from config if no account has its email;
+/// returns the email when configured. An existing account with that email
+/// keeps its password; if it is not an admin, start-up fails unless
+/// `BACKROOM_BOOTSTRAP_ADMIN_PROMOTE_EXISTING` asks to promote it (logged
+/// loudly).
 pub async fn bootstrap_admin(
     deps: &Deps,
     config: &AccountConfig,
@@ -283,11 +348,28 @@ pub async fn bootstrap_admin(
     let hash = deps.hasher.hash(&password).await?;
     let now = deps.clock.now();
     let stored = email.clone();
-    let created = deps
+    let promote = config.bootstrap_admin_promote_existing;
+    let outcome = deps
         .pool
-        .run(move |conn| db::repo::ensure_admin(conn, &stored, &hash, now))
+        .run(move |conn| repo::ensure_admin(conn, &stored, &hash, promote, now))
         .await?;
-    tracing::info!(email = email.as_str(), created, "bootstrap admin ready");
+    match outcome {
+        Bootstrap::Created => tracing::info!(email = email.as_str(), "bootstrap admin created"),
+        Bootstrap::AlreadyAdmin => {
+            tracing::info!(
+                email = email.as_str(),
+                "bootstrap admin exists (password unchanged)"
+            );
+        }
+        Bootstrap::Promoted => tracing::warn!(
+            email = email.as_str(),
+            "BOOTSTRAP_ADMIN_PROMOTE_EXISTING: an existing account was made admin; its password is unchanged and NOT the configured one"
+        ),
+        Bootstrap::RefusedToPromote => anyhow::bail!(
+            "BACKROOM_BOOTSTRAP_ADMIN_EMAIL {} belongs to an existing account that is not an admin; refusing to promote it (whoever registered it would become admin). Choose another email, or set BACKROOM_BOOTSTRAP_ADMIN_PROMOTE_EXISTING=true if that account is yours",
+            email.as_str()
+        ),
+    }
     Ok(Some(email.as_str().to_owned()))
 }
 
@@ -303,10 +385,15 @@ pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
     let pool = deps.pool.clone();
     let purge = deps.clone();
     tokio::spawn(backroom_shared::idempotency::purge_periodically(
-        purge.pool,
-        purge.clock,
+        purge.pool.clone(),
+        purge.clock.clone(),
     ));
+    tokio::spawn(purge_sessions_periodically(purge));
+    let rate_limits = RateLimitLayer::new(&config.rate_limit, &RATE_LIMITED_METHODS);
     GrpcServer::new(config)
+        // Rate limits before auth: a flood is refused before any token or
+        // password work.
+        .with_layer(rate_limits)
         .with_layer(AuthLayer::new(verifier, DOMAIN, &PUBLIC_METHODS))
         .with_health_probe(Arc::new(move || {
             let pool = pool.clone();
@@ -317,4 +404,35 @@ pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
+}
+
+/// Deletes expired refresh tokens and idle failed-login counters every ten
+/// minutes, forever (spawned by [`server`]).
+async fn purge_sessions_periodically(deps: Deps) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (now, policy) = (deps.clock.now(), deps.lockout);
+        let purged = deps
+            .pool
+            .run(move |conn| {
+                Ok::<_, domain::Error>((
+                    repo::purge_refresh_tokens(conn, now)?,
+                    repo::purge_throttles(conn, &policy, now)?,
+                ))
+            })
+            .await;
+        match purged {
+            Ok((0, 0)) => {}
+            Ok((tokens, throttles)) => {
+                tracing::info!(
+                    tokens,
+                    throttles,
+                    "expired sessions and login counters purged"
+                );
+            }
+            Err(err) => tracing::warn!(%err, "purging sessions failed"),
+        }
+    }
 }

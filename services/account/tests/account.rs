@@ -829,13 +829,30 @@ async fn a_disabled_account_can_neither_log_in_nor_refresh_until_enabled() {
         .into_inner();
     assert_eq!(disabled.state, pb::AccountState::Disabled as i32);
     assert_eq!(disabled.disable_reason, "chargebacks");
+    // The right password of a disabled account answers exactly like a wrong
+    // one: the answer must not confirm the password.
     let status = app
         .login("disabled@example.com", PASSWORD)
         .await
         .unwrap_err();
     assert_eq!(
         (status.code(), reason(&status)),
-        (Code::PermissionDenied, "ACCOUNT_DISABLED".into())
+        (Code::Unauthenticated, "INVALID_CREDENTIALS".into())
+    );
+    // The access token it still holds stops working at once.
+    let status = app
+        .client()
+        .get_account(authed(
+            &session.access_token,
+            pb::GetAccountRequest {
+                name: "accounts/me".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status)),
+        (Code::Unauthenticated, "TOKEN_REVOKED".into())
     );
     let status = app
         .client()
@@ -972,7 +989,7 @@ async fn addresses_are_created_listed_read_and_deleted_by_their_owner_only() {
         .client()
         .issue_service_token(pb::IssueServiceTokenRequest {
             client_id: "payment".into(),
-            client_secret: "payment-secret-123".into(),
+            client_secret: common::PAYMENT_SECRET.into(),
             audience: "backroom.account".into(),
         })
         .await
@@ -1057,7 +1074,7 @@ async fn service_principals_get_service_tokens_for_known_audiences_only() {
         .client()
         .issue_service_token(issue(
             "inventory",
-            "inventory-secret-123",
+            common::INVENTORY_SECRET,
             "backroom.account",
         ))
         .await
@@ -1089,7 +1106,7 @@ async fn service_principals_get_service_tokens_for_known_audiences_only() {
 
     for (id, secret) in [
         ("inventory", "wrong-secret-123"),
-        ("nobody", "inventory-secret-123"),
+        ("nobody", common::INVENTORY_SECRET),
     ] {
         let status = app
             .client()
@@ -1105,7 +1122,7 @@ async fn service_principals_get_service_tokens_for_known_audiences_only() {
         .client()
         .issue_service_token(issue(
             "inventory",
-            "inventory-secret-123",
+            common::INVENTORY_SECRET,
             "backroom.shipping",
         ))
         .await
@@ -1120,7 +1137,7 @@ async fn service_principals_get_service_tokens_for_known_audiences_only() {
         .client()
         .issue_service_token(issue(
             "inventory",
-            "inventory-secret-123",
+            common::INVENTORY_SECRET,
             "backroom.payment",
         ))
         .await
@@ -1130,9 +1147,13 @@ async fn service_principals_get_service_tokens_for_known_audiences_only() {
         (Code::PermissionDenied, "AUDIENCE_NOT_ALLOWED".into())
     );
     app.client()
-        .issue_service_token(issue("payment", "payment-secret-123", "backroom.inventory"))
+        .issue_service_token(issue(
+            "payment",
+            common::PAYMENT_SECRET,
+            "backroom.inventory",
+        ))
         .await
-        .expect("an unrestricted client may ask for any audience");
+        .expect("payment may ask for the audiences it was given");
 
     // A service token is not a customer: it cannot list accounts.
     let status = app

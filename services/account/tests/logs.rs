@@ -49,7 +49,7 @@ async fn no_password_hash_or_token_appears_in_any_log_line() {
         .client()
         .issue_service_token(pb::IssueServiceTokenRequest {
             client_id: "payment".into(),
-            client_secret: "payment-secret-123".into(),
+            client_secret: common::PAYMENT_SECRET.into(),
             audience: "backroom.payment".into(),
         })
         .await
@@ -80,7 +80,7 @@ async fn no_password_hash_or_token_appears_in_any_log_line() {
         ("password", PASSWORD.to_owned()),
         ("new password", new_password.to_owned()),
         ("wrong password", "wrong password 42".to_owned()),
-        ("client secret", "payment-secret-123".to_owned()),
+        ("client secret", common::PAYMENT_SECRET.to_owned()),
         ("password hash", hash.clone()),
         (
             "hash salt+digest",

@@ -23,6 +23,7 @@ fn claims(sub: &str) -> Claims {
         iat: now,
         jti: uuid::Uuid::new_v4().to_string(),
         roles: vec!["customer".into(), "admin".into()],
+        sv: 1,
     }
 }
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use super::schema::account::{accounts, addresses, refresh_tokens};
+use super::schema::account::{accounts, addresses, login_throttles, refresh_tokens};
 use crate::domain::{Email, NewAddress, lockout::LoginFailures};
 
 /// An account as stored.
@@ -19,13 +19,11 @@ pub struct AccountRow {
     pub roles: Vec<Option<String>>,
     pub disabled: bool,
     pub disable_reason: String,
-    pub failed_logins: i32,
-    pub first_failed_at: Option<DateTime<Utc>>,
-    pub locked_until: Option<DateTime<Utc>>,
-    pub lock_count: i32,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub security_version: i64,
+    pub security_changed_at: Option<DateTime<Utc>>,
 }
 
 /// A new account.
@@ -50,7 +48,12 @@ pub struct Account {
     pub roles: Vec<String>,
     pub disabled: bool,
     pub disable_reason: String,
-    pub failures: LoginFailures,
+    /// Raised by a password change, a disable and a role change; tokens
+    /// carry the version they were issued under.
+    pub security_version: i64,
+    /// The lock across all clients (too many failures from everywhere),
+    /// if one is set; filled in by the repository where it is shown.
+    pub locked_until: Option<DateTime<Utc>>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -66,12 +69,8 @@ impl AccountRow {
             roles: self.roles.into_iter().flatten().collect(),
             disabled: self.disabled,
             disable_reason: self.disable_reason,
-            failures: LoginFailures {
-                count: self.failed_logins,
-                window_start: self.first_failed_at,
-                locked_until: self.locked_until,
-                lock_count: self.lock_count,
-            },
+            security_version: self.security_version,
+            locked_until: None,
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -130,6 +129,7 @@ pub struct RefreshTokenRow {
     pub expires_at: DateTime<Utc>,
     pub rotated_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub session_expires_at: DateTime<Utc>,
 }
 
 /// A new refresh token.
@@ -141,4 +141,40 @@ pub struct NewRefreshTokenRow<'a> {
     pub account_id: Uuid,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    pub session_expires_at: DateTime<Utc>,
+}
+
+/// Failed-login counters of one (email, client) pair.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = login_throttles, check_for_backend(diesel::pg::Pg))]
+pub struct LoginThrottleRow {
+    pub email_hash: Vec<u8>,
+    pub client: String,
+    pub attempts: i32,
+    pub window_start: Option<DateTime<Utc>>,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub lock_count: i32,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl LoginThrottleRow {
+    /// The counters as the lockout policy sees them.
+    pub fn failures(&self) -> LoginFailures {
+        LoginFailures {
+            count: self.attempts,
+            window_start: self.window_start,
+            locked_until: self.locked_until,
+            lock_count: self.lock_count,
+        }
+    }
+
+    /// The row holding `failures`.
+    pub fn with_failures(mut self, failures: LoginFailures, now: DateTime<Utc>) -> Self {
+        self.attempts = failures.count;
+        self.window_start = failures.window_start;
+        self.locked_until = failures.locked_until;
+        self.lock_count = failures.lock_count;
+        self.updated_at = now;
+        self
+    }
 }

@@ -10,13 +10,11 @@ pub mod account {
             roles -> Array<Nullable<Text>>,
             disabled -> Bool,
             disable_reason -> Text,
-            failed_logins -> Int4,
-            first_failed_at -> Nullable<Timestamptz>,
-            locked_until -> Nullable<Timestamptz>,
-            lock_count -> Int4,
             version -> Int8,
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
+            security_version -> Int8,
+            security_changed_at -> Nullable<Timestamptz>,
         }
     }
 
@@ -36,6 +34,18 @@ pub mod account {
     }
 
     diesel::table! {
+        account.login_throttles (email_hash, client) {
+            email_hash -> Bytea,
+            client -> Text,
+            attempts -> Int4,
+            window_start -> Nullable<Timestamptz>,
+            locked_until -> Nullable<Timestamptz>,
+            lock_count -> Int4,
+            updated_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
         account.refresh_tokens (token_hash) {
             token_hash -> Bytea,
             family_id -> Uuid,
@@ -44,11 +54,17 @@ pub mod account {
             expires_at -> Timestamptz,
             rotated_at -> Nullable<Timestamptz>,
             revoked_at -> Nullable<Timestamptz>,
+            session_expires_at -> Timestamptz,
         }
     }
 
     diesel::joinable!(addresses -> accounts (account_id));
     diesel::joinable!(refresh_tokens -> accounts (account_id));
 
-    diesel::allow_tables_to_appear_in_same_query!(accounts, addresses, refresh_tokens,);
+    diesel::allow_tables_to_appear_in_same_query!(
+        accounts,
+        addresses,
+        login_throttles,
+        refresh_tokens,
+    );
 }

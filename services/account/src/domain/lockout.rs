@@ -1,15 +1,36 @@
-//! The failed-login policy: `max_failures` failures within `window` lock the
-//! account; each consecutive lock waits twice as long as the one before
-//! (`base_lock`, 2×, 4×, … capped at `max_lock`); a successful login resets
-//! everything.
+//! The failed-login policy, applied to counters keyed by email and client
+//! (see `db::repo::throttles`): `max_failures` attempts within `window` from
+//! one client lock the email for that client; `ceiling` attempts from all
+//! clients together lock it for everyone (against guessing spread over many
+//! addresses). Each consecutive lock waits twice as long as the one before
+//! (`base_lock`, 2×, 4×, … capped at `max_lock`). A successful login resets
+//! the client's counters.
+//!
+//! Attempts are counted when they begin, before the password is checked
+//! (and uncounted when no check happened, e.g. the hashing queue was full):
+//! that is what bounds the checks however many guesses arrive at once.
+//! Keying by client is the OWASP answer to targeted lockout: five requests
+//! from an attacker no longer lock the owner out everywhere, only the
+//! ceiling does, and it takes ten times as many.
 
 use chrono::{DateTime, Duration, Utc};
+use sha2::{Digest as _, Sha256};
+
+use super::Email;
+
+/// The key an email's counters are stored under: its SHA-256, so the table
+/// holds no address anyone typed in, known or not.
+pub fn email_hash(email: &Email) -> [u8; 32] {
+    Sha256::digest(email.as_str().as_bytes()).into()
+}
 
 /// The policy's knobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutPolicy {
-    /// Failures that trigger a lock.
+    /// Attempts from one client that trigger a lock for that client.
     pub max_failures: i32,
+    /// Attempts from all clients together that trigger a lock for everyone.
+    pub ceiling: i32,
     /// The window the failures must fall in.
     pub window: Duration,
     /// The first lock's length.
@@ -22,6 +43,7 @@ impl Default for LockoutPolicy {
     fn default() -> Self {
         Self {
             max_failures: 5,
+            ceiling: 50,
             window: Duration::minutes(15),
             base_lock: Duration::minutes(1),
             max_lock: Duration::hours(1),
@@ -50,8 +72,19 @@ impl LoginFailures {
 }
 
 impl LockoutPolicy {
-    /// The counters after one more failure at `now`.
-    pub fn after_failure(&self, mut state: LoginFailures, now: DateTime<Utc>) -> LoginFailures {
+    /// The counters of one client after one more attempt at `now`.
+    pub fn after_failure(&self, state: LoginFailures, now: DateTime<Utc>) -> LoginFailures {
+        self.after_attempt(state, now, self.max_failures)
+    }
+
+    /// The counters after one more attempt at `now`, locking once `limit`
+    /// attempts fell within the window.
+    pub fn after_attempt(
+        &self,
+        mut state: LoginFailures,
+        now: DateTime<Utc>,
+        limit: i32,
+    ) -> LoginFailures {
         let in_window = state
             .window_start
             .is_some_and(|start| now - start < self.window);
@@ -61,7 +94,7 @@ impl LockoutPolicy {
             state.count = 1;
             state.window_start = Some(now);
         }
-        if state.count >= self.max_failures {
+        if state.count >= limit {
             let doubling = u32::try_from(state.lock_count.clamp(0, 20)).unwrap_or(20);
             let wait = self
                 .base_lock

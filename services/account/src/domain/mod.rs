@@ -79,6 +79,22 @@ pub enum Error {
     /// A service token was asked for an audience that does not exist.
     #[error("unknown audience")]
     UnknownAudience,
+    /// The password-hashing queue is full: try again shortly.
+    #[error("password hashing is overloaded")]
+    Overloaded,
+    /// The caller's deadline passed (or it hung up) before the work began.
+    #[error("the caller's deadline passed")]
+    DeadlineExceeded,
+    /// An admin tried to change their own roles.
+    #[error("cannot change own roles")]
+    CannotChangeOwnRoles,
+    /// An admin tried to enable their own account.
+    #[error("cannot enable own account")]
+    CannotEnableSelf,
+    /// The caller's token no longer counts (account disabled, security
+    /// version moved on, account gone).
+    #[error("token revoked")]
+    TokenRevoked,
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),

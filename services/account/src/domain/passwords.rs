@@ -12,11 +12,21 @@
 //! login storm then takes the CPU the rest of the service leaves idle, but
 //! cannot push other RPCs' latency up (BENCHMARKS.md measured GetProduct's
 //! p99 growing 11× during a storm at normal priority).
+//!
+//! The queue in front of the threads is bounded: when it is full a call is
+//! refused at once ([`Error::Overloaded`], RESOURCE_EXHAUSTED) instead of
+//! waiting behind work nobody may still want. And a queued job whose caller
+//! has gone (its deadline passed, or it hung up and tonic dropped the
+//! handler) is skipped, not run: a flood of short-deadline calls leaves a
+//! queue of dead jobs that drains in microseconds, so a normal Login right
+//! after the flood waits for no one.
 
 use std::{
     cell::RefCell,
     sync::{Arc, Mutex, mpsc},
 };
+
+use tokio::time::Instant;
 
 use argon2::{
     Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher as _, Version,
@@ -42,12 +52,16 @@ pub struct Verified {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Default number of hash jobs that may wait for a thread: with two threads
+/// at ~19 ms a hash, the last of them waits about 0.6 s.
+pub const DEFAULT_QUEUE_DEPTH: usize = 64;
+
 /// Hashes and verifies passwords; see the module docs.
 #[derive(Clone)]
 pub struct Hasher {
     params: Params,
     threads: usize,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
     /// Verified against when the account does not exist, so an unknown
     /// email costs the same time as a wrong password.
     dummy_hash: Arc<str>,
@@ -62,10 +76,10 @@ impl std::fmt::Debug for Hasher {
     }
 }
 
-/// Starts `threads` hashing threads; they exit when every [`Hasher`] clone
-/// (every sender) is gone.
-fn start_pool(threads: usize) -> anyhow::Result<mpsc::Sender<Job>> {
-    let (sender, receiver) = mpsc::channel::<Job>();
+/// Starts `threads` hashing threads behind a queue of `depth` jobs; they
+/// exit when every [`Hasher`] clone (every sender) is gone.
+fn start_pool(threads: usize, depth: usize) -> anyhow::Result<mpsc::SyncSender<Job>> {
+    let (sender, receiver) = mpsc::sync_channel::<Job>(depth);
     let receiver = Arc::new(Mutex::new(receiver));
     for n in 0..threads {
         let receiver = receiver.clone();
@@ -167,8 +181,18 @@ fn verify_phc(stored: &PasswordHash, params: &Params, password: &[u8]) -> anyhow
 
 impl Hasher {
     /// A hasher with `params` on `parallelism` threads (default: the number
-    /// of cores). Blocking: computes the dummy hash.
+    /// of cores) behind a queue of [`DEFAULT_QUEUE_DEPTH`] jobs. Blocking:
+    /// computes the dummy hash.
     pub fn new(params: Params, parallelism: Option<usize>) -> anyhow::Result<Self> {
+        Self::with_queue(params, parallelism, DEFAULT_QUEUE_DEPTH)
+    }
+
+    /// [`Self::new`] with a queue of `depth` waiting jobs.
+    pub fn with_queue(
+        params: Params,
+        parallelism: Option<usize>,
+        depth: usize,
+    ) -> anyhow::Result<Self> {
         let parallelism = parallelism
             .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
             .unwrap_or(2)
@@ -180,7 +204,7 @@ impl Hasher {
         Ok(Self {
             params,
             threads: parallelism,
-            jobs: start_pool(parallelism)?,
+            jobs: start_pool(parallelism, depth.max(1))?,
             dummy_hash: dummy.into(),
         })
     }
@@ -227,18 +251,32 @@ impl Hasher {
         .await
     }
 
-    /// Runs `work` on a hashing thread inside the caller's span.
+    /// Runs `work` on a hashing thread inside the caller's span, unless the
+    /// queue is full ([`Error::Overloaded`] at once) or the caller is gone
+    /// by the time a thread is free (the job is skipped).
     async fn on_pool<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let (reply, result) = tokio::sync::oneshot::channel();
         let span = tracing::Span::current();
-        self.jobs
-            .send(Box::new(move || {
-                let _ = reply.send(span.in_scope(work));
-            }))
-            .map_err(|_| Error::Internal(anyhow::anyhow!("hashing threads are gone")))?;
+        let deadline = backroom_shared::deadline::current();
+        let job: Job = Box::new(move || {
+            // Nobody waits for the answer any more: the handler was dropped
+            // (the client hung up or its deadline fired) or the deadline has
+            // passed. Computing it would only delay the next caller.
+            if reply.is_closed() || deadline.is_some_and(|d| Instant::now() >= d) {
+                let _ = reply.send(Err(Error::DeadlineExceeded));
+                return;
+            }
+            let _ = reply.send(span.in_scope(work));
+        });
+        self.jobs.try_send(job).map_err(|err| match err {
+            mpsc::TrySendError::Full(_) => Error::Overloaded,
+            mpsc::TrySendError::Disconnected(_) => {
+                Error::Internal(anyhow::anyhow!("hashing threads are gone"))
+            }
+        })?;
         result
             .await
             .map_err(|_| Error::Internal(anyhow::anyhow!("hashing thread dropped the job")))?
@@ -315,6 +353,57 @@ mod tests {
             argon2(default_params())
                 .verify_password(b"wrong horse battery", &parsed)
                 .is_err()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_refuses_at_once_and_dead_jobs_are_skipped() {
+        // One thread, one queued job: a third concurrent hash is refused.
+        let hasher = Hasher::with_queue(default_params(), Some(1), 1).unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        // Occupy the only thread until told otherwise.
+        let busy = tokio::spawn({
+            let hasher = hasher.clone();
+            async move {
+                hasher
+                    .on_pool(move || {
+                        let _ = started_tx.send(());
+                        let _ = release_rx.recv();
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        started_rx.recv().unwrap();
+        // Fill the queue with a job whose caller then gives up: polled
+        // once (queued), then dropped by the timeout.
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(5),
+            hasher.on_pool(move || {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the thread is busy: the job only queued");
+        // The queue is full: the next call is refused at once.
+        assert!(matches!(
+            hasher.hash(&password("correct horse battery")).await,
+            Err(Error::Overloaded)
+        ));
+        release_tx.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        // The thread is free: a new hash runs; the abandoned job never did.
+        hasher
+            .hash(&password("correct horse battery"))
+            .await
+            .unwrap();
+        assert!(
+            !ran.load(std::sync::atomic::Ordering::SeqCst),
+            "a job whose caller had gone must not run"
         );
     }
 

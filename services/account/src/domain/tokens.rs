@@ -128,12 +128,26 @@ impl TokenIssuer {
         &self.issuer
     }
 
-    /// Signs a token for `sub` with `roles`, valid for `audiences`, from `now`.
+    /// Signs a token for `sub` with `roles`, valid for `audiences`, from
+    /// `now`, under the initial security version (a fresh account's; service
+    /// principals are never revoked by version).
     pub fn issue(
         &self,
         sub: String,
         roles: Vec<String>,
         audiences: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(String, DateTime<Utc>), Error> {
+        self.issue_versioned(sub, roles, audiences, 1, now)
+    }
+
+    /// [`Self::issue`] under the account's current security version `sv`.
+    pub fn issue_versioned(
+        &self,
+        sub: String,
+        roles: Vec<String>,
+        audiences: Vec<String>,
+        sv: i64,
         now: DateTime<Utc>,
     ) -> Result<(String, DateTime<Utc>), Error> {
         let expires = now + self.access_ttl;
@@ -146,6 +160,7 @@ impl TokenIssuer {
             iat: now.timestamp(),
             jti: Uuid::new_v4().to_string(),
             roles,
+            sv,
         };
         let signer = self.keys.signer();
         let mut header = Header::new(Algorithm::EdDSA);

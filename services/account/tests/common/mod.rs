@@ -10,7 +10,7 @@ use backroom_proto::account::v1::{self as pb, account_service_client::AccountSer
 use backroom_shared::{
     client::TracedChannel,
     clock::ManualClock,
-    config::{AuthConfig, Secret, ServerConfig},
+    config::{AuthConfig, RateLimitConfig, Secret, ServerConfig},
     db::Pool,
     testing::{TestDb, TestServer},
 };
@@ -20,6 +20,8 @@ use tonic::Request;
 pub const ADMIN_EMAIL: &str = "admin@backroom.test";
 pub const ADMIN_PASSWORD: &str = "admin password 123";
 pub const PASSWORD: &str = "correct horse battery";
+pub const PAYMENT_SECRET: &str = "payment-secret-0123456789abcdefghij";
+pub const INVENTORY_SECRET: &str = "inventory-secret-0123456789abcdefgh";
 
 pub struct TestApp {
     pub server: TestServer,
@@ -35,7 +37,20 @@ impl TestApp {
         Self::spawn_with(|_| {}).await
     }
 
+    /// A server whose rate limits are off: tests make many calls from one
+    /// address on purpose (the rate-limit tests use [`Self::spawn_on`]).
     pub async fn spawn_with(configure: impl FnOnce(&mut AccountConfig)) -> Self {
+        let server_config = ServerConfig {
+            rate_limit: RateLimitConfig::unlimited(),
+            ..ServerConfig::default()
+        };
+        Self::spawn_on(server_config, configure).await
+    }
+
+    pub async fn spawn_on(
+        server_config: ServerConfig,
+        configure: impl FnOnce(&mut AccountConfig),
+    ) -> Self {
         let db = TestDb::create().await;
         let db_config = db.service_config(SERVICE, MIGRATIONS).await;
         let pool = Pool::new(&db_config, SERVICE);
@@ -43,10 +58,13 @@ impl TestApp {
         let mut config = AccountConfig::with_keys(keys_pem.clone());
         config.bootstrap_admin_email = Some(ADMIN_EMAIL.into());
         config.bootstrap_admin_password = Some(Secret::new(ADMIN_PASSWORD));
-        config.service_clients = Some(Secret::new(
-            "payment:payment-secret-123,inventory:inventory-secret-123",
-        ));
-        config.service_client_audiences = Some("inventory=backroom.account".into());
+        config.service_clients = Some(Secret::new(format!(
+            "payment:{PAYMENT_SECRET},inventory:{INVENTORY_SECRET}"
+        )));
+        config.service_client_audiences = Some(
+            "inventory=backroom.account,payment=backroom.account|backroom.inventory|backroom.payment"
+                .into(),
+        );
         configure(&mut config);
         let clock = ManualClock::new();
         let deps = Deps::new(
@@ -60,7 +78,7 @@ impl TestApp {
         bootstrap_admin(&deps, &config)
             .await
             .expect("bootstrap admin");
-        let server = TestServer::spawn(server(ServerConfig::default(), deps)).await;
+        let server = TestServer::spawn(server(server_config, deps)).await;
         let client = AccountServiceClient::new(server.channel.clone());
         Self {
             server,

@@ -1,0 +1,196 @@
+//! Sessions: refresh-token families, their rotation, revocation, absolute
+//! lifetime and purge.
+
+use chrono::{DateTime, Duration, Utc};
+use diesel::{OptionalExtension as _, prelude::*};
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::accounts::get_row;
+use crate::{
+    db::{
+        models::{Account, AccountRow, NewRefreshTokenRow, RefreshTokenRow},
+        schema::account::refresh_tokens,
+    },
+    domain::Error,
+};
+
+/// When a session's tokens expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLifetime {
+    /// How long one refresh token lives unused (the idle timeout).
+    pub refresh_ttl: Duration,
+    /// How long a session lives from its Login, however often refreshed.
+    pub max_lifetime: Duration,
+}
+
+/// Opens a session after a successful login: a new refresh-token family
+/// whose first token is `token_hash`. Returns when that token expires.
+#[instrument(skip_all, fields(account = %account))]
+pub fn start_session(
+    conn: &mut PgConnection,
+    account: Uuid,
+    token_hash: &[u8],
+    lifetime: SessionLifetime,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, Error> {
+    let session_expires_at = now + lifetime.max_lifetime;
+    let expires_at = (now + lifetime.refresh_ttl).min(session_expires_at);
+    insert_refresh_token(
+        conn,
+        &NewRefreshTokenRow {
+            token_hash,
+            family_id: Uuid::now_v7(),
+            account_id: account,
+            created_at: now,
+            expires_at,
+            session_expires_at,
+        },
+    )?;
+    Ok(expires_at)
+}
+
+fn insert_refresh_token(
+    conn: &mut PgConnection,
+    row: &NewRefreshTokenRow<'_>,
+) -> Result<(), Error> {
+    diesel::insert_into(refresh_tokens::table)
+        .values(row)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// What presenting a refresh token led to. A rejection may still have
+/// changed state (reuse revokes the family), so both outcomes commit.
+#[derive(Debug)]
+pub enum Rotation {
+    /// The token was exchanged for the new one, which expires then; the
+    /// session's account.
+    Rotated(Account, DateTime<Utc>),
+    /// The token was refused, for this reason.
+    Rejected(Error),
+}
+
+/// Exchanges the refresh token `presented` for `new_hash` in the same family.
+/// The row lock makes concurrent uses of one token serial: the first
+/// rotates it, every later one sees a rotated token, which is reuse.
+#[instrument(skip_all)]
+pub fn rotate_refresh_token(
+    conn: &mut PgConnection,
+    presented: &[u8],
+    new_hash: &[u8],
+    refresh_ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<Rotation, Error> {
+    conn.transaction(|conn| {
+        let Some(token) = refresh_tokens::table
+            .find(presented)
+            .select(RefreshTokenRow::as_select())
+            .for_update()
+            .first(conn)
+            .optional()?
+        else {
+            return Ok(Rotation::Rejected(Error::InvalidRefreshToken));
+        };
+        if token.revoked_at.is_some() {
+            return Ok(Rotation::Rejected(Error::SessionRevoked));
+        }
+        if token.rotated_at.is_some() {
+            tracing::warn!(family = %token.family_id, "refresh token reused: revoking the family");
+            revoke_family(conn, token.family_id, now)?;
+            return Ok(Rotation::Rejected(Error::RefreshTokenReused));
+        }
+        if token.expires_at <= now || token.session_expires_at <= now {
+            return Ok(Rotation::Rejected(Error::RefreshTokenExpired));
+        }
+        let account = get_row(conn, token.account_id, false).map(AccountRow::into_account)?;
+        if account.disabled {
+            return Ok(Rotation::Rejected(Error::Disabled));
+        }
+        diesel::update(refresh_tokens::table.find(presented))
+            .set(refresh_tokens::rotated_at.eq(now))
+            .execute(conn)?;
+        // The successor never outlives the session.
+        let expires_at = (now + refresh_ttl).min(token.session_expires_at);
+        insert_refresh_token(
+            conn,
+            &NewRefreshTokenRow {
+                token_hash: new_hash,
+                family_id: token.family_id,
+                account_id: token.account_id,
+                created_at: now,
+                expires_at,
+                session_expires_at: token.session_expires_at,
+            },
+        )?;
+        Ok(Rotation::Rotated(account, expires_at))
+    })
+}
+
+fn revoke_family(conn: &mut PgConnection, family: Uuid, now: DateTime<Utc>) -> Result<(), Error> {
+    diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::family_id.eq(family))
+            .filter(refresh_tokens::revoked_at.is_null()),
+    )
+    .set(refresh_tokens::revoked_at.eq(now))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Revokes the family of `token_hash`, if the token exists.
+#[instrument(skip_all)]
+pub fn revoke_family_of(
+    conn: &mut PgConnection,
+    token_hash: &[u8],
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let family = refresh_tokens::table
+        .find(token_hash)
+        .select(refresh_tokens::family_id)
+        .first::<Uuid>(conn)
+        .optional()?;
+    if let Some(family) = family {
+        revoke_family(conn, family, now)?;
+    }
+    Ok(())
+}
+
+/// Revokes every session of an account.
+#[instrument(skip_all, fields(account = %account_id))]
+pub fn revoke_all_sessions(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::account_id.eq(account_id))
+            .filter(refresh_tokens::revoked_at.is_null()),
+    )
+    .set(refresh_tokens::revoked_at.eq(now))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// How long an expired or revoked refresh token is kept: presenting it
+/// within this time still answers precisely (expired, revoked) rather than
+/// "unknown".
+pub const REFRESH_TOKEN_RETENTION: Duration = Duration::days(1);
+
+/// Deletes refresh tokens that expired or were revoked more than
+/// [`REFRESH_TOKEN_RETENTION`] ago; returns how many. A rotated token is
+/// kept until it expires, so reuse is detected for as long as it matters.
+#[instrument(skip_all)]
+pub fn purge_refresh_tokens(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<usize, Error> {
+    let cutoff = now - REFRESH_TOKEN_RETENTION;
+    Ok(diesel::delete(
+        refresh_tokens::table.filter(
+            refresh_tokens::expires_at
+                .lt(cutoff)
+                .or(refresh_tokens::session_expires_at.lt(cutoff))
+                .or(refresh_tokens::revoked_at.lt(cutoff)),
+        ),
+    )
+    .execute(conn)?)
+}
