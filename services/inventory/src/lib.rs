@@ -24,7 +24,6 @@ use std::{future::Future, sync::Arc, time::Duration};
 use backroom_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use backroom_shared::{
     auth::{AuthLayer, Verifier, audience},
-    client::{self, ClientConfig},
     clock::SharedClock,
     config::{AuthConfig, DbConfig, Secret, ServerConfig, TelemetryConfig},
     db::{DbError, Pool},
@@ -93,8 +92,8 @@ pub enum Command {
 /// |---|---|---|
 /// | `BACKROOM_RESERVATION_SWEEP_INTERVAL_MS` | 1000 | how often expired reservations are swept; 0 disables the sweeper |
 /// | `BACKROOM_WATCH_POLL_INTERVAL_MS` | 250 | how often a WatchStock stream looks for changes |
-/// | `BACKROOM_SERVICE_CLIENT_ID` | unset | service principal for outbound calls (reserved: v1 makes none) |
-/// | `BACKROOM_SERVICE_CLIENT_SECRET` | unset | its secret (reserved, as above) |
+/// | `BACKROOM_SERVICE_CLIENT_ID` | unset | this service's principal: reads the token revocation list (required to serve) |
+/// | `BACKROOM_SERVICE_CLIENT_SECRET` | unset | its secret |
 #[derive(Debug, Clone, clap::Args)]
 pub struct InventoryConfig {
     /// How often the sweeper returns the units of expired reservations
@@ -109,11 +108,11 @@ pub struct InventoryConfig {
     /// How often a WatchStock stream polls for changes (milliseconds).
     #[arg(long, env = "BACKROOM_WATCH_POLL_INTERVAL_MS", default_value_t = 250)]
     pub watch_poll_interval_ms: u64,
-    /// Client id of this service's principal, for calls to other services.
-    /// Reserved: inventory v1 calls no other service.
+    /// Client id of this service's principal: the verifier reads the
+    /// account service's token revocation list with it.
     #[arg(long, env = "BACKROOM_SERVICE_CLIENT_ID")]
     pub service_client_id: Option<String>,
-    /// The principal's secret. Reserved, as above.
+    /// The principal's secret.
     #[arg(long, env = "BACKROOM_SERVICE_CLIENT_SECRET", hide_env_values = true)]
     pub service_client_secret: Option<Secret>,
 }
@@ -202,14 +201,15 @@ impl Deps {
 }
 
 /// The production verifier: keys from the account service's JWKS at
-/// `auth.account_endpoint` (fetched lazily, refreshed on unknown kids).
-pub fn verifier(auth: &AuthConfig) -> anyhow::Result<Arc<Verifier>> {
-    let channel = client::channel(&ClientConfig::new(auth.account_endpoint.clone()))?;
-    Ok(Arc::new(Verifier::from_account_service(
-        &auth.jwt_issuer,
+/// `auth.account_endpoint`, and its revocation list read with this service's
+/// credentials (see `Verifier::for_service`).
+pub fn verifier(auth: &AuthConfig, config: &InventoryConfig) -> anyhow::Result<Arc<Verifier>> {
+    Verifier::for_service(
+        auth,
         audience::INVENTORY,
-        channel,
-    )))
+        config.service_client_id.as_deref(),
+        config.service_client_secret.as_ref(),
+    )
 }
 
 /// The inventory gRPC server: the service behind the auth layer, a

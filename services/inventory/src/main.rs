@@ -36,7 +36,12 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         migrate(&cli.db).await?;
     }
     let pool = Pool::new(&cli.db, SERVICE);
-    let deps = Deps::new(&cli.inventory, pool, clock::system(), verifier(&cli.auth)?);
+    let deps = Deps::new(
+        &cli.inventory,
+        pool,
+        clock::system(),
+        verifier(&cli.auth, &cli.inventory)?,
+    );
     let shutdown = deps.shutdown.after(shutdown_signal());
     let addr = cli.server.listen_addr_or(DEFAULT_PORT);
     let listener = tokio::net::TcpListener::bind(addr).await?;

@@ -181,7 +181,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     let stack = Stack::start(
         &cluster.url("backroom"),
         &config.bin_dir,
-        StackOptions::default(),
+        StackOptions::default().without_rate_limits(),
     )
     .await
     .context("cannot start the services (build them with `just bench`)")?;

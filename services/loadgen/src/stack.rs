@@ -90,6 +90,13 @@ impl Default for StackOptions {
 }
 
 impl StackOptions {
+    /// Turns account's per-client rate limits off: load from one address
+    /// measures capacity (the bench) or exercises recovery (the fault
+    /// tests), not the limiter.
+    pub fn without_rate_limits(self) -> Self {
+        self.with_env(Service::Account, "BACKROOM_RATE_LIMIT_PER_SEC", "0")
+    }
+
     /// Adds `key=value` to `service`'s environment.
     pub fn with_env(mut self, service: Service, key: &str, value: impl Into<String>) -> Self {
         self.env.push((service, key.to_owned(), value.into()));
@@ -260,6 +267,7 @@ impl Stack {
 
         let admin_password = uuid::Uuid::new_v4().simple().to_string();
         let payment_client_secret = uuid::Uuid::new_v4().simple().to_string();
+        let inventory_client_secret = uuid::Uuid::new_v4().simple().to_string();
         let card_fingerprint_key = uuid::Uuid::new_v4().simple().to_string().repeat(2);
         let signing_keys_pem = backroom_account::domain::tokens::SigningKeys::generate_pem();
         let mut env: [Vec<(String, String)>; 3] = Default::default();
@@ -284,10 +292,22 @@ impl Stack {
                     set("BACKROOM_BOOTSTRAP_ADMIN_PASSWORD", admin_password.clone());
                     set(
                         "BACKROOM_SERVICE_CLIENTS",
-                        format!("payment:{payment_client_secret}"),
+                        format!(
+                            "payment:{payment_client_secret},inventory:{inventory_client_secret}"
+                        ),
+                    );
+                    set(
+                        "BACKROOM_SERVICE_CLIENT_AUDIENCES",
+                        "payment=backroom.account|backroom.inventory|backroom.payment,inventory=backroom.account".into(),
                     );
                 }
-                Service::Inventory => {}
+                Service::Inventory => {
+                    set("BACKROOM_SERVICE_CLIENT_ID", "inventory".into());
+                    set(
+                        "BACKROOM_SERVICE_CLIENT_SECRET",
+                        inventory_client_secret.clone(),
+                    );
+                }
                 Service::Payment => {
                     set("BACKROOM_INVENTORY_ENDPOINT", endpoint(Service::Inventory));
                     set("BACKROOM_SERVICE_CLIENT_ID", "payment".into());

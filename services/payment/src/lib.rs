@@ -195,20 +195,20 @@ impl Deps {
     }
 
     /// Production dependencies: tokens verified against the account
-    /// service's JWKS, the built-in simulator as processor.
+    /// service's JWKS and revocation list, the built-in simulator as
+    /// processor.
     pub fn new(
         auth: &AuthConfig,
         config: &PaymentConfig,
         pool: Pool,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
-        let channel =
-            backroom_shared::client::channel(&ClientConfig::new(auth.account_endpoint.clone()))?;
-        let verifier = Arc::new(Verifier::from_account_service(
-            &auth.jwt_issuer,
+        let verifier = Verifier::for_service(
+            auth,
             audience::PAYMENT,
-            channel,
-        ));
+            config.service_client_id.as_deref(),
+            config.service_client_secret.as_ref(),
+        )?;
         Self::with(config, pool, clock, verifier, Arc::new(Simulator::new()))
     }
 }

@@ -94,7 +94,10 @@ async fn killing_the_payment_process_mid_checkout_loses_nothing_and_doubles_noth
     let mut account_config = AccountConfig::with_keys(SigningKeys::generate_pem());
     account_config.bootstrap_admin_email = Some("admin@backroom.test".into());
     account_config.bootstrap_admin_password = Some(Secret::new("admin password 123"));
-    account_config.service_clients = Some(Secret::new("payment:payment-secret-123"));
+    account_config.service_clients =
+        Some(Secret::new("payment:payment-secret-0123456789abcdefghij"));
+    account_config.service_client_audiences =
+        Some("payment=backroom.account|backroom.inventory|backroom.payment".into());
     let account_deps = backroom_account::Deps::new(
         &AuthConfig::default(),
         &account_config,
@@ -152,7 +155,7 @@ async fn killing_the_payment_process_mid_checkout_loses_nothing_and_doubles_noth
         ("BACKROOM_SERVICE_CLIENT_ID", "payment".to_owned()),
         (
             "BACKROOM_SERVICE_CLIENT_SECRET",
-            "payment-secret-123".to_owned(),
+            "payment-secret-0123456789abcdefghij".to_owned(),
         ),
         (
             "BACKROOM_CARD_FINGERPRINT_KEY",

@@ -290,6 +290,9 @@ struct DevSecrets {
     admin_password: String,
     /// The payment service's client secret (its saga calls the others).
     payment_client_secret: String,
+    /// The inventory service's client secret (its verifier reads the
+    /// revocation list).
+    inventory_client_secret: String,
     /// `client_id:secret` pairs of the service principals.
     service_clients: String,
     /// Key of the card fingerprints.
@@ -302,6 +305,7 @@ impl DevSecrets {
         // as the payment service; random otherwise.
         let payment_client_secret =
             std::env::var("BACKROOM_PAYMENT_CLIENT_SECRET").unwrap_or_else(|_| random_secret());
+        let inventory_client_secret = random_secret();
         Self {
             signing_keys_pem: std::env::var("BACKROOM_JWT_SIGNING_KEYS")
                 .unwrap_or_else(|_| SigningKeys::generate_pem()),
@@ -310,18 +314,24 @@ impl DevSecrets {
             admin_password: std::env::var("BACKROOM_BOOTSTRAP_ADMIN_PASSWORD")
                 .unwrap_or_else(|_| random_secret()),
             service_clients: format!(
-                "inventory:{},payment:{payment_client_secret}",
-                random_secret()
+                "inventory:{inventory_client_secret},payment:{payment_client_secret}"
             ),
             payment_client_secret,
+            inventory_client_secret,
             card_fingerprint_key: format!("{}{}", random_secret(), random_secret()),
         }
     }
 }
 
+/// 32 hex characters (128 random bits): as long as a client secret must be.
 fn random_secret() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
+
+/// The audiences of the service principals `backroom up` runs (the same as
+/// the Kubernetes base config).
+const SERVICE_CLIENT_AUDIENCES: &str =
+    "payment=backroom.account|backroom.inventory|backroom.payment,inventory=backroom.account";
 
 /// A service ready to serve, and what to tell when it stops.
 struct Built {
@@ -347,6 +357,7 @@ async fn build(
             account.bootstrap_admin_email = Some(dev.admin_email.clone());
             account.bootstrap_admin_password = Some(Secret::new(dev.admin_password.clone()));
             account.service_clients = Some(Secret::new(dev.service_clients.clone()));
+            account.service_client_audiences = Some(SERVICE_CLIENT_AUDIENCES.to_owned());
             let pool = Pool::new(&db, backroom_account::SERVICE);
             let deps = Deps::new(auth, &account, pool, clock::system()).await?;
             backroom_account::bootstrap_admin(&deps, &account).await?;
@@ -365,13 +376,13 @@ async fn build(
             let pool = Pool::new(&db, backroom_inventory::SERVICE);
             // Tokens are verified against the account service's JWKS, as in
             // production.
-            let verifier = backroom_inventory::verifier(auth)?;
-            let deps = backroom_inventory::Deps::new(
-                &backroom_inventory::InventoryConfig::default(),
-                pool,
-                clock::system(),
-                verifier,
-            );
+            let inventory = backroom_inventory::InventoryConfig {
+                service_client_id: Some(backroom_inventory::SERVICE.to_owned()),
+                service_client_secret: Some(Secret::new(dev.inventory_client_secret.clone())),
+                ..backroom_inventory::InventoryConfig::default()
+            };
+            let verifier = backroom_inventory::verifier(auth, &inventory)?;
+            let deps = backroom_inventory::Deps::new(&inventory, pool, clock::system(), verifier);
             let on_stop = Some(deps.shutdown.clone());
             Ok(Built {
                 server: backroom_inventory::server(config, deps),

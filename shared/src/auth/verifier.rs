@@ -213,6 +213,42 @@ impl Verifier {
         Self::with_fetcher(issuer, audience, fetch)
     }
 
+    /// The verifier of a service other than account, as configured: keys
+    /// from the account service's JWKS (refreshed every
+    /// `BACKROOM_JWKS_REFRESH_SECS`), and the revocation list read with this
+    /// service's own client credentials (required: without the list a
+    /// disabled account's token would work until it expires).
+    pub fn for_service(
+        auth: &crate::config::AuthConfig,
+        audience: &str,
+        client_id: Option<&str>,
+        client_secret: Option<&crate::config::Secret>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let (Some(client_id), Some(client_secret)) = (client_id, client_secret) else {
+            anyhow::bail!(
+                "verifying tokens needs the account service's revocation list, read with this service's credentials: set BACKROOM_SERVICE_CLIENT_ID and BACKROOM_SERVICE_CLIENT_SECRET"
+            );
+        };
+        let channel = crate::client::channel(&crate::client::ClientConfig::new(
+            auth.account_endpoint.clone(),
+        ))?;
+        let credentials = Arc::new(super::ServiceCredentials::new(
+            client_id,
+            client_secret.clone(),
+            channel.clone(),
+        ));
+        let revocations = Arc::new(Revocations::from_account_service(
+            channel.clone(),
+            credentials,
+            auth.revocation_policy(),
+        ));
+        Ok(Arc::new(
+            Self::from_account_service(&auth.jwt_issuer, audience, channel)
+                .with_revocations(revocations)
+                .with_key_refresh_interval(auth.jwks_refresh()),
+        ))
+    }
+
     /// Checks every token of a person against `revocations` too.
     #[must_use]
     pub fn with_revocations(mut self, revocations: Arc<Revocations>) -> Self {

@@ -774,6 +774,7 @@ pub fn mixed_load_options(rust_log: &str) -> StackOptions {
         rust_log: rust_log.into(),
         ..StackOptions::default()
     }
+    .without_rate_limits()
     .with_env(
         Service::Inventory,
         "BACKROOM_RESERVATION_SWEEP_INTERVAL_MS",

@@ -107,7 +107,10 @@ impl Suite {
         let mut account_config = AccountConfig::with_keys(keys_pem.clone());
         account_config.bootstrap_admin_email = Some(ADMIN_EMAIL.into());
         account_config.bootstrap_admin_password = Some(Secret::new(ADMIN_PASSWORD));
-        account_config.service_clients = Some(Secret::new("payment:payment-secret-123"));
+        account_config.service_clients =
+            Some(Secret::new("payment:payment-secret-0123456789abcdefghij"));
+        account_config.service_client_audiences =
+            Some("payment=backroom.account|backroom.inventory|backroom.payment".into());
         let account_deps = backroom_account::Deps::new(
             &AuthConfig::default(),
             &account_config,
@@ -164,7 +167,8 @@ impl Suite {
         let payment_pool = Pool::new(&payment_db, backroom_payment::SERVICE);
         let mut payment_config = PaymentConfig::with_key("test-fingerprint-key-0123456789abcdef");
         payment_config.service_client_id = Some("payment".into());
-        payment_config.service_client_secret = Some(Secret::new("payment-secret-123"));
+        payment_config.service_client_secret =
+            Some(Secret::new("payment-secret-0123456789abcdefghij"));
         payment_config.inventory_endpoint = Some(inventory.endpoint());
         let payment_deps = backroom_payment::Deps::with(
             &payment_config,
@@ -214,7 +218,7 @@ impl Suite {
             ),
             credentials: Arc::new(backroom_shared::auth::ServiceCredentials::new(
                 "payment",
-                Secret::new("payment-secret-123"),
+                Secret::new("payment-secret-0123456789abcdefghij"),
                 channel(&ClientConfig::new(account.endpoint())).unwrap(),
             )),
         };
