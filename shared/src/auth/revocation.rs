@@ -83,7 +83,8 @@ pub struct Revocations {
     fetch: RevocationFetcher,
     policy: RevocationPolicy,
     snapshot: RwLock<Snapshot>,
-    /// Held while fetching (one fetch at a time); when the last fetch began.
+    /// Held while fetching (one fetch at a time); when the last fetch that
+    /// a call (not the schedule) asked for began.
     fetching: tokio::sync::Mutex<Option<Instant>>,
 }
 
@@ -191,16 +192,23 @@ impl Revocations {
             .is_some_and(|at| at.elapsed() <= bound)
     }
 
-    /// Fetches the list once. Unless `scheduled`, at most once per
-    /// [`MIN_ON_DEMAND_INTERVAL`], so a flood of calls while the account
-    /// service is down cannot become a flood of fetches.
+    /// Fetches the list once. Calls waiting on a stale list share one
+    /// fetch at a time (the lock), and when not `scheduled` fetch at most
+    /// once per [`MIN_ON_DEMAND_INTERVAL`], so a flood of calls while the
+    /// account service is down cannot become a flood of fetches.
     pub async fn refresh(&self, scheduled: bool) -> anyhow::Result<()> {
-        let mut last = self.fetching.lock().await;
-        if !scheduled && last.is_some_and(|at| at.elapsed() < MIN_ON_DEMAND_INTERVAL) {
-            return Ok(());
-        }
+        let mut last_on_demand = self.fetching.lock().await;
         let started = Instant::now();
-        *last = Some(started);
+        if !scheduled {
+            // Someone refreshed while this call waited for the lock: done.
+            if self.fresh_within(self.policy.poll_interval) {
+                return Ok(());
+            }
+            if last_on_demand.is_some_and(|at| at.elapsed() < MIN_ON_DEMAND_INTERVAL) {
+                return Ok(());
+            }
+            *last_on_demand = Some(started);
+        }
         let versions = (self.fetch)().await.inspect_err(|err| {
             tracing::warn!(%err, "cannot refresh the token revocation list");
         })?;
@@ -218,6 +226,10 @@ impl Revocations {
         };
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate: skip it. The first call fetches on
+        // demand, and a service started beside the account service would
+        // only log a refused connection.
+        tick.tick().await;
         loop {
             tick.tick().await;
             let Some(revocations) = revocations.upgrade() else {

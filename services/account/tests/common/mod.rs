@@ -94,6 +94,35 @@ impl TestApp {
         self.client.clone()
     }
 
+    /// A client whose connections come from `source` (any 127.0.0.0/8
+    /// address reaches the server on 127.0.0.1): another client address.
+    pub fn client_from(&self, source: &str) -> AccountServiceClient<tonic::transport::Channel> {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", self.server.addr))
+                .expect("endpoint")
+                .local_address(Some(source.parse().expect("source address")))
+                .connect_lazy();
+        AccountServiceClient::new(channel)
+    }
+
+    /// A service token for `client_id` (its secret from this kit).
+    pub async fn service_token(&self, client_id: &str, audience: &str) -> String {
+        let secret = match client_id {
+            "payment" => PAYMENT_SECRET,
+            _ => INVENTORY_SECRET,
+        };
+        self.client()
+            .issue_service_token(pb::IssueServiceTokenRequest {
+                client_id: client_id.into(),
+                client_secret: secret.into(),
+                audience: audience.into(),
+            })
+            .await
+            .expect("service token")
+            .into_inner()
+            .access_token
+    }
+
     pub async fn register(&self, email: &str) -> pb::Account {
         self.client()
             .register(pb::RegisterRequest {
