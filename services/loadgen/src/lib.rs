@@ -8,12 +8,14 @@
 //! public APIs), [`baselines`] (bare echo and bare diesel point-read
 //! servers), [`stack`] (the three service binaries as child processes:
 //! start, kill -9, restart, memory), [`bench`] (the whole suite →
-//! BENCHMARKS.md), [`secrets`] (the secret scan of tables and logs).
+//! BENCHMARKS.md), [`secrets`] (the secret scan of tables and logs),
+//! [`flood`] (short-deadline credential floods, for the attack tests).
 
 pub mod baselines;
 pub mod bench;
 pub mod driver;
 pub mod fixtures;
+pub mod flood;
 pub mod scenarios;
 pub mod secrets;
 pub mod stack;

@@ -6,6 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use backroom_loadgen::{
     baselines, bench,
     driver::{self, Mode, Plan},
+    flood::{self, FloodPlan, FloodRpc},
     scenarios::{self, Target},
     stats::{render_table, report},
 };
@@ -109,6 +110,28 @@ enum Command {
         /// The inventory service.
         #[arg(long, default_value = "http://127.0.0.1:50052")]
         inventory: String,
+    },
+    /// Flood the account service with calls that each cost a password hash,
+    /// every one with a short deadline; print the outcomes as JSON.
+    Flood {
+        /// `http://host:port` of the account service.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        target: String,
+        /// Which RPC.
+        #[arg(long, value_enum, default_value_t = FloodRpc::Register)]
+        rpc: FloodRpc,
+        /// Deadline of each call, milliseconds.
+        #[arg(long, default_value_t = 5)]
+        deadline_ms: u64,
+        /// Calls in flight.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// HTTP/2 connections.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Seconds.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
     },
     /// Serve a bare baseline until killed.
     Baseline {
@@ -225,6 +248,26 @@ async fn main() -> anyhow::Result<()> {
                     race.rate(),
                 );
             }
+            Ok(())
+        }
+        Command::Flood {
+            target,
+            rpc,
+            deadline_ms,
+            concurrency,
+            connections,
+            duration,
+        } => {
+            let counts = flood::run(FloodPlan {
+                target,
+                rpc,
+                deadline: Duration::from_millis(deadline_ms),
+                concurrency,
+                connections,
+                duration: Duration::from_secs(duration),
+            })
+            .await?;
+            println!("{}", serde_json::to_string(&counts)?);
             Ok(())
         }
         Command::Baseline {

@@ -69,13 +69,20 @@ pub const CARDS: [(&str, &str); 4] = [
 
 /// Where the service binaries are: one level above this test's executable
 /// (`target/debug/deps/<test>-…` → `target/debug`).
+///
+/// `BACKROOM_BIN_DIR` points elsewhere: e.g. at binaries built from an older
+/// commit, to show that an attack test fails against them.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/debug above target/debug/deps")
-        .to_owned();
+    let dir = match std::env::var_os("BACKROOM_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().expect("the test executable's path");
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target/debug above target/debug/deps")
+                .to_owned()
+        }
+    };
     for service in Service::ALL {
         assert!(
             dir.join(service.binary()).is_file(),
