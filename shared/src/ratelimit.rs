@@ -177,7 +177,10 @@ impl Limits {
     fn exceeded(&self, path: &str, client: ClientAddr) -> Option<std::time::Duration> {
         let limiter = self.limiter.as_ref()?;
         let method = self.methods.iter().position(|m| *m == path)?;
-        if self.calls.fetch_add(1, Ordering::Relaxed).is_multiple_of(1024)
+        if self
+            .calls
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(1024)
             && limiter.len() > PRUNE_ABOVE_KEYS
         {
             limiter.retain_recent();

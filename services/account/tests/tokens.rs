@@ -185,3 +185,132 @@ async fn public_methods_need_no_token_and_health_stays_public() {
         .await
         .unwrap();
 }
+
+/// A key fetcher reading GetJwks from whichever account server `current`
+/// names (so a test can "rotate" the server's keys), counting its calls.
+fn jwks_fetcher(
+    current: std::sync::Arc<std::sync::Mutex<String>>,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> backroom_shared::auth::KeyFetcher {
+    std::sync::Arc::new(move || {
+        let endpoint = current.lock().unwrap().clone();
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            let channel = tonic::transport::Endpoint::from_shared(endpoint)?
+                .connect_timeout(std::time::Duration::from_millis(300))
+                .connect_lazy();
+            let keys = pb::account_service_client::AccountServiceClient::new(channel)
+                .get_jwks(pb::GetJwksRequest {})
+                .await?
+                .into_inner()
+                .keys;
+            Ok(keys
+                .into_iter()
+                .map(|k| backroom_shared::auth::PublicKey { kid: k.kid, x: k.x })
+                .collect())
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_removed_from_the_jwks_stops_being_trusted_within_the_refresh_interval() {
+    use std::sync::{Arc, Mutex, atomic::AtomicUsize};
+    let old_key = SigningKeys::generate_pem();
+    let new_key = SigningKeys::generate_pem();
+    // Before the rotation both keys are published; after it only the new.
+    let both = format!("{new_key}{old_key}");
+    let before = TestApp::spawn_with(|c| {
+        c.jwt_signing_keys = Some(backroom_shared::config::Secret::new(both))
+    })
+    .await;
+    let after = TestApp::spawn_with(|c| {
+        c.jwt_signing_keys = Some(backroom_shared::config::Secret::new(new_key.clone()))
+    })
+    .await;
+    let current = Arc::new(Mutex::new(format!("http://{}", before.server.addr)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let verifier = Arc::new(
+        backroom_shared::auth::Verifier::with_fetcher(
+            "backroom",
+            "backroom.account",
+            jwks_fetcher(current.clone(), calls.clone()),
+        )
+        .with_key_refresh_interval(std::time::Duration::from_secs(1)),
+    );
+    verifier.spawn_refresh();
+    let kid = SigningKeys::from_pem(&old_key).unwrap().public_keys()[0]
+        .kid
+        .clone();
+    let token = sign(
+        &old_key,
+        &claims("accounts/0196f0c4-8c1e-7a3e-9d7e-3b5a1c2d4e5f"),
+        Some(kid),
+    );
+    verifier
+        .verify(&token)
+        .await
+        .expect("the old key is still published");
+
+    // The old key leaves the JWKS: tokens it signed stop verifying (the
+    // cache of verified tokens included) at the next scheduled refresh.
+    *current.lock().unwrap() = format!("http://{}", after.server.addr);
+    let rotated = std::time::Instant::now();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        match verifier.verify(&token).await {
+            Ok(_) => assert!(
+                rotated.elapsed() < std::time::Duration::from_secs(5),
+                "a removed key is still trusted after {:?}",
+                rotated.elapsed()
+            ),
+            Err(err) => {
+                println!("removed key refused after {:?}: {err}", rotated.elapsed());
+                assert!(
+                    matches!(err, backroom_shared::auth::TokenError::Invalid(_)),
+                    "{err:?}"
+                );
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_jwks_cannot_be_fetched_unknown_kids_do_not_turn_into_a_fetch_each() {
+    use std::sync::{Arc, Mutex, atomic::AtomicUsize};
+    // Nothing listens there: every fetch fails at once.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let current = Arc::new(Mutex::new(format!("http://{}", dead.local_addr().unwrap())));
+    drop(dead);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let verifier = Arc::new(backroom_shared::auth::Verifier::with_fetcher(
+        "backroom",
+        "backroom.account",
+        jwks_fetcher(current, calls.clone()),
+    ));
+    let stranger = SigningKeys::generate_pem();
+    let tokens: Vec<String> = (0..200)
+        .map(|n| {
+            sign(
+                &stranger,
+                &claims("accounts/0196f0c4-8c1e-7a3e-9d7e-3b5a1c2d4e5f"),
+                Some(format!("random-{n}")),
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let results = futures_util::future::join_all(tokens.iter().map(|t| verifier.verify(t))).await;
+    let elapsed = started.elapsed();
+    let fetches = calls.load(std::sync::atomic::Ordering::SeqCst);
+    println!("200 random kids while the JWKS is down: {fetches} fetch(es) in {elapsed:?}");
+    assert!(results.iter().all(|r| matches!(
+        r,
+        Err(backroom_shared::auth::TokenError::KeysUnavailable(_))
+    )));
+    // At most one fetch per second of the burst (plus the first).
+    assert!(
+        fetches <= 1 + elapsed.as_secs() as usize,
+        "{fetches} fetches in {elapsed:?}"
+    );
+}

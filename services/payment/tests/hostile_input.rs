@@ -155,13 +155,13 @@ const WRITTEN_ON_REFUSAL: [(&str, &str, &str); 6] = [
     ("*", "payment.idempotency_keys", "as above"),
     (
         "AccountService/Login",
-        "account.accounts",
-        "a wrong password counts toward the lockout",
+        "account.login_throttles",
+        "every attempt counts toward the lockout before its password is checked",
     ),
     (
         "AccountService/ChangePassword",
-        "account.accounts",
-        "a wrong current password counts toward the lockout too",
+        "account.login_throttles",
+        "a current-password check counts toward the lockout too",
     ),
     (
         "AccountService/RefreshSession",
