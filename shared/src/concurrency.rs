@@ -6,7 +6,6 @@
 //! RESOURCE_EXHAUSTED, ErrorInfo reason `OVERLOADED`, instead of queueing.
 
 use std::{
-    future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -51,7 +50,7 @@ where
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = crate::server::ResponseFuture<Self::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -62,9 +61,7 @@ where
             let domain = crate::telemetry::domain_of_path(request.uri().path());
             return Box::pin(async move { Ok(overloaded(domain).into_http()) });
         };
-        // The ready inner service is the one we must call; leave a clone.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::server::take_ready(&mut self.inner);
         Box::pin(async move {
             let response = inner.call(request).await?;
             Ok(response.map(|body| {

@@ -17,10 +17,8 @@
 //! ours; idle buckets are pruned as the key count grows.
 
 use std::{
-    future::Future,
     net::{IpAddr, Ipv6Addr},
     num::NonZeroU32,
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -202,7 +200,7 @@ where
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = crate::server::ResponseFuture<Self::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -240,9 +238,7 @@ where
         if let Some(client) = client {
             request.extensions_mut().insert(client);
         }
-        // The ready inner service is the one we must call; leave a clone.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::server::take_ready(&mut self.inner);
         Box::pin(async move { inner.call(request).await })
     }
 }

@@ -76,6 +76,17 @@ impl Health {
     }
 }
 
+/// The future of a boxed middleware call (our tower layers' `Future`).
+pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<http::Response<Body>, E>> + Send>>;
+
+/// The service `poll_ready` made ready, swapped out for a clone: a tower
+/// middleware must call the instance it polled, and leave a fresh one for
+/// the next call.
+pub fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}
+
 /// The boxed HTTP service the extra layers wrap.
 pub type HttpService =
     tower::util::BoxCloneSyncService<http::Request<Body>, http::Response<Body>, tower::BoxError>;

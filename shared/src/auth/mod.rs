@@ -33,13 +33,37 @@ pub use layer::{Auth, AuthLayer};
 pub use revocation::{RevocationFetcher, Revocations};
 pub use verifier::{KeyFetcher, PublicKey, Verifier};
 
-use std::sync::Arc;
+use std::{
+    future::Future,
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
 use uuid::Uuid;
 
 use crate::errors::{Domain, with_reason};
+
+/// Runs `refresh` on `target` every `interval` (the first run one interval
+/// from now: the first call fetches on demand) until `target` is dropped.
+/// Failures are the refresher's to log; the next tick tries again.
+pub(crate) async fn refresh_every<T, F, Fut>(target: Weak<T>, interval: Duration, refresh: F)
+where
+    F: Fn(Arc<T>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(target) = target.upgrade() else {
+            return;
+        };
+        refresh(target).await;
+    }
+}
 
 /// Role of every account.
 pub const ROLE_CUSTOMER: &str = "customer";

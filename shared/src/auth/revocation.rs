@@ -224,19 +224,10 @@ impl Revocations {
         let Some(interval) = revocations.upgrade().map(|r| r.policy.poll_interval) else {
             return;
         };
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick is immediate: skip it. The first call fetches on
-        // demand, and a service started beside the account service would
-        // only log a refused connection.
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let Some(revocations) = revocations.upgrade() else {
-                return;
-            };
-            // Failures are logged by `refresh`; the next tick tries again.
+        super::refresh_every(revocations, interval, |revocations| async move {
+            // Failures are logged by `refresh`.
             let _ = revocations.refresh(true).await;
-        }
+        })
+        .await;
     }
 }

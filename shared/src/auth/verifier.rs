@@ -404,17 +404,9 @@ impl Verifier {
 
 /// Refreshes the verifier's keys every `interval` until it is dropped.
 async fn refresh_keys_periodically(verifier: Weak<Verifier>, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate; the first call fetches the keys anyway
-    // (an unknown kid), so the schedule starts one interval from now.
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let Some(verifier) = verifier.upgrade() else {
-            return;
-        };
-        // Failures are logged by `refetch`; the next tick tries again.
+    super::refresh_every(verifier, interval, |verifier| async move {
+        // Failures are logged by `refetch`.
         let _ = verifier.refetch(true).await;
-    }
+    })
+    .await;
 }
