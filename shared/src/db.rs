@@ -5,10 +5,28 @@
 //! Layout:
 //! - [`Pool`]: the pool; [`Pool::run`] / [`Pool::transaction`] move blocking
 //!   diesel work onto tokio's blocking pool, keeping the caller's span.
-//! - [`provision_service`]: role `backroom_<svc>` owning schema `<svc>`, no
-//!   rights on any other schema.
-//! - [`run_migrations`]: embedded migrations, serialised by an advisory lock so
-//!   several replicas (or a Job and a replica) may start at once.
+//! - [`provision_service`] / [`provision`]: the two roles of a service and its
+//!   schema (below).
+//! - [`run_migrations`] / [`migrate`]: embedded migrations, as the schema's
+//!   owner, serialised by an advisory lock so several replicas (or a Job and
+//!   a replica) may start at once.
+//!
+//! Roles: each service has two, so that a compromised service cannot remove
+//! the guards its schema puts around its data (CHECK constraints, the
+//! ledger's triggers):
+//! - `backroom_<svc>_migrator` ([`migrator_role_name`]) owns schema `<svc>`
+//!   and every object in it, and is what migrations connect as
+//!   (`BACKROOM_MIGRATION_DATABASE_URL`);
+//! - `backroom_<svc>` ([`runtime_role_name`]) is what the service serves as
+//!   (`DATABASE_URL`). It owns nothing: USAGE on its schema and, through the
+//!   migrator's default privileges, SELECT/INSERT/UPDATE/DELETE on the
+//!   tables, USAGE/SELECT on the sequences and EXECUTE on the functions
+//!   migrations create. So it cannot ALTER, DROP, TRUNCATE, create objects,
+//!   disable triggers or replace trigger functions. A migration may narrow
+//!   its rights further (payment's append-only ledger: INSERT and SELECT only).
+//!
+//! Neither role has any privilege on another service's schema, nor can
+//! create in `public`.
 //!
 //! Why r2d2 + `spawn_blocking` rather than an async driver: diesel is the
 //! house ORM, and NOTES.md measured this path at parity with diesel-async.
@@ -29,7 +47,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use r2d2::{HandleEvent, event::AcquireEvent};
 use tracing::Instrument;
 
-use crate::config::DbConfig;
+use crate::config::{DbConfig, Secret};
 
 /// A pooled connection.
 pub type PooledConn = r2d2::PooledConnection<ConnectionManager<PgConnection>>;
@@ -408,91 +426,263 @@ where
         .map_err(|join| DbError::Other(anyhow::anyhow!("blocking task failed: {join}")))?
 }
 
-/// The role a service connects as: `backroom_<service>`.
-pub fn role_name(service: &str) -> String {
+/// The role a service serves as: `backroom_<service>`. It reads and writes
+/// rows of its schema and owns nothing.
+pub fn runtime_role_name(service: &str) -> String {
     format!("backroom_{service}")
 }
 
-/// Creates (idempotently) the role `backroom_<service>` with `password` and
-/// the schema `<service>` owned by it, in the database `admin` is connected
-/// to. The role can log in and connect but has no privilege on any other
-/// schema. Safe to run concurrently for the same service (a racing
-/// `CREATE ROLE` is caught).
+/// The role that owns schema `<service>` and runs its migrations:
+/// `backroom_<service>_migrator`.
+pub fn migrator_role_name(service: &str) -> String {
+    format!("backroom_{service}_migrator")
+}
+
+/// The passwords of a service's two roles. `None` sets no password, for a
+/// server that trusts the connection (the throwaway cluster).
+#[derive(Debug, Clone, Default)]
+pub struct RolePasswords {
+    /// Password of [`runtime_role_name`].
+    pub runtime: Option<Secret>,
+    /// Password of [`migrator_role_name`].
+    pub migrator: Option<Secret>,
+}
+
+impl RolePasswords {
+    /// A fresh random password for each role (UUIDv4: 122 bits from the
+    /// OS's CSPRNG).
+    pub fn random() -> Self {
+        let random = || Some(Secret::new(uuid::Uuid::new_v4().simple().to_string()));
+        Self {
+            runtime: random(),
+            migrator: random(),
+        }
+    }
+}
+
+/// Creates or updates (idempotently) the two roles of `service` and its
+/// schema in the database `admin` (a superuser) is connected to:
+/// - role [`migrator_role_name`] owns schema `<service>`;
+/// - role [`runtime_role_name`] gets USAGE on it, and the migrator's default
+///   privileges give it SELECT/INSERT/UPDATE/DELETE on every table,
+///   USAGE/SELECT on every sequence and EXECUTE on every function the
+///   migrations create there (no TRUNCATE, REFERENCES or TRIGGER, and
+///   nobody else gets EXECUTE);
+/// - both may connect, start with `search_path` = `<service>`, and have no
+///   privilege on any other schema (PUBLIC has none on `<service>`, and none
+///   to create in `public`).
+///
+/// A schema left by the former layout, owned by the runtime role, is handed
+/// to the migrator with everything in it, and the runtime role gets the row
+/// privileges it served with back; migrations applied afterwards narrow them
+/// where the service's schema says so.
+///
+/// Privileges granted on existing tables are left alone, so running this
+/// again never undoes what a migration revoked. Provisioning the same
+/// service concurrently is safe for the roles (a racing `CREATE ROLE` is
+/// caught) but may fail with "tuple concurrently updated": serialise it.
 pub fn provision_service(
     admin: &mut PgConnection,
     service: &str,
-    password: Option<&str>,
+    passwords: &RolePasswords,
 ) -> Result<(), DbError> {
     check_identifier(service)?;
-    let role = role_name(service);
-    let password_sql = match password {
-        Some(password) => format!("PASSWORD {}", quote_literal(password)),
-        None => String::new(),
+    let runtime = runtime_role_name(service);
+    let migrator = migrator_role_name(service);
+    let ensure_role = |role: &str, password: &Option<Secret>| {
+        let password = password
+            .as_ref()
+            .map(|p| format!("PASSWORD {}", quote_literal(p.expose())))
+            .unwrap_or_default();
+        format!(
+            r#"
+            DO $$ BEGIN
+                CREATE ROLE {role} LOGIN;
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                NULL;
+            END $$;
+            ALTER ROLE {role} LOGIN {password};
+            "#
+        )
     };
     admin.batch_execute(&format!(
         r#"
+        {ensure_runtime}
+        {ensure_migrator}
         DO $$ BEGIN
-            CREATE ROLE {role} LOGIN {password_sql};
-        EXCEPTION WHEN duplicate_object OR unique_violation THEN
-            NULL;
+            IF EXISTS (SELECT FROM pg_namespace
+                       WHERE nspname = '{service}' AND nspowner = '{runtime}'::regrole) THEN
+                REASSIGN OWNED BY {runtime} TO {migrator};
+                GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {service} TO {runtime};
+                GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {service} TO {runtime};
+            END IF;
         END $$;
-        ALTER ROLE {role} LOGIN {password_sql};
-        CREATE SCHEMA IF NOT EXISTS {service} AUTHORIZATION {role};
-        ALTER SCHEMA {service} OWNER TO {role};
-        REVOKE ALL ON SCHEMA {service} FROM PUBLIC;
-        "#
+        CREATE SCHEMA IF NOT EXISTS {service} AUTHORIZATION {migrator};
+        ALTER SCHEMA {service} OWNER TO {migrator};
+        REVOKE ALL ON SCHEMA {service} FROM PUBLIC, {runtime};
+        GRANT USAGE ON SCHEMA {service} TO {runtime};
+        ALTER DEFAULT PRIVILEGES FOR ROLE {migrator} IN SCHEMA {service}
+            GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {runtime};
+        ALTER DEFAULT PRIVILEGES FOR ROLE {migrator} IN SCHEMA {service}
+            GRANT USAGE, SELECT ON SEQUENCES TO {runtime};
+        -- Functions are executable by PUBLIC unless said otherwise, and a
+        -- per-schema default can only add: revoke for all of the
+        -- migrator's functions, grant in its schema. (Triggers fire
+        -- without EXECUTE; this covers functions a service calls.)
+        ALTER DEFAULT PRIVILEGES FOR ROLE {migrator} REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+        ALTER DEFAULT PRIVILEGES FOR ROLE {migrator} IN SCHEMA {service}
+            GRANT EXECUTE ON FUNCTIONS TO {runtime};
+        -- PostgreSQL before 15 lets every role create objects in `public`.
+        DO $$ BEGIN
+            IF EXISTS (SELECT FROM pg_namespace WHERE nspname = 'public') THEN
+                REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+            END IF;
+        END $$;
+        "#,
+        ensure_runtime = ensure_role(&runtime, &passwords.runtime),
+        ensure_migrator = ensure_role(&migrator, &passwords.migrator),
     ))?;
     let database: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
         "current_database()",
     ))
     .get_result(admin)
     .map_err(DbError::from)?;
-    admin.batch_execute(&format!(
-        "GRANT CONNECT ON DATABASE \"{database}\" TO {role}; ALTER ROLE {role} IN DATABASE \"{database}\" SET search_path = {service};"
-    ))?;
+    let mut statement = String::new();
+    for role in [&runtime, &migrator] {
+        statement.push_str(&format!(
+            "GRANT CONNECT ON DATABASE \"{database}\" TO {role}; \
+             ALTER ROLE {role} IN DATABASE \"{database}\" SET search_path = {service};"
+        ));
+    }
+    admin.batch_execute(&statement)?;
     Ok(())
+}
+
+/// Provisions `service` ([`provision_service`]) in the database of
+/// `admin_url` (a superuser URL) and returns the config the service runs
+/// with on the same server and database: `database_url` as its runtime
+/// role, `migration_database_url` as its migrator. Blocking.
+pub fn provision(
+    admin_url: &str,
+    service: &str,
+    passwords: &RolePasswords,
+) -> anyhow::Result<DbConfig> {
+    let mut admin = connect(admin_url)?;
+    provision_service(&mut admin, service, passwords)?;
+    let url = |role: String, password: &Option<Secret>| {
+        url_with_credentials(admin_url, &role, password.as_ref().map(Secret::expose))
+    };
+    Ok(
+        DbConfig::for_url(url(runtime_role_name(service), &passwords.runtime)?)
+            .with_migration_url(url(migrator_role_name(service), &passwords.migrator)?),
+    )
+}
+
+/// Who a migration run is connected as, and who owns the schema.
+#[derive(diesel::QueryableByName)]
+struct MigrationRunner {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    connected: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    owner: Option<String>,
+}
+
+/// Refuses to migrate `schema` as anyone but its owner (objects created by
+/// a superuser would get none of the runtime role's default privileges),
+/// and a schema still owned by its runtime role (the former layout).
+fn check_migration_runner(conn: &mut PgConnection, schema: &str) -> Result<(), DbError> {
+    let runner: MigrationRunner = diesel::sql_query(
+        "SELECT current_user::text AS connected, \
+         (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1) AS owner",
+    )
+    .bind::<diesel::sql_types::Text, _>(schema)
+    .get_result(conn)?;
+    let runtime = runtime_role_name(schema);
+    let migrator = migrator_role_name(schema);
+    let refuse = |why: String| Err(DbError::Other(anyhow::anyhow!(why)));
+    match runner.owner {
+        None => refuse(format!(
+            "schema {schema} does not exist: provision it (owner {migrator}; deploy/README.md, \
+             \"Database roles\") before migrating"
+        )),
+        Some(owner) if owner == runtime => refuse(format!(
+            "schema {schema} is owned by its runtime role {runtime}: hand it to {migrator} \
+             (deploy/README.md, \"Upgrading from one role per service\") before migrating"
+        )),
+        Some(owner) if owner != runner.connected => refuse(format!(
+            "migrations of schema {schema} run as its owner {owner}, not as {connected}: \
+             BACKROOM_MIGRATION_DATABASE_URL is that role's URL",
+            connected = runner.connected
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Runs the shared migrations ([`crate::idempotency::MIGRATIONS`]) and then
 /// the service's `migrations` inside schema `schema` (the diesel bookkeeping
 /// table lives there too), holding an advisory lock so concurrent runners
 /// wait for each other instead of racing. Returns the versions applied.
+///
+/// `conn` must be connected as the schema's owner (the migrator role); the
+/// runtime role gets no privilege on the bookkeeping table, so it cannot
+/// make migrations look applied or pending.
 pub fn run_migrations(
     conn: &mut PgConnection,
     schema: &str,
     migrations: EmbeddedMigrations,
 ) -> Result<Vec<String>, DbError> {
     check_identifier(schema)?;
+    check_migration_runner(conn, schema)?;
     conn.batch_execute(&format!(
         "SET search_path TO {schema}; SELECT pg_advisory_lock(hashtext('backroom-migrate-{schema}'));"
     ))?;
-    let mut applied = Vec::new();
-    let mut result = Ok(());
-    for set in [crate::idempotency::MIGRATIONS, migrations] {
-        match conn.run_pending_migrations(set) {
-            Ok(versions) => applied.extend(versions.iter().map(ToString::to_string)),
-            Err(err) => {
-                result = Err(DbError::Other(anyhow::anyhow!("migration failed: {err}")));
-                break;
-            }
-        }
-    }
-    let result = result.map(|()| applied);
+    let result = apply_migrations(conn, schema, migrations);
     conn.batch_execute(&format!(
         "SELECT pg_advisory_unlock(hashtext('backroom-migrate-{schema}'))"
     ))?;
     result
 }
 
+fn apply_migrations(
+    conn: &mut PgConnection,
+    schema: &str,
+    migrations: EmbeddedMigrations,
+) -> Result<Vec<String>, DbError> {
+    let mut applied = Vec::new();
+    for set in [crate::idempotency::MIGRATIONS, migrations] {
+        let versions = conn
+            .run_pending_migrations(set)
+            .map_err(|err| DbError::Other(anyhow::anyhow!("migration failed: {err}")))?;
+        applied.extend(versions.iter().map(ToString::to_string));
+    }
+    // Created by the migrator in its schema, so the default privileges gave
+    // the runtime role DML on it; take that back on every run.
+    conn.batch_execute(&format!(
+        "REVOKE ALL ON TABLE __diesel_schema_migrations FROM {}",
+        runtime_role_name(schema)
+    ))?;
+    Ok(applied)
+}
+
 /// Applies `migrations` (after the shared ones) to `schema`, connecting with
-/// `config`'s URL: what every service's `migrate` subcommand and
-/// `RUN_MIGRATIONS` do. Returns the versions applied.
+/// `config`'s migration URL (the schema owner's): what every service's
+/// `migrate` subcommand and `RUN_MIGRATIONS` do. Without that URL it fails
+/// saying what to set. Returns the versions applied.
 pub async fn migrate(
     config: &DbConfig,
     schema: &'static str,
     migrations: EmbeddedMigrations,
 ) -> Result<Vec<String>, DbError> {
-    let url = config.database_url.clone();
+    let Some(url) = config.migration_database_url.clone() else {
+        return Err(DbError::Other(anyhow::anyhow!(
+            "applying migrations (`migrate`, or RUN_MIGRATIONS=true at start-up) needs \
+             BACKROOM_MIGRATION_DATABASE_URL (--migration-database-url), the URL of {migrator}, \
+             the owner of schema {schema}; DATABASE_URL's role {runtime} may only read and write \
+             rows. To start without migrating, set RUN_MIGRATIONS=false",
+            migrator = migrator_role_name(schema),
+            runtime = runtime_role_name(schema),
+        )));
+    };
     let applied = blocking(move || {
         let mut conn = connect(url.expose())?;
         run_migrations(&mut conn, schema, migrations)
@@ -507,9 +697,9 @@ pub fn connect(url: &str) -> Result<PgConnection, DbError> {
     Ok(PgConnection::establish(url)?)
 }
 
-/// `admin_url` with its user and password replaced: the URL a service uses to
-/// connect as its own role to the same server and database.
-pub fn url_with_credentials(
+/// `admin_url` with its user and password replaced: the URL of one of a
+/// service's roles on the same server and database.
+fn url_with_credentials(
     admin_url: &str,
     user: &str,
     password: Option<&str>,

@@ -9,7 +9,8 @@
 //!   uses the same type.
 //! - [`shared_cluster`]: one cluster per test process, started on first use,
 //!   unless `BACKROOM_TEST_DATABASE_URL` points at a server to use instead.
-//! - [`TestDb`]: a fresh database per test, so tests run in parallel.
+//! - [`TestDb`]: a fresh database per test, so tests run in parallel;
+//!   [`attempt_statement`] / [`is_privilege_refusal`] for what a role may do.
 //! - [`TestServer`]: serves a [`GrpcServer`] on `127.0.0.1:0`.
 
 use std::{
@@ -379,34 +380,61 @@ impl TestDb {
         admin_url(&self.name)
     }
 
-    /// Provisions `service`'s role and schema in this database, runs its
-    /// migrations as that role, and returns the config the service connects
-    /// with (a small pool).
+    /// Provisions `service`'s two roles and its schema in this database
+    /// ([`db::provision`]), runs its migrations as the migrator, and returns
+    /// the config the service runs with (a small pool): `database_url` as
+    /// its runtime role, `migration_database_url` as its migrator.
     pub async fn service_config(
         &self,
         service: &'static str,
         migrations: EmbeddedMigrations,
     ) -> DbConfig {
-        // Provisioning ALTERs the cluster-wide role: run concurrently from
+        // Provisioning ALTERs the cluster-wide roles: run concurrently from
         // parallel tests it fails with "tuple concurrently updated".
         static PROVISION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let _one_at_a_time = PROVISION.lock().await;
         let admin = self.admin_url();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = db::connect(&admin).expect("connect as admin");
-            db::provision_service(&mut conn, service, None).expect("provision service");
-            let url = db::url_with_credentials(&admin, &db::role_name(service), None)
-                .expect("service url");
-            let mut conn = db::connect(&url).expect("connect as the service role");
-            db::run_migrations(&mut conn, service, migrations).expect("run migrations");
-            let mut config = DbConfig::for_url(url);
-            config.pool_size = 4;
-            config.pool_min_idle = 1;
-            config
+        let mut config = tokio::task::spawn_blocking(move || {
+            db::provision(&admin, service, &db::RolePasswords::default())
         })
         .await
         .expect("provision task")
+        .expect("provision service");
+        db::migrate(&config, service, migrations)
+            .await
+            .expect("run migrations as the migrator");
+        config.pool_size = 4;
+        config.pool_min_idle = 1;
+        config
     }
+}
+
+/// Runs `statement` as `pool`'s role in a transaction that is always rolled
+/// back, so a statement that does get through cannot affect the next one:
+/// `Ok` if Postgres accepted it, `Err(message)` if it refused. For tests of
+/// what a role may do.
+pub async fn attempt_statement(pool: &db::Pool, statement: &'static str) -> Result<(), String> {
+    use diesel::{Connection as _, result::Error};
+    pool.run(move |conn| {
+        let outcome = conn.transaction::<(), Error, _>(|conn| {
+            conn.batch_execute(statement)?;
+            Err(Error::RollbackTransaction)
+        });
+        Ok::<_, db::DbError>(match outcome {
+            Ok(()) | Err(Error::RollbackTransaction) => Ok(()),
+            Err(refused) => Err(refused.to_string()),
+        })
+    })
+    .await
+    .expect("a pooled connection")
+}
+
+/// Whether `message` is Postgres refusing on privilege grounds (SQLSTATE
+/// 42501: "permission denied …", "must be owner of …"), as opposed to a
+/// trigger or constraint saying no. The test clusters run with
+/// `lc_messages=C`.
+pub fn is_privilege_refusal(message: &str) -> bool {
+    message.starts_with("permission denied") || message.starts_with("must be owner of")
 }
 
 /// A server running on `127.0.0.1:<free port>` with a channel to it.

@@ -1,6 +1,6 @@
 //! The shared database plumbing against a real Postgres: role isolation,
-//! migrations in the service's schema, and pool exhaustion through a real
-//! server.
+//! what the runtime role may and may not do in its own schema, migrations in
+//! the service's schema, and pool exhaustion through a real server.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use backroom_shared::{
     db::{self, DbError, Pool},
     errors,
     server::GrpcServer,
-    testing::{TestDb, TestServer},
+    testing::{TestDb, TestServer, attempt_statement, is_privilege_refusal},
 };
 use diesel::{RunQueryDsl as _, connection::SimpleConnection as _, sql_query};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
@@ -70,18 +70,221 @@ async fn migrations_land_in_the_service_schema_and_another_role_cannot_read_them
 }
 
 #[tokio::test]
+async fn the_runtime_role_uses_its_rows_but_cannot_change_its_schema_or_touch_another() {
+    let test_db = TestDb::create().await;
+    let alpha = test_db.service_config("alpha", ALPHA).await;
+    let _beta = test_db.service_config("beta", BETA).await;
+    let runtime = Pool::new(&alpha, "alpha");
+
+    // What serving needs: rows in and out, sequences.
+    for statement in [
+        "INSERT INTO widgets (label) VALUES ('w')",
+        "SELECT * FROM widgets",
+        "UPDATE widgets SET label = 'v'",
+        "DELETE FROM widgets",
+        "INSERT INTO ledger (amount) VALUES (5)",
+        "SELECT * FROM ledger",
+    ] {
+        assert_eq!(
+            attempt_statement(&runtime, statement).await,
+            Ok(()),
+            "{statement}"
+        );
+    }
+
+    // What a compromised service must not be able to do.
+    let mut allowed = Vec::new();
+    for statement in [
+        // drop or change the guards
+        "DROP TABLE widgets",
+        "DROP TRIGGER ledger_append_only ON ledger",
+        "ALTER TABLE ledger DISABLE TRIGGER ledger_append_only",
+        "ALTER TABLE ledger DISABLE TRIGGER ALL",
+        "ALTER TABLE ledger DROP CONSTRAINT ledger_amount_positive",
+        "ALTER TABLE widgets ADD COLUMN extra int",
+        "CREATE OR REPLACE FUNCTION ledger_forbid_change() RETURNS trigger \
+         LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+        "DROP FUNCTION ledger_forbid_change() CASCADE",
+        "SET session_replication_role = replica",
+        "TRUNCATE ledger",
+        "TRUNCATE widgets",
+        "COMMENT ON TABLE widgets IS 'mine now'",
+        // create objects in its schema (qualified or through search_path)
+        "CREATE TABLE intruder (id int)",
+        "CREATE TABLE alpha.intruder (id int)",
+        "CREATE VIEW alpha.intruder AS SELECT 1 AS one",
+        "CREATE FUNCTION alpha.intruder() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "CREATE INDEX widgets_label ON widgets (label)",
+        "ALTER SCHEMA alpha RENAME TO omega",
+        "DROP SCHEMA alpha CASCADE",
+        // rewrite which migrations count as applied
+        "DELETE FROM __diesel_schema_migrations",
+        "INSERT INTO __diesel_schema_migrations (version) VALUES ('99999999999999')",
+        // become the owner
+        "SET ROLE backroom_alpha_migrator",
+        // anything outside its schema
+        "CREATE SCHEMA intruder",
+        "CREATE TABLE public.intruder (id int)",
+        "SELECT * FROM beta.gadgets",
+        "INSERT INTO beta.gadgets DEFAULT VALUES",
+    ] {
+        match attempt_statement(&runtime, statement).await {
+            Err(message) if is_privilege_refusal(&message) => {}
+            other => allowed.push(format!("{statement}: {other:?}")),
+        }
+    }
+    assert!(
+        allowed.is_empty(),
+        "the runtime role was not refused on privilege grounds:\n{}",
+        allowed.join("\n")
+    );
+
+    // The guards are all still there.
+    runtime
+        .run(|conn| Ok::<_, DbError>(conn.batch_execute("INSERT INTO ledger (amount) VALUES (7)")?))
+        .await
+        .unwrap();
+    let refused = attempt_statement(&runtime, "UPDATE ledger SET amount = amount + 1")
+        .await
+        .unwrap_err();
+    assert!(refused.contains("append-only"), "{refused}");
+    let refused = attempt_statement(&runtime, "INSERT INTO ledger (amount) VALUES (0)")
+        .await
+        .unwrap_err();
+    assert!(refused.contains("ledger_amount_positive"), "{refused}");
+
+    // The refusals are about the role: the schema's owner may.
+    let owner_url = alpha.migration_database_url.as_ref().unwrap().expose();
+    let owner = Pool::new(&DbConfig::for_url(owner_url), "alpha");
+    for statement in [
+        "DROP TRIGGER ledger_append_only ON ledger",
+        "ALTER TABLE ledger DROP CONSTRAINT ledger_amount_positive",
+        "TRUNCATE ledger",
+    ] {
+        assert_eq!(
+            attempt_statement(&owner, statement).await,
+            Ok(()),
+            "{statement}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn provisioning_hands_a_schema_owned_by_its_runtime_role_to_the_migrator() {
+    use diesel_migrations::MigrationHarness as _;
+    let test_db = TestDb::create().await;
+    let admin_url = test_db.admin_url();
+    // The former layout: role backroom_legacy owns schema legacy and ran
+    // its migrations itself.
+    let admin = admin_url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = db::connect(&admin).unwrap();
+        conn.batch_execute(
+            "DO $$ BEGIN CREATE ROLE backroom_legacy LOGIN; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             CREATE SCHEMA legacy AUTHORIZATION backroom_legacy; \
+             SET ROLE backroom_legacy; SET search_path TO legacy;",
+        )
+        .unwrap();
+        conn.run_pending_migrations(backroom_shared::idempotency::MIGRATIONS)
+            .unwrap();
+        conn.run_pending_migrations(ALPHA).unwrap();
+        // The new code refuses to migrate it as it is, saying why.
+        conn.batch_execute("RESET ROLE").unwrap();
+        let err = db::run_migrations(&mut conn, "legacy", ALPHA).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("owned by its runtime role backroom_legacy"),
+            "{err}"
+        );
+    })
+    .await
+    .unwrap();
+
+    let admin = admin_url.clone();
+    let config = tokio::task::spawn_blocking(move || {
+        db::provision(&admin, "legacy", &db::RolePasswords::default())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        db::migrate(&config, "legacy", ALPHA)
+            .await
+            .unwrap()
+            .is_empty(),
+        "every migration was applied before"
+    );
+
+    let runtime = Pool::new(&config, "legacy");
+    for statement in [
+        "INSERT INTO widgets (label) VALUES ('kept')",
+        "UPDATE widgets SET label = 'still kept'",
+        "INSERT INTO ledger (amount) VALUES (1)",
+        "DELETE FROM idempotency_keys",
+    ] {
+        assert_eq!(
+            attempt_statement(&runtime, statement).await,
+            Ok(()),
+            "{statement}"
+        );
+    }
+    for statement in [
+        "DROP TABLE widgets",
+        "DROP TRIGGER ledger_append_only ON ledger",
+        "CREATE TABLE intruder (id int)",
+        "DELETE FROM __diesel_schema_migrations",
+    ] {
+        let refused = attempt_statement(&runtime, statement).await.unwrap_err();
+        assert!(is_privilege_refusal(&refused), "{statement}: {refused}");
+    }
+}
+
+#[tokio::test]
 async fn running_migrations_twice_and_concurrently_is_harmless() {
     let test_db = TestDb::create().await;
     let config = test_db.service_config("alpha", ALPHA).await;
-    let runs = (0..4).map(|_| {
-        let url = config.database_url.expose().to_owned();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = db::connect(&url)?;
-            db::run_migrations(&mut conn, "alpha", ALPHA)
-        })
-    });
+    let runs = (0..4).map(|_| db::migrate(&config, "alpha", ALPHA));
     for run in futures_util::future::join_all(runs).await {
-        assert!(run.unwrap().unwrap().is_empty(), "nothing left to apply");
+        assert!(run.unwrap().is_empty(), "nothing left to apply");
+    }
+}
+
+#[tokio::test]
+async fn migrations_run_only_as_the_schema_owner_and_say_which_url_that_is() {
+    let test_db = TestDb::create().await;
+    let config = test_db.service_config("alpha", ALPHA).await;
+
+    // Without the migrator's URL: what to set, or how to start without it.
+    let err = db::migrate(
+        &DbConfig::for_url(config.database_url.expose()),
+        "alpha",
+        ALPHA,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("BACKROOM_MIGRATION_DATABASE_URL")
+            && err.contains("backroom_alpha_migrator")
+            && err.contains("RUN_MIGRATIONS=false"),
+        "{err}"
+    );
+    // The runtime role's URL in its place, or a superuser's (whose tables
+    // the runtime role would get no privileges on): refused, naming the owner.
+    for url in [config.database_url.expose().to_owned(), test_db.admin_url()] {
+        let err = db::migrate(
+            &DbConfig::for_url("unused").with_migration_url(url),
+            "alpha",
+            ALPHA,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("run as its owner backroom_alpha_migrator"),
+            "{err}"
+        );
     }
 }
 
