@@ -10,7 +10,8 @@
 //! - [`shared_cluster`]: one cluster per test process, started on first use,
 //!   unless `BACKROOM_TEST_DATABASE_URL` points at a server to use instead.
 //! - [`TestDb`]: a fresh database per test, so tests run in parallel;
-//!   [`attempt_statement`] / [`is_privilege_refusal`] for what a role may do.
+//!   [`attempt_statement`], [`assert_accepted`] and
+//!   [`assert_refused_for_privilege`] for what a role may do.
 //! - [`TestServer`]: serves a [`GrpcServer`] on `127.0.0.1:0`.
 
 use std::{
@@ -437,6 +438,36 @@ pub fn is_privilege_refusal(message: &str) -> bool {
     message.starts_with("permission denied") || message.starts_with("must be owner of")
 }
 
+/// Asserts that `pool`'s role may run every one of `statements` (each
+/// rolled back), listing every refusal.
+pub async fn assert_accepted(pool: &db::Pool, statements: &[&'static str]) {
+    let mut refused = Vec::new();
+    for statement in statements {
+        if let Err(message) = attempt_statement(pool, statement).await {
+            refused.push(format!("{statement}: {message}"));
+        }
+    }
+    assert!(refused.is_empty(), "refused:\n{}", refused.join("\n"));
+}
+
+/// Asserts that Postgres refuses every one of `statements` to `pool`'s role
+/// on privilege grounds ([`is_privilege_refusal`]), listing every statement
+/// that got through or was refused for another reason.
+pub async fn assert_refused_for_privilege(pool: &db::Pool, statements: &[&'static str]) {
+    let mut not_refused = Vec::new();
+    for statement in statements {
+        match attempt_statement(pool, statement).await {
+            Err(message) if is_privilege_refusal(&message) => {}
+            other => not_refused.push(format!("{statement}: {other:?}")),
+        }
+    }
+    assert!(
+        not_refused.is_empty(),
+        "not refused on privilege grounds:\n{}",
+        not_refused.join("\n")
+    );
+}
+
 /// A server running on `127.0.0.1:<free port>` with a channel to it.
 #[derive(Debug)]
 pub struct TestServer {
@@ -590,8 +621,11 @@ fn repo_root() -> PathBuf {
 
 /// Asserts that the Kubernetes manifests and the binary agree, so neither
 /// can drift from the other:
-/// - every variable `deploy/env-contract.yaml` gives the service is one the
-///   binary reads, and every variable the binary requires is given;
+/// - every variable `deploy/env-contract.yaml` gives the service (serving,
+///   and its `migrate` containers) is one the binary reads, and every
+///   variable the binary requires is given to both;
+/// - the serving container does not get the migration URL (the schema
+///   owner's credentials), and the `migrate` containers do;
 /// - every value in the base ConfigMap (`deploy/k8s/base/<svc>/config.env`)
 ///   parses with the binary's own parser;
 /// - the listen port in that ConfigMap is the Deployment's `grpc`
@@ -608,36 +642,56 @@ pub fn check_deploy_contract(service: &str, command: clap::Command, health_servi
     // 1. Variable names, both ways.
     let contract: Value = serde_norway::from_str(&read(root.join("deploy/env-contract.yaml")))
         .expect("contract YAML");
-    let names = |kind: &str| -> Vec<String> {
-        contract[service][kind]
-            .as_sequence()
-            .unwrap_or_else(|| panic!("env-contract.yaml has no {service}.{kind}"))
+    let names = |list: &Value, what: &str| -> Vec<String> {
+        list.as_sequence()
+            .unwrap_or_else(|| panic!("env-contract.yaml has no {service}.{what}"))
             .iter()
             .map(|v| v.as_str().expect("variable names are strings").to_owned())
             .collect()
     };
-    let provided: Vec<String> = names("configmap")
-        .into_iter()
-        .chain(names("secret"))
+    let configmap = names(&contract[service]["configmap"], "configmap");
+    let provided: Vec<String> = configmap
+        .iter()
+        .cloned()
+        .chain(names(&contract[service]["secret"], "secret"))
+        .collect();
+    let migrate_provided: Vec<String> = configmap
+        .iter()
+        .cloned()
+        .chain(names(
+            &contract[service]["migrate"]["secret"],
+            "migrate.secret",
+        ))
         .collect();
     let args: Vec<(String, clap::Arg)> = command
         .get_arguments()
         .filter_map(|arg| Some((arg.get_env()?.to_str()?.to_owned(), arg.clone())))
         .collect();
-    for name in &provided {
-        assert!(
-            args.iter().any(|(env, _)| env == name),
-            "deploy gives {service} {name}, which the binary does not read"
-        );
-    }
-    for (env, arg) in &args {
-        if arg.is_required_set() {
+    for (container, given) in [("serve", &provided), ("migrate", &migrate_provided)] {
+        for name in given {
             assert!(
-                provided.contains(env),
-                "the binary requires {env}, which deploy does not give {service}"
+                args.iter().any(|(env, _)| env == name),
+                "deploy gives {service} ({container}) {name}, which the binary does not read"
             );
         }
+        for (env, arg) in &args {
+            if arg.is_required_set() {
+                assert!(
+                    given.contains(env),
+                    "the binary requires {env}, which deploy does not give {service} ({container})"
+                );
+            }
+        }
     }
+    const MIGRATION_URL: &str = "BACKROOM_MIGRATION_DATABASE_URL";
+    assert!(
+        !provided.iter().any(|name| name == MIGRATION_URL),
+        "{service} would serve holding {MIGRATION_URL}, the schema owner's credentials"
+    );
+    assert!(
+        migrate_provided.iter().any(|name| name == MIGRATION_URL),
+        "{service}'s migrate containers do not get {MIGRATION_URL}"
+    );
 
     // 2. Every ConfigMap value parses with the binary's parser.
     let config_env = read(root.join(format!("deploy/k8s/base/{service}/config.env")));

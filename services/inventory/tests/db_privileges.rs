@@ -5,7 +5,7 @@
 
 mod common;
 
-use backroom_shared::testing::{attempt_statement, is_privilege_refusal};
+use backroom_shared::testing::{assert_refused_for_privilege, attempt_statement};
 use common::TestApp;
 
 #[tokio::test]
@@ -32,14 +32,15 @@ async fn the_runtime_role_appends_stock_movements_but_has_no_privilege_to_rewrit
             "{statement}: {refused}"
         );
     }
-    for statement in [
-        "DROP TRIGGER stock_movements_append_only ON stock_movements",
-        "ALTER TABLE stock_movements DISABLE TRIGGER stock_movements_append_only",
-        "ALTER TABLE stock_levels DROP CONSTRAINT stock_levels_available_check",
-        "CREATE OR REPLACE FUNCTION stock_movements_append_only() RETURNS trigger \
-         LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
-    ] {
-        let refused = attempt_statement(&app.pool, statement).await.unwrap_err();
-        assert!(is_privilege_refusal(&refused), "{statement}: {refused}");
-    }
+    assert_refused_for_privilege(
+        &app.pool,
+        &[
+            "DROP TRIGGER stock_movements_append_only ON stock_movements",
+            "ALTER TABLE stock_movements DISABLE TRIGGER stock_movements_append_only",
+            "ALTER TABLE stock_levels DROP CONSTRAINT stock_levels_available_check",
+            "CREATE OR REPLACE FUNCTION stock_movements_append_only() RETURNS trigger \
+             LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+        ],
+    )
+    .await;
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use backroom_shared::testing::{attempt_statement, is_privilege_refusal};
+use backroom_shared::testing::{assert_refused_for_privilege, attempt_statement};
 use common::TestApp;
 
 #[tokio::test]
@@ -50,17 +50,18 @@ async fn the_runtime_role_appends_to_the_ledger_but_has_no_privilege_to_rewrite_
         );
     }
     // Nor can it take the guards away first.
-    for statement in [
-        "DROP TRIGGER ledger_entries_append_only ON ledger_entries",
-        "ALTER TABLE journals DISABLE TRIGGER journals_append_only",
-        "ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_balanced",
-        "ALTER TABLE payment_intents DROP CONSTRAINT payment_intents_refunded_le_received",
-        "CREATE OR REPLACE FUNCTION forbid_ledger_change() RETURNS trigger \
-         LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
-        "ALTER TABLE ledger_entries OWNER TO CURRENT_USER",
-    ] {
-        let refused = attempt_statement(&app.pool, statement).await.unwrap_err();
-        assert!(is_privilege_refusal(&refused), "{statement}: {refused}");
-    }
+    assert_refused_for_privilege(
+        &app.pool,
+        &[
+            "DROP TRIGGER ledger_entries_append_only ON ledger_entries",
+            "ALTER TABLE journals DISABLE TRIGGER journals_append_only",
+            "ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_balanced",
+            "ALTER TABLE payment_intents DROP CONSTRAINT payment_intents_refunded_le_received",
+            "CREATE OR REPLACE FUNCTION forbid_ledger_change() RETURNS trigger \
+             LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+            "ALTER TABLE ledger_entries OWNER TO CURRENT_USER",
+        ],
+    )
+    .await;
     assert!(app.audit().await.is_empty());
 }
