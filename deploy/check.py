@@ -27,7 +27,9 @@ For the base and every overlay under deploy/k8s/overlays/ it
      - deploy/env-contract.yaml: the container `<svc>` of Deployment `<svc>`
        gets exactly the contract's names, ConfigMap names via envFrom and
        secret names via secretKeyRef (key = variable name); the migrate
-       initContainer and Job get the ConfigMap and DATABASE_URL only; listen,
+       initContainer and Job get the ConfigMap and exactly the contract's
+       `migrate` secrets (the schema owner's URL), which no serving container
+       may get; listen,
        metrics and endpoint addresses agree with ports and Services;
        terminationGracePeriodSeconds exceeds shutdown delay + drain;
      - the Kubernetes recommended labels on workloads, pod templates and
@@ -504,6 +506,20 @@ def base_name(generated: str, wanted: str) -> bool:
                                    and len(generated) == len(wanted) + 11)
 
 
+def check_secret_ref(report, where, name, detail, svc, secrets, external):
+    """`name` comes from Secret `<svc>-secrets`, key = name, and a rendered
+    Secret holds it (one not rendered is recorded in `external`)."""
+    if detail.get("key") != name:
+        report.bad(where, f"{name}: secretKeyRef key {detail.get('key')!r} != variable name")
+    if not base_name(detail["name"], f"{svc}-secrets"):
+        report.bad(where, f"{name}: Secret {detail['name']!r} is not {svc}-secrets")
+    secret = secrets.get(detail["name"])
+    if secret is None:
+        external.setdefault(f"{svc}-secrets", set()).add(name)
+    elif name not in (secret.get("data") or {}) | (secret.get("stringData") or {}):
+        report.bad(where, f"{name}: key missing in Secret {detail['name']}")
+
+
 def check_env_contract(objs, report):
     contract = yaml.safe_load(CONTRACT.read_text())
     configmaps = {o["metadata"]["name"]: o for o in objs if o.get("kind") == "ConfigMap"}
@@ -513,9 +529,17 @@ def check_env_contract(objs, report):
     checked = 0
     for svc, want in contract.items():
         want_cm, want_secret = set(want.get("configmap") or []), set(want.get("secret") or [])
+        want_migrate = set((want.get("migrate") or {}).get("secret") or [])
         if want_cm & want_secret:
             report.bad("env-contract.yaml", f"{svc}: {sorted(want_cm & want_secret)} listed as "
                                             f"both configmap and secret")
+        if not want_migrate:
+            report.bad("env-contract.yaml", f"{svc}: no migrate.secret list")
+        # Credentials only the migrators hold (the schema owner's URL).
+        migrate_only = want_migrate - want_secret
+        if migrate_only & want_cm:
+            report.bad("env-contract.yaml", f"{svc}: {sorted(migrate_only & want_cm)} is a "
+                                            f"migrate secret and a configmap name")
         deployment = next((o for o in objs if o.get("kind") == "Deployment"
                            and o["metadata"]["name"] == svc), None)
         if deployment is None:
@@ -538,6 +562,9 @@ def check_env_contract(objs, report):
                 report.bad(cw, name)
             elif kind == "secret-envfrom":
                 report.bad(cw, f"{name}: take secrets key by key with secretKeyRef")
+            elif name in migrate_only:
+                report.bad(cw, f"{name} is the migrators' credential (it can change the schema): "
+                               f"only the migrate containers get it")
             elif name not in want_cm | want_secret:
                 report.bad(cw, f"{name} is provided but not in env-contract.yaml ({svc})")
             elif name in want_secret and kind != "secret":
@@ -545,15 +572,7 @@ def check_env_contract(objs, report):
             elif name in want_cm and kind != "configmap":
                 report.bad(cw, f"{name} should come from the ConfigMap, not a {kind}")
             elif kind == "secret":
-                if detail.get("key") != name:
-                    report.bad(cw, f"{name}: secretKeyRef key {detail.get('key')!r} != variable name")
-                if not base_name(detail["name"], f"{svc}-secrets"):
-                    report.bad(cw, f"{name}: Secret {detail['name']!r} is not {svc}-secrets")
-                secret = secrets.get(detail["name"])
-                if secret is None:
-                    external.setdefault(f"{svc}-secrets", set()).add(name)
-                elif name not in (secret.get("data") or {}) | (secret.get("stringData") or {}):
-                    report.bad(cw, f"{name}: key missing in Secret {detail['name']}")
+                check_secret_ref(report, cw, name, detail, svc, secrets, external)
         for name in sorted((want_cm | want_secret) - set(provided)):
             source = "ConfigMap (envFrom)" if name in want_cm else f"Secret {svc}-secrets"
             report.bad(cw, f"{name} (env-contract.yaml) is not provided; expected from {source}")
@@ -618,8 +637,14 @@ def check_env_contract(objs, report):
                 report.bad(where, f"image {c.get('image')} != service image {main.get('image')}")
             got = env_sources(c, configmaps)
             secret_names = {n for n, (k, _) in got.items() if k == "secret"}
-            if secret_names != {"DATABASE_URL"}:
-                report.bad(where, f"secrets {sorted(secret_names)} != ['DATABASE_URL']")
+            if secret_names != want_migrate:
+                report.bad(where, f"secrets {sorted(secret_names)} != {sorted(want_migrate)} "
+                                  f"(env-contract.yaml {svc}.migrate)")
+            for name, (kind, detail) in sorted(got.items()):
+                if kind == "secret-envfrom":
+                    report.bad(where, f"{name}: take secrets key by key with secretKeyRef")
+                elif kind == "secret":
+                    check_secret_ref(report, where, name, detail, svc, secrets, external)
             if [s.get("configMapRef", {}).get("name") for s in c.get("envFrom") or []] != cm_names:
                 report.bad(where, "does not envFrom the service's ConfigMap")
     report.facts.append(f"env contract {checked}/{len(contract)} services")

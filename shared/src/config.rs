@@ -15,12 +15,13 @@
 //! | `BACKROOM_RATE_LIMIT_PER_SEC` | 10 | rate-limited RPCs: calls per second per client address and method (0: no limit) |
 //! | `BACKROOM_RATE_LIMIT_BURST` | 20 | rate-limited RPCs: calls allowed at once before the rate applies |
 //! | `BACKROOM_TRUSTED_PROXIES` | unset | comma-separated CIDRs whose `x-forwarded-for` names the client |
-//! | `DATABASE_URL` | (required by services) | the service's own Postgres role + database |
+//! | `DATABASE_URL` | (required by services) | the service's runtime role (`backroom_<svc>`) + database: serving only reads and writes rows |
+//! | `BACKROOM_MIGRATION_DATABASE_URL` | unset | the schema owner (`backroom_<svc>_migrator`) + database: what `migrate` and `RUN_MIGRATIONS=true` connect as; never needed to serve |
 //! | `BACKROOM_DB_POOL_SIZE` | 10 | pooled connections |
 //! | `BACKROOM_DB_POOL_MIN_IDLE` | 2 | connections kept open when idle |
 //! | `BACKROOM_DB_CHECKOUT_TIMEOUT_MS` | 2000 | wait for a pooled connection before UNAVAILABLE (at most half the call's remaining deadline; 100 ms once connecting has failed) |
 //! | `BACKROOM_DB_STATEMENT_TIMEOUT_MS` | 10000 | Postgres `statement_timeout` |
-//! | `RUN_MIGRATIONS` | true | apply pending migrations at start-up |
+//! | `RUN_MIGRATIONS` | true | apply pending migrations at start-up (needs `BACKROOM_MIGRATION_DATABASE_URL`) |
 //! | `RUST_LOG` | `info` | log filter (tracing `EnvFilter` syntax) |
 //! | `BACKROOM_LOG_FORMAT` | `auto` | `json`, `pretty`, or `auto` (pretty on a terminal) |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | unset | OTLP/gRPC collector; unset disables export |
@@ -183,13 +184,24 @@ impl ServerConfig {
     }
 }
 
-/// The service's database connection and pool.
+/// The service's database connections and pool.
+///
+/// Two roles, two URLs (see [`crate::db`]): the service serves as its
+/// runtime role, which may read and write rows but not change the schema;
+/// migrations run as the schema's owner, whose URL the serving process needs
+/// only when it migrates at start-up.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbConfig {
-    /// Postgres URL of the service's own role, e.g.
-    /// `postgres://backroom_account:…@db:5432/backroom`.
+    /// Postgres URL of the service's runtime role, e.g.
+    /// `postgres://backroom_account:…@db:5432/backroom`: everything but
+    /// migrations connects with it.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Secret,
+    /// Postgres URL of the role that owns the service's schema, e.g.
+    /// `postgres://backroom_account_migrator:…@db:5432/backroom`: used only
+    /// to apply migrations (`migrate`, or `RUN_MIGRATIONS=true`).
+    #[arg(long, env = "BACKROOM_MIGRATION_DATABASE_URL", hide_env_values = true)]
+    pub migration_database_url: Option<Secret>,
     /// Pooled connections.
     #[arg(long, env = "BACKROOM_DB_POOL_SIZE", default_value_t = 10)]
     pub pool_size: u32,
@@ -206,22 +218,30 @@ pub struct DbConfig {
         default_value_t = 10_000
     )]
     pub statement_timeout_ms: u64,
-    /// Apply pending migrations at start-up (the `migrate` subcommand always does).
+    /// Apply pending migrations at start-up, as the schema owner of
+    /// `--migration-database-url` (the `migrate` subcommand always does).
     #[arg(long, env = "RUN_MIGRATIONS", default_value_t = true, action = clap::ArgAction::Set)]
     pub run_migrations: bool,
 }
 
 impl DbConfig {
-    /// A config for `database_url` with every other value at its default.
+    /// A config for `database_url` with every other value at its default
+    /// (no migration URL: see [`Self::with_migration_url`]).
     pub fn for_url(database_url: impl Into<String>) -> Self {
         Self {
             database_url: Secret::new(database_url),
+            migration_database_url: None,
             pool_size: 10,
             pool_min_idle: 2,
             checkout_timeout_ms: 2_000,
             statement_timeout_ms: 10_000,
             run_migrations: true,
         }
+    }
+    /// The same config, migrating as the schema owner of `migration_database_url`.
+    pub fn with_migration_url(mut self, migration_database_url: impl Into<String>) -> Self {
+        self.migration_database_url = Some(Secret::new(migration_database_url));
+        self
     }
     /// [`Self::checkout_timeout_ms`] as a duration.
     pub fn checkout_timeout(&self) -> Duration {
@@ -367,10 +387,32 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let probe = Probe::try_parse_from(["probe", "--database-url", "postgres://u:hunter2@h/db"])
-            .unwrap();
-        assert!(!format!("{probe:?}").contains("hunter2"));
+        let probe = Probe::try_parse_from([
+            "probe",
+            "--database-url",
+            "postgres://u:hunter2@h/db",
+            "--migration-database-url",
+            "postgres://m:swordfish@h/db",
+        ])
+        .unwrap();
+        let printed = format!("{probe:?}");
+        assert!(!printed.contains("hunter2") && !printed.contains("swordfish"));
         assert_eq!(probe.db.database_url.expose(), "postgres://u:hunter2@h/db");
+        assert_eq!(
+            probe.db.migration_database_url.as_ref().map(Secret::expose),
+            Some("postgres://m:swordfish@h/db")
+        );
+    }
+
+    #[test]
+    fn the_migration_url_is_optional_and_separate() {
+        if std::env::var_os("BACKROOM_MIGRATION_DATABASE_URL").is_some() {
+            return;
+        }
+        let probe =
+            Probe::try_parse_from(["probe", "--database-url", "postgres://u@h/db"]).unwrap();
+        assert!(probe.db.migration_database_url.is_none());
+        assert!(probe.db.run_migrations, "the default: migrate at start-up");
     }
 
     #[test]

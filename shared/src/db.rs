@@ -5,10 +5,28 @@
 //! Layout:
 //! - [`Pool`]: the pool; [`Pool::run`] / [`Pool::transaction`] move blocking
 //!   diesel work onto tokio's blocking pool, keeping the caller's span.
-//! - [`provision_service`]: role `backroom_<svc>` owning schema `<svc>`, no
-//!   rights on any other schema.
-//! - [`run_migrations`]: embedded migrations, serialised by an advisory lock so
-//!   several replicas (or a Job and a replica) may start at once.
+//! - `provisioning` (re-exported here): [`provision_service`] /
+//!   [`provision`], the two roles of a service and its schema (below);
+//!   [`run_migrations`] / [`migrate`], embedded migrations as the schema's
+//!   owner, serialised by an advisory lock so several replicas (or a Job and
+//!   a replica) may start at once.
+//!
+//! Roles: each service has two, so that a compromised service cannot remove
+//! the guards its schema puts around its data (CHECK constraints, the
+//! ledger's triggers):
+//! - `backroom_<svc>_migrator` ([`migrator_role_name`]) owns schema `<svc>`
+//!   and every object in it, and is what migrations connect as
+//!   (`BACKROOM_MIGRATION_DATABASE_URL`);
+//! - `backroom_<svc>` ([`runtime_role_name`]) is what the service serves as
+//!   (`DATABASE_URL`). It owns nothing: USAGE on its schema and, through the
+//!   migrator's default privileges, SELECT/INSERT/UPDATE/DELETE on the
+//!   tables, USAGE/SELECT on the sequences and EXECUTE on the functions
+//!   migrations create. So it cannot ALTER, DROP, TRUNCATE, create objects,
+//!   disable triggers or replace trigger functions. A migration may narrow
+//!   its rights further (payment's append-only ledger: INSERT and SELECT only).
+//!
+//! Neither role has any privilege on another service's schema, nor can
+//! create in `public`.
 //!
 //! Why r2d2 + `spawn_blocking` rather than an async driver: diesel is the
 //! house ORM, and NOTES.md measured this path at parity with diesel-async.
@@ -24,12 +42,17 @@ use std::{
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, HandleError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::{Connection, PgConnection, RunQueryDsl};
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use diesel::{Connection, PgConnection};
 use r2d2::{HandleEvent, event::AcquireEvent};
 use tracing::Instrument;
 
 use crate::config::DbConfig;
+
+mod provisioning;
+pub use provisioning::{
+    RolePasswords, migrate, migrator_role_name, provision, provision_service, run_migrations,
+    runtime_role_name,
+};
 
 /// A pooled connection.
 pub type PooledConn = r2d2::PooledConnection<ConnectionManager<PgConnection>>;
@@ -408,122 +431,13 @@ where
         .map_err(|join| DbError::Other(anyhow::anyhow!("blocking task failed: {join}")))?
 }
 
-/// The role a service connects as: `backroom_<service>`.
-pub fn role_name(service: &str) -> String {
-    format!("backroom_{service}")
-}
-
-/// Creates (idempotently) the role `backroom_<service>` with `password` and
-/// the schema `<service>` owned by it, in the database `admin` is connected
-/// to. The role can log in and connect but has no privilege on any other
-/// schema. Safe to run concurrently for the same service (a racing
-/// `CREATE ROLE` is caught).
-pub fn provision_service(
-    admin: &mut PgConnection,
-    service: &str,
-    password: Option<&str>,
-) -> Result<(), DbError> {
-    check_identifier(service)?;
-    let role = role_name(service);
-    let password_sql = match password {
-        Some(password) => format!("PASSWORD {}", quote_literal(password)),
-        None => String::new(),
-    };
-    admin.batch_execute(&format!(
-        r#"
-        DO $$ BEGIN
-            CREATE ROLE {role} LOGIN {password_sql};
-        EXCEPTION WHEN duplicate_object OR unique_violation THEN
-            NULL;
-        END $$;
-        ALTER ROLE {role} LOGIN {password_sql};
-        CREATE SCHEMA IF NOT EXISTS {service} AUTHORIZATION {role};
-        ALTER SCHEMA {service} OWNER TO {role};
-        REVOKE ALL ON SCHEMA {service} FROM PUBLIC;
-        "#
-    ))?;
-    let database: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
-        "current_database()",
-    ))
-    .get_result(admin)
-    .map_err(DbError::from)?;
-    admin.batch_execute(&format!(
-        "GRANT CONNECT ON DATABASE \"{database}\" TO {role}; ALTER ROLE {role} IN DATABASE \"{database}\" SET search_path = {service};"
-    ))?;
-    Ok(())
-}
-
-/// Runs the shared migrations ([`crate::idempotency::MIGRATIONS`]) and then
-/// the service's `migrations` inside schema `schema` (the diesel bookkeeping
-/// table lives there too), holding an advisory lock so concurrent runners
-/// wait for each other instead of racing. Returns the versions applied.
-pub fn run_migrations(
-    conn: &mut PgConnection,
-    schema: &str,
-    migrations: EmbeddedMigrations,
-) -> Result<Vec<String>, DbError> {
-    check_identifier(schema)?;
-    conn.batch_execute(&format!(
-        "SET search_path TO {schema}; SELECT pg_advisory_lock(hashtext('backroom-migrate-{schema}'));"
-    ))?;
-    let mut applied = Vec::new();
-    let mut result = Ok(());
-    for set in [crate::idempotency::MIGRATIONS, migrations] {
-        match conn.run_pending_migrations(set) {
-            Ok(versions) => applied.extend(versions.iter().map(ToString::to_string)),
-            Err(err) => {
-                result = Err(DbError::Other(anyhow::anyhow!("migration failed: {err}")));
-                break;
-            }
-        }
-    }
-    let result = result.map(|()| applied);
-    conn.batch_execute(&format!(
-        "SELECT pg_advisory_unlock(hashtext('backroom-migrate-{schema}'))"
-    ))?;
-    result
-}
-
-/// Applies `migrations` (after the shared ones) to `schema`, connecting with
-/// `config`'s URL: what every service's `migrate` subcommand and
-/// `RUN_MIGRATIONS` do. Returns the versions applied.
-pub async fn migrate(
-    config: &DbConfig,
-    schema: &'static str,
-    migrations: EmbeddedMigrations,
-) -> Result<Vec<String>, DbError> {
-    let url = config.database_url.clone();
-    let applied = blocking(move || {
-        let mut conn = connect(url.expose())?;
-        run_migrations(&mut conn, schema, migrations)
-    })
-    .await?;
-    tracing::info!(schema, ?applied, "migrations applied");
-    Ok(applied)
-}
-
 /// Opens one connection (blocking), for provisioning and migrations.
 pub fn connect(url: &str) -> Result<PgConnection, DbError> {
     Ok(PgConnection::establish(url)?)
 }
 
-/// `admin_url` with its user and password replaced: the URL a service uses to
-/// connect as its own role to the same server and database.
-pub fn url_with_credentials(
-    admin_url: &str,
-    user: &str,
-    password: Option<&str>,
-) -> anyhow::Result<String> {
-    let mut url = url::Url::parse(admin_url)?;
-    url.set_username(user)
-        .map_err(|()| anyhow::anyhow!("cannot set user on {url}"))?;
-    url.set_password(password)
-        .map_err(|()| anyhow::anyhow!("cannot set password on {url}"))?;
-    Ok(url.into())
-}
-
 /// Schema and service names are spliced into SQL: allow only `[a-z_]+`.
-fn check_identifier(name: &str) -> Result<(), DbError> {
+pub(crate) fn check_identifier(name: &str) -> Result<(), DbError> {
     if !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
         Ok(())
     } else {
@@ -531,10 +445,6 @@ fn check_identifier(name: &str) -> Result<(), DbError> {
             "invalid identifier {name:?}"
         )))
     }
-}
-
-fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 #[cfg(test)]
@@ -567,28 +477,9 @@ mod tests {
     }
 
     #[test]
-    fn service_url_swaps_credentials_and_keeps_the_rest() {
-        let url = url_with_credentials(
-            "postgres://postgres@127.0.0.1:5433/backroom?sslmode=disable",
-            "backroom_account",
-            Some("p@ss/word"),
-        )
-        .unwrap();
-        assert_eq!(
-            url,
-            "postgres://backroom_account:p%40ss%2Fword@127.0.0.1:5433/backroom?sslmode=disable"
-        );
-    }
-
-    #[test]
     fn identifiers_spliced_into_sql_are_restricted() {
         assert!(check_identifier("account").is_ok());
         assert!(check_identifier("x; DROP TABLE y").is_err());
         assert!(check_identifier("").is_err());
-    }
-
-    #[test]
-    fn quoting_doubles_single_quotes() {
-        assert_eq!(quote_literal("it's"), "'it''s'");
     }
 }

@@ -9,7 +9,9 @@
 //!   uses the same type.
 //! - [`shared_cluster`]: one cluster per test process, started on first use,
 //!   unless `BACKROOM_TEST_DATABASE_URL` points at a server to use instead.
-//! - [`TestDb`]: a fresh database per test, so tests run in parallel.
+//! - [`TestDb`]: a fresh database per test, so tests run in parallel;
+//!   [`attempt_statement`], [`assert_accepted`] and
+//!   [`assert_refused_for_privilege`] for what a role may do.
 //! - [`TestServer`]: serves a [`GrpcServer`] on `127.0.0.1:0`.
 
 use std::{
@@ -379,34 +381,98 @@ impl TestDb {
         admin_url(&self.name)
     }
 
-    /// Provisions `service`'s role and schema in this database, runs its
-    /// migrations as that role, and returns the config the service connects
-    /// with (a small pool).
+    /// Provisions `service`'s two roles and its schema in this database
+    /// ([`db::provision`]), runs its migrations as the migrator, and returns
+    /// the config the service runs with (a small pool): `database_url` as
+    /// its runtime role, `migration_database_url` as its migrator.
     pub async fn service_config(
         &self,
         service: &'static str,
         migrations: EmbeddedMigrations,
     ) -> DbConfig {
-        // Provisioning ALTERs the cluster-wide role: run concurrently from
+        // Provisioning ALTERs the cluster-wide roles: run concurrently from
         // parallel tests it fails with "tuple concurrently updated".
         static PROVISION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let _one_at_a_time = PROVISION.lock().await;
         let admin = self.admin_url();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = db::connect(&admin).expect("connect as admin");
-            db::provision_service(&mut conn, service, None).expect("provision service");
-            let url = db::url_with_credentials(&admin, &db::role_name(service), None)
-                .expect("service url");
-            let mut conn = db::connect(&url).expect("connect as the service role");
+        let mut config = tokio::task::spawn_blocking(move || {
+            let config = db::provision(&admin, service, &db::RolePasswords::default())
+                .expect("provision service");
+            let migrator = config
+                .migration_database_url
+                .as_ref()
+                .expect("provision returns the migrator's URL");
+            // run_migrations, not db::migrate: that one logs the versions
+            // applied, and tests that scan their own logs for Luhn-valid
+            // digit runs would find a 14-digit version among them.
+            let mut conn = db::connect(migrator.expose()).expect("connect as the migrator");
             db::run_migrations(&mut conn, service, migrations).expect("run migrations");
-            let mut config = DbConfig::for_url(url);
-            config.pool_size = 4;
-            config.pool_min_idle = 1;
             config
         })
         .await
-        .expect("provision task")
+        .expect("provision task");
+        config.pool_size = 4;
+        config.pool_min_idle = 1;
+        config
     }
+}
+
+/// Runs `statement` as `pool`'s role in a transaction that is always rolled
+/// back, so a statement that does get through cannot affect the next one:
+/// `Ok` if Postgres accepted it, `Err(message)` if it refused. For tests of
+/// what a role may do.
+pub async fn attempt_statement(pool: &db::Pool, statement: &'static str) -> Result<(), String> {
+    use diesel::{Connection as _, result::Error};
+    pool.run(move |conn| {
+        let outcome = conn.transaction::<(), Error, _>(|conn| {
+            conn.batch_execute(statement)?;
+            Err(Error::RollbackTransaction)
+        });
+        Ok::<_, db::DbError>(match outcome {
+            Ok(()) | Err(Error::RollbackTransaction) => Ok(()),
+            Err(refused) => Err(refused.to_string()),
+        })
+    })
+    .await
+    .expect("a pooled connection")
+}
+
+/// Whether `message` is Postgres refusing on privilege grounds (SQLSTATE
+/// 42501: "permission denied …", "must be owner of …"), as opposed to a
+/// trigger or constraint saying no. The test clusters run with
+/// `lc_messages=C`.
+pub fn is_privilege_refusal(message: &str) -> bool {
+    message.starts_with("permission denied") || message.starts_with("must be owner of")
+}
+
+/// Asserts that `pool`'s role may run every one of `statements` (each
+/// rolled back), listing every refusal.
+pub async fn assert_accepted(pool: &db::Pool, statements: &[&'static str]) {
+    let mut refused = Vec::new();
+    for statement in statements {
+        if let Err(message) = attempt_statement(pool, statement).await {
+            refused.push(format!("{statement}: {message}"));
+        }
+    }
+    assert!(refused.is_empty(), "refused:\n{}", refused.join("\n"));
+}
+
+/// Asserts that Postgres refuses every one of `statements` to `pool`'s role
+/// on privilege grounds ([`is_privilege_refusal`]), listing every statement
+/// that got through or was refused for another reason.
+pub async fn assert_refused_for_privilege(pool: &db::Pool, statements: &[&'static str]) {
+    let mut not_refused = Vec::new();
+    for statement in statements {
+        match attempt_statement(pool, statement).await {
+            Err(message) if is_privilege_refusal(&message) => {}
+            other => not_refused.push(format!("{statement}: {other:?}")),
+        }
+    }
+    assert!(
+        not_refused.is_empty(),
+        "not refused on privilege grounds:\n{}",
+        not_refused.join("\n")
+    );
 }
 
 /// A server running on `127.0.0.1:<free port>` with a channel to it.
@@ -562,8 +628,11 @@ fn repo_root() -> PathBuf {
 
 /// Asserts that the Kubernetes manifests and the binary agree, so neither
 /// can drift from the other:
-/// - every variable `deploy/env-contract.yaml` gives the service is one the
-///   binary reads, and every variable the binary requires is given;
+/// - every variable `deploy/env-contract.yaml` gives the service (serving,
+///   and its `migrate` containers) is one the binary reads, and every
+///   variable the binary requires is given to both;
+/// - the serving container does not get the migration URL (the schema
+///   owner's credentials), and the `migrate` containers do;
 /// - every value in the base ConfigMap (`deploy/k8s/base/<svc>/config.env`)
 ///   parses with the binary's own parser;
 /// - the listen port in that ConfigMap is the Deployment's `grpc`
@@ -580,36 +649,56 @@ pub fn check_deploy_contract(service: &str, command: clap::Command, health_servi
     // 1. Variable names, both ways.
     let contract: Value = serde_norway::from_str(&read(root.join("deploy/env-contract.yaml")))
         .expect("contract YAML");
-    let names = |kind: &str| -> Vec<String> {
-        contract[service][kind]
-            .as_sequence()
-            .unwrap_or_else(|| panic!("env-contract.yaml has no {service}.{kind}"))
+    let names = |list: &Value, what: &str| -> Vec<String> {
+        list.as_sequence()
+            .unwrap_or_else(|| panic!("env-contract.yaml has no {service}.{what}"))
             .iter()
             .map(|v| v.as_str().expect("variable names are strings").to_owned())
             .collect()
     };
-    let provided: Vec<String> = names("configmap")
-        .into_iter()
-        .chain(names("secret"))
+    let configmap = names(&contract[service]["configmap"], "configmap");
+    let provided: Vec<String> = configmap
+        .iter()
+        .cloned()
+        .chain(names(&contract[service]["secret"], "secret"))
+        .collect();
+    let migrate_provided: Vec<String> = configmap
+        .iter()
+        .cloned()
+        .chain(names(
+            &contract[service]["migrate"]["secret"],
+            "migrate.secret",
+        ))
         .collect();
     let args: Vec<(String, clap::Arg)> = command
         .get_arguments()
         .filter_map(|arg| Some((arg.get_env()?.to_str()?.to_owned(), arg.clone())))
         .collect();
-    for name in &provided {
-        assert!(
-            args.iter().any(|(env, _)| env == name),
-            "deploy gives {service} {name}, which the binary does not read"
-        );
-    }
-    for (env, arg) in &args {
-        if arg.is_required_set() {
+    for (container, given) in [("serve", &provided), ("migrate", &migrate_provided)] {
+        for name in given {
             assert!(
-                provided.contains(env),
-                "the binary requires {env}, which deploy does not give {service}"
+                args.iter().any(|(env, _)| env == name),
+                "deploy gives {service} ({container}) {name}, which the binary does not read"
             );
         }
+        for (env, arg) in &args {
+            if arg.is_required_set() {
+                assert!(
+                    given.contains(env),
+                    "the binary requires {env}, which deploy does not give {service} ({container})"
+                );
+            }
+        }
     }
+    const MIGRATION_URL: &str = "BACKROOM_MIGRATION_DATABASE_URL";
+    assert!(
+        !provided.iter().any(|name| name == MIGRATION_URL),
+        "{service} would serve holding {MIGRATION_URL}, the schema owner's credentials"
+    );
+    assert!(
+        migrate_provided.iter().any(|name| name == MIGRATION_URL),
+        "{service}'s migrate containers do not get {MIGRATION_URL}"
+    );
 
     // 2. Every ConfigMap value parses with the binary's parser.
     let config_env = read(root.join(format!("deploy/k8s/base/{service}/config.env")));

@@ -1,6 +1,6 @@
 //! The shared database plumbing against a real Postgres: role isolation,
-//! migrations in the service's schema, and pool exhaustion through a real
-//! server.
+//! what the runtime role may and may not do in its own schema, migrations in
+//! the service's schema, and pool exhaustion through a real server.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,10 @@ use backroom_shared::{
     db::{self, DbError, Pool},
     errors,
     server::GrpcServer,
-    testing::{TestDb, TestServer},
+    testing::{
+        PostgresCluster, TestDb, TestServer, assert_accepted, assert_refused_for_privilege,
+        attempt_statement,
+    },
 };
 use diesel::{RunQueryDsl as _, connection::SimpleConnection as _, sql_query};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
@@ -70,18 +73,209 @@ async fn migrations_land_in_the_service_schema_and_another_role_cannot_read_them
 }
 
 #[tokio::test]
+async fn the_runtime_role_uses_its_rows_but_cannot_change_its_schema_or_touch_another() {
+    let test_db = TestDb::create().await;
+    let alpha = test_db.service_config("alpha", ALPHA).await;
+    let _beta = test_db.service_config("beta", BETA).await;
+    let runtime = Pool::new(&alpha, "alpha");
+
+    // What serving needs: rows in and out, sequences.
+    assert_accepted(
+        &runtime,
+        &[
+            "INSERT INTO widgets (label) VALUES ('w')",
+            "SELECT * FROM widgets",
+            "UPDATE widgets SET label = 'v'",
+            "DELETE FROM widgets",
+            "INSERT INTO ledger (amount) VALUES (5)",
+            "SELECT * FROM ledger",
+        ],
+    )
+    .await;
+
+    // What a compromised service must not be able to do.
+    assert_refused_for_privilege(
+        &runtime,
+        &[
+            // drop or change the guards
+            "DROP TABLE widgets",
+            "DROP TRIGGER ledger_append_only ON ledger",
+            "ALTER TABLE ledger DISABLE TRIGGER ledger_append_only",
+            "ALTER TABLE ledger DISABLE TRIGGER ALL",
+            "ALTER TABLE ledger DROP CONSTRAINT ledger_amount_positive",
+            "ALTER TABLE widgets ADD COLUMN extra int",
+            "CREATE OR REPLACE FUNCTION ledger_forbid_change() RETURNS trigger \
+         LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+            "DROP FUNCTION ledger_forbid_change() CASCADE",
+            "SET session_replication_role = replica",
+            "TRUNCATE ledger",
+            "TRUNCATE widgets",
+            "COMMENT ON TABLE widgets IS 'mine now'",
+            // create objects in its schema (qualified or through search_path)
+            "CREATE TABLE intruder (id int)",
+            "CREATE TABLE alpha.intruder (id int)",
+            "CREATE VIEW alpha.intruder AS SELECT 1 AS one",
+            "CREATE FUNCTION alpha.intruder() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "CREATE INDEX widgets_label ON widgets (label)",
+            "ALTER SCHEMA alpha RENAME TO omega",
+            "DROP SCHEMA alpha CASCADE",
+            // rewrite which migrations count as applied
+            "DELETE FROM __diesel_schema_migrations",
+            "INSERT INTO __diesel_schema_migrations (version) VALUES ('99999999999999')",
+            // become the owner
+            "SET ROLE backroom_alpha_migrator",
+            // anything outside its schema
+            "CREATE SCHEMA intruder",
+            "CREATE TABLE public.intruder (id int)",
+            "SELECT * FROM beta.gadgets",
+            "INSERT INTO beta.gadgets DEFAULT VALUES",
+        ],
+    )
+    .await;
+
+    // The guards are all still there.
+    runtime
+        .run(|conn| Ok::<_, DbError>(conn.batch_execute("INSERT INTO ledger (amount) VALUES (7)")?))
+        .await
+        .unwrap();
+    let refused = attempt_statement(&runtime, "UPDATE ledger SET amount = amount + 1")
+        .await
+        .unwrap_err();
+    assert!(refused.contains("append-only"), "{refused}");
+    let refused = attempt_statement(&runtime, "INSERT INTO ledger (amount) VALUES (0)")
+        .await
+        .unwrap_err();
+    assert!(refused.contains("ledger_amount_positive"), "{refused}");
+
+    // The refusals are about the role: the schema's owner may.
+    let owner_url = alpha.migration_database_url.as_ref().unwrap().expose();
+    let owner = Pool::new(&DbConfig::for_url(owner_url), "alpha");
+    assert_accepted(
+        &owner,
+        &[
+            "DROP TRIGGER ledger_append_only ON ledger",
+            "ALTER TABLE ledger DROP CONSTRAINT ledger_amount_positive",
+            "TRUNCATE ledger",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn provisioning_hands_a_schema_owned_by_its_runtime_role_to_the_migrator() {
+    use diesel_migrations::MigrationHarness as _;
+    let test_db = TestDb::create().await;
+    let admin_url = test_db.admin_url();
+    // The former layout: role backroom_legacy owns schema legacy and ran
+    // its migrations itself.
+    let admin = admin_url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = db::connect(&admin).unwrap();
+        conn.batch_execute(
+            "DO $$ BEGIN CREATE ROLE backroom_legacy LOGIN; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             CREATE SCHEMA legacy AUTHORIZATION backroom_legacy; \
+             SET ROLE backroom_legacy; SET search_path TO legacy;",
+        )
+        .unwrap();
+        conn.run_pending_migrations(backroom_shared::idempotency::MIGRATIONS)
+            .unwrap();
+        conn.run_pending_migrations(ALPHA).unwrap();
+        // The new code refuses to migrate it as it is, saying why.
+        conn.batch_execute("RESET ROLE").unwrap();
+        let err = db::run_migrations(&mut conn, "legacy", ALPHA).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("owned by its runtime role backroom_legacy"),
+            "{err}"
+        );
+    })
+    .await
+    .unwrap();
+
+    let admin = admin_url.clone();
+    let config = tokio::task::spawn_blocking(move || {
+        db::provision(&admin, "legacy", &db::RolePasswords::default())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        db::migrate(&config, "legacy", ALPHA)
+            .await
+            .unwrap()
+            .is_empty(),
+        "every migration was applied before"
+    );
+
+    let runtime = Pool::new(&config, "legacy");
+    assert_accepted(
+        &runtime,
+        &[
+            "INSERT INTO widgets (label) VALUES ('kept')",
+            "UPDATE widgets SET label = 'still kept'",
+            "INSERT INTO ledger (amount) VALUES (1)",
+            "DELETE FROM idempotency_keys",
+        ],
+    )
+    .await;
+    assert_refused_for_privilege(
+        &runtime,
+        &[
+            "DROP TABLE widgets",
+            "DROP TRIGGER ledger_append_only ON ledger",
+            "CREATE TABLE intruder (id int)",
+            "DELETE FROM __diesel_schema_migrations",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn running_migrations_twice_and_concurrently_is_harmless() {
     let test_db = TestDb::create().await;
     let config = test_db.service_config("alpha", ALPHA).await;
-    let runs = (0..4).map(|_| {
-        let url = config.database_url.expose().to_owned();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = db::connect(&url)?;
-            db::run_migrations(&mut conn, "alpha", ALPHA)
-        })
-    });
+    let runs = (0..4).map(|_| db::migrate(&config, "alpha", ALPHA));
     for run in futures_util::future::join_all(runs).await {
-        assert!(run.unwrap().unwrap().is_empty(), "nothing left to apply");
+        assert!(run.unwrap().is_empty(), "nothing left to apply");
+    }
+}
+
+#[tokio::test]
+async fn migrations_run_only_as_the_schema_owner_and_say_which_url_that_is() {
+    let test_db = TestDb::create().await;
+    let config = test_db.service_config("alpha", ALPHA).await;
+
+    // Without the migrator's URL: what to set, or how to start without it.
+    let err = db::migrate(
+        &DbConfig::for_url(config.database_url.expose()),
+        "alpha",
+        ALPHA,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("BACKROOM_MIGRATION_DATABASE_URL")
+            && err.contains("backroom_alpha_migrator")
+            && err.contains("RUN_MIGRATIONS=false"),
+        "{err}"
+    );
+    // The runtime role's URL in its place, or a superuser's (whose tables
+    // the runtime role would get no privileges on): refused, naming the owner.
+    for url in [config.database_url.expose().to_owned(), test_db.admin_url()] {
+        let err = db::migrate(
+            &DbConfig::for_url("unused").with_migration_url(url),
+            "alpha",
+            ALPHA,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("run as its owner backroom_alpha_migrator"),
+            "{err}"
+        );
     }
 }
 
@@ -228,4 +422,120 @@ async fn text_postgres_cannot_store_is_the_callers_invalid_argument_not_internal
         .await
         .unwrap_err();
     assert!(matches!(err, DbError::UnstorableText(_)), "{err:?}");
+}
+
+/// Who owns each service schema and what everyone may do there, the default
+/// privileges migrations will inherit, and each role's settings in the
+/// database `conn` is connected to: one line each, sorted.
+fn privilege_layout(conn: &mut diesel::PgConnection) -> Vec<String> {
+    #[derive(diesel::QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        line: String,
+    }
+    let lines: Vec<Line> = sql_query(
+        "SELECT 'schema ' || nspname || ' owner ' || nspowner::regrole::text \
+                || ' acl ' || coalesce(nspacl::text, '') AS line \
+         FROM pg_namespace WHERE nspname IN ('account', 'inventory', 'payment') \
+         UNION ALL \
+         SELECT 'default ' || defaclrole::regrole::text || ' in ' \
+                || coalesce(nullif(defaclnamespace, 0)::regnamespace::text, '*') \
+                || ' ' || defaclobjtype::text || ' ' || defaclacl::text \
+         FROM pg_default_acl \
+         UNION ALL \
+         SELECT 'setting ' || setrole::regrole::text || ' ' || array_to_string(setconfig, ',') \
+         FROM pg_db_role_setting \
+         WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         UNION ALL \
+         SELECT 'may create in public: ' || rolname FROM pg_roles \
+         WHERE rolname ~ '^backroom_(account|inventory|payment)(_migrator)?$' \
+           AND has_schema_privilege(rolname, 'public', 'CREATE') \
+         ORDER BY 1",
+    )
+    .load(conn)
+    .expect("read the privilege layout");
+    lines.into_iter().map(|l| l.line).collect()
+}
+
+/// Provisions the three services with [`db::provision_service`] into a new
+/// database `reference` of the cluster and returns its layout.
+fn reference_layout(cluster: &PostgresCluster) -> Vec<String> {
+    db::connect(&cluster.url("postgres"))
+        .unwrap()
+        .batch_execute("CREATE DATABASE reference")
+        .unwrap();
+    let mut reference = db::connect(&cluster.url("reference")).unwrap();
+    for service in ["account", "inventory", "payment"] {
+        db::provision_service(&mut reference, service, &db::RolePasswords::default()).unwrap();
+    }
+    privilege_layout(&mut reference)
+}
+
+fn repo_file(path: &str) -> String {
+    let path = format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[tokio::test]
+async fn the_dev_overlays_init_sql_sets_up_the_roles_provisioning_does() {
+    // Its own cluster: init.sql creates cluster-wide roles.
+    tokio::task::spawn_blocking(|| {
+        let cluster = PostgresCluster::start().unwrap();
+        let init = repo_file("deploy/k8s/overlays/dev/postgres/init.sql");
+        let (server, database) = init
+            .split_once("\\connect backroom")
+            .expect("init.sql connects to backroom");
+        // One statement at a time: CREATE DATABASE refuses to share one.
+        let mut postgres = db::connect(&cluster.url("postgres")).unwrap();
+        let server: String = server
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for statement in server.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            postgres
+                .batch_execute(statement)
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+        let mut backroom = db::connect(&cluster.url("backroom")).unwrap();
+        backroom.batch_execute(database).unwrap();
+        assert_eq!(privilege_layout(&mut backroom), reference_layout(&cluster));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_cloudnative_pg_cluster_sets_up_the_roles_provisioning_does() {
+    tokio::task::spawn_blocking(|| {
+        let cluster = PostgresCluster::start().unwrap();
+        let manifest: serde_norway::Value = serde_norway::from_str(&repo_file(
+            "deploy/k8s/overlays/prod/cloudnative-pg/cluster.yaml",
+        ))
+        .unwrap();
+        let initdb = &manifest["spec"]["bootstrap"]["initdb"];
+        // What the operator does before postInitApplicationSQL: the
+        // application database and its owner.
+        let (owner, database) = (
+            initdb["owner"].as_str().unwrap(),
+            initdb["database"].as_str().unwrap(),
+        );
+        let mut postgres = db::connect(&cluster.url("postgres")).unwrap();
+        postgres
+            .batch_execute(&format!("CREATE ROLE {owner} LOGIN"))
+            .unwrap();
+        postgres
+            .batch_execute(&format!("CREATE DATABASE {database} OWNER {owner}"))
+            .unwrap();
+        let mut backroom = db::connect(&cluster.url(database)).unwrap();
+        for statement in initdb["postInitApplicationSQL"].as_sequence().unwrap() {
+            let statement = statement.as_str().unwrap();
+            backroom
+                .batch_execute(statement)
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+        assert_eq!(privilege_layout(&mut backroom), reference_layout(&cluster));
+    })
+    .await
+    .unwrap();
 }

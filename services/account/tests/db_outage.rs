@@ -37,24 +37,23 @@ async fn an_outage_fails_fast_reports_not_serving_and_recovers_without_losing_ac
             .unwrap(),
     );
     let (admin, admin_backroom) = (cluster.url("postgres"), cluster.url("backroom"));
-    let service_url = tokio::task::spawn_blocking(move || {
+    let provisioned = tokio::task::spawn_blocking(move || {
         db::connect(&admin)
             .unwrap()
             .batch_execute("CREATE DATABASE backroom")
             .unwrap();
-        let admin = admin_backroom;
-        db::provision_service(&mut db::connect(&admin).unwrap(), SERVICE, None).unwrap();
-        let url = db::url_with_credentials(&admin, &db::role_name(SERVICE), None).unwrap();
-        db::run_migrations(&mut db::connect(&url).unwrap(), SERVICE, MIGRATIONS).unwrap();
-        url
+        db::provision(&admin_backroom, SERVICE, &db::RolePasswords::default()).unwrap()
     })
     .await
     .unwrap();
+    db::migrate(&provisioned, SERVICE, MIGRATIONS)
+        .await
+        .unwrap();
     let config = DbConfig {
         pool_size: 4,
         pool_min_idle: 1,
         checkout_timeout_ms: 300,
-        ..DbConfig::for_url(service_url)
+        ..provisioned
     };
     let deps = Deps::new(
         &AuthConfig::default(),

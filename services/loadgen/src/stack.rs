@@ -1,6 +1,7 @@
 //! The three service binaries (`backroom-account`, `backroom-inventory`,
 //! `backroom-payment`, each `serve`) as child processes against one
-//! database, as deployed: each with its own role and schema, its own port,
+//! database, as deployed: each with its own schema, served as its runtime
+//! role and migrated as the schema's owner, its own port,
 //! talking to the others over gRPC. The bench measures them; fault tests
 //! kill them with SIGKILL and start them again on the same port with the
 //! same environment.
@@ -234,7 +235,7 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Provisions each service's role and schema in the database of
+    /// Provisions each service's two roles and schema in the database of
     /// `admin_url` (a superuser URL), starts the binaries found in
     /// `bin_dir` on free ports, and waits until each answers SERVING.
     pub async fn start(
@@ -247,16 +248,14 @@ impl Stack {
             anyhow::ensure!(binary.is_file(), "{} does not exist", binary.display());
         }
         let admin_db = admin_url.to_owned();
-        let urls = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
-            let mut admin = backroom_shared::db::connect(&admin_db)?;
+        let configs = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<_>> {
             Service::ALL
                 .iter()
                 .map(|service| {
-                    backroom_shared::db::provision_service(&mut admin, service.name(), None)?;
-                    backroom_shared::db::url_with_credentials(
+                    backroom_shared::db::provision(
                         &admin_db,
-                        &backroom_shared::db::role_name(service.name()),
-                        None,
+                        service.name(),
+                        &backroom_shared::db::RolePasswords::default(),
                     )
                 })
                 .collect()
@@ -274,7 +273,16 @@ impl Stack {
         for service in Service::ALL {
             let vars = &mut env[service.index()];
             let mut set = |key: &str, value: String| vars.push((key.to_owned(), value));
-            set("DATABASE_URL", urls[service.index()].clone());
+            // Served as the runtime role; migrated at start-up
+            // (RUN_MIGRATIONS defaults to true) as the schema's owner.
+            let db = &configs[service.index()];
+            set("DATABASE_URL", db.database_url.expose().to_owned());
+            if let Some(migration_url) = &db.migration_database_url {
+                set(
+                    "BACKROOM_MIGRATION_DATABASE_URL",
+                    migration_url.expose().to_owned(),
+                );
+            }
             set(
                 "BACKROOM_LISTEN_ADDR",
                 format!("127.0.0.1:{}", ports[service.index()]),

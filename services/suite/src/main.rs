@@ -3,8 +3,9 @@
 //! `backroom up` runs every Backroom service in one process on 127.0.0.1
 //! (account :50051, inventory :50052, payment :50053) against a throwaway
 //! Postgres cluster started from the machine's PostgreSQL binaries, or against
-//! the server named by `DATABASE_URL`. Each service gets its own role and
-//! schema, exactly as in production. ctrl-c stops everything and removes the
+//! the server named by `DATABASE_URL`. Each service gets its own schema and
+//! two roles, exactly as in production: it migrates as the schema's owner
+//! and serves as a runtime role that cannot change the schema. ctrl-c stops everything and removes the
 //! throwaway cluster.
 
 use std::net::{IpAddr, SocketAddr};
@@ -45,7 +46,7 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct UpArgs {
     /// Admin URL of a Postgres server to use instead of a throwaway cluster.
-    /// Each service's role and schema are created in its database.
+    /// Each service's two roles and its schema are created in its database.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Address the services listen on.
@@ -164,24 +165,23 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     };
 
-    // Provision every service's role and schema. With an external server the
-    // roles get a fresh random password each run; the throwaway cluster
-    // trusts loopback connections.
+    // Provision every service's two roles and its schema, exactly as
+    // deployed: each serves as its runtime role and migrates as its
+    // migrator. With an external server the roles get fresh random
+    // passwords each run; the throwaway cluster trusts loopback connections.
     let external = cluster.is_none();
     let dev = DevSecrets::generate();
     // Bind every listener first: services find each other by address.
     let mut bound = Vec::new();
     for slot in SLOTS {
         let admin_url = admin_url.clone();
-        let password = external.then(random_secret);
-        let service_url = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-            let mut admin = db::connect(&admin_url)?;
-            db::provision_service(&mut admin, slot.service, password.as_deref())?;
-            db::url_with_credentials(
-                &admin_url,
-                &db::role_name(slot.service),
-                password.as_deref(),
-            )
+        let passwords = if external {
+            db::RolePasswords::random()
+        } else {
+            db::RolePasswords::default()
+        };
+        let db_config = tokio::task::spawn_blocking(move || {
+            db::provision(&admin_url, slot.service, &passwords)
         })
         .await??;
         let port = match args.base_port {
@@ -194,7 +194,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on port {port} for {}", slot.service))?;
         let addr = listener.local_addr()?;
-        bound.push((slot, addr, listener, DbConfig::for_url(service_url)));
+        bound.push((slot, addr, listener, db_config));
     }
     let endpoint = |service: &str| {
         bound

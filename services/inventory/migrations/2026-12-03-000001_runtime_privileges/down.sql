@@ -1,0 +1,1 @@
+GRANT UPDATE, DELETE ON stock_movements TO backroom_inventory;

@@ -1,0 +1,1 @@
+GRANT UPDATE, DELETE ON journals, ledger_entries TO backroom_payment;

@@ -1,0 +1,2 @@
+DROP TABLE ledger;
+DROP FUNCTION ledger_forbid_change();
