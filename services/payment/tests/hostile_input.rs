@@ -550,7 +550,7 @@ async fn every_field_of_every_request_survives_hostile_values() {
         let token = accounts
             .issue_service_token(account_pb::IssueServiceTokenRequest {
                 client_id: "payment".into(),
-                client_secret: "payment-secret-123".into(),
+                client_secret: suite::PAYMENT_CLIENT_SECRET.into(),
                 audience: audience.into(),
             })
             .await

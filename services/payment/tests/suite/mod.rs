@@ -35,6 +35,8 @@ pub const ADMIN_EMAIL: &str = "admin@backroom.test";
 pub const ADMIN_PASSWORD: &str = "admin password 123";
 pub const PASSWORD: &str = "correct horse battery";
 pub const VISA: &str = "4242424242424242";
+/// The payment principal's client secret (at least 32 characters).
+pub const PAYMENT_CLIENT_SECRET: &str = "payment-secret-0123456789abcdefghij";
 pub const DECLINE: &str = "4000000000000002";
 
 pub struct Suite {
@@ -108,7 +110,7 @@ impl Suite {
         account_config.bootstrap_admin_email = Some(ADMIN_EMAIL.into());
         account_config.bootstrap_admin_password = Some(Secret::new(ADMIN_PASSWORD));
         account_config.service_clients =
-            Some(Secret::new("payment:payment-secret-0123456789abcdefghij"));
+            Some(Secret::new(format!("payment:{PAYMENT_CLIENT_SECRET}")));
         account_config.service_client_audiences =
             Some("payment=backroom.account|backroom.inventory|backroom.payment".into());
         let account_deps = backroom_account::Deps::new(
@@ -167,8 +169,7 @@ impl Suite {
         let payment_pool = Pool::new(&payment_db, backroom_payment::SERVICE);
         let mut payment_config = PaymentConfig::with_key("test-fingerprint-key-0123456789abcdef");
         payment_config.service_client_id = Some("payment".into());
-        payment_config.service_client_secret =
-            Some(Secret::new("payment-secret-0123456789abcdefghij"));
+        payment_config.service_client_secret = Some(Secret::new(PAYMENT_CLIENT_SECRET));
         payment_config.inventory_endpoint = Some(inventory.endpoint());
         let payment_deps = backroom_payment::Deps::with(
             &payment_config,
@@ -218,7 +219,7 @@ impl Suite {
             ),
             credentials: Arc::new(backroom_shared::auth::ServiceCredentials::new(
                 "payment",
-                Secret::new("payment-secret-0123456789abcdefghij"),
+                Secret::new(PAYMENT_CLIENT_SECRET),
                 channel(&ClientConfig::new(account.endpoint())).unwrap(),
             )),
         };
