@@ -14,6 +14,7 @@
 //! - [`errors`]: `tonic::Status` with `google.rpc` details;
 //! - [`idempotency`]: AIP-155 request ids, stored with the mutation;
 //! - [`paging`]: AIP-158 page sizes and tokens;
+//! - [`streams`]: per-caller caps on open server streams, their end statuses;
 //! - [`clock`]: injectable time;
 //! - [`testing`] (feature `testing`): throwaway Postgres and test servers.
 
@@ -29,6 +30,7 @@ pub mod idempotency;
 pub mod paging;
 pub mod ratelimit;
 pub mod server;
+pub mod streams;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

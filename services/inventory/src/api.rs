@@ -2,7 +2,7 @@
 //! domain values, run the repository work in a transaction, convert back.
 //! The one exhaustive `Error` → `Status` mapping is [`status`].
 
-use std::{collections::HashMap, pin::Pin};
+use std::pin::Pin;
 
 use backroom_proto::{
     common::v1::Money,
@@ -20,7 +20,7 @@ use backroom_shared::{
 };
 use chrono::{DateTime, Utc};
 use diesel::{Connection as _, PgConnection};
-use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Code, Request, Response, Status};
 use tracing::instrument;
 
@@ -268,6 +268,14 @@ fn status(err: Error) -> Status {
             "RESERVATION_COMMITTED",
             "the reservation was committed; its stock is sold",
             [],
+        ),
+        Error::TooManyStreams(err) => err.into_status(DOMAIN),
+        Error::StreamTooSlow => backroom_shared::streams::too_slow(DOMAIN),
+        Error::TokenNoLongerValid(err) => err.into_status(DOMAIN),
+        Error::ShuttingDown => unavailable(DOMAIN, "the server is shutting down; reconnect"),
+        Error::StockUnreadable => unavailable(
+            DOMAIN,
+            "stock levels cannot be read right now; reconnect shortly",
         ),
         Error::Db(err) => err.into_status(DOMAIN),
     }
@@ -1113,7 +1121,7 @@ impl InventoryService for InventoryApi {
         &self,
         request: Request<pb::WatchStockRequest>,
     ) -> Result<Response<Self::WatchStockStream>, Status> {
-        Caller::of(&request)?;
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
         let mut violations = Violations::default();
         if req.skus.is_empty() {
@@ -1121,13 +1129,13 @@ impl InventoryService for InventoryApi {
         } else if req.skus.len() > MAX_WATCHED_SKUS {
             violations.push("skus", format!("at most {MAX_WATCHED_SKUS} SKUs"));
         }
-        let mut skus: Vec<String> = Vec::with_capacity(req.skus.len());
+        let mut skus: Vec<Sku> = Vec::with_capacity(req.skus.len());
         for (i, raw) in req.skus.iter().enumerate().take(MAX_WATCHED_SKUS) {
             if let Some(sku) = violations.check(Sku::parse(&format!("skus[{i}]"), raw)) {
-                if skus.iter().any(|s| s == sku.as_str()) {
+                if skus.contains(&sku) {
                     violations.push(format!("skus[{i}]"), "duplicates an earlier SKU");
                 } else {
-                    skus.push(sku.as_str().to_owned());
+                    skus.push(sku);
                 }
             }
         }
@@ -1137,68 +1145,22 @@ impl InventoryService for InventoryApi {
             violations.check(LocationId::parse("location", &req.location))
         };
         violations.finish().map_err(validation)?;
-        let check = skus.clone();
+        // The cap first: a caller at it costs no query.
+        let slot = self.deps.watch.reserve(&caller).map_err(status)?;
+        let check: Vec<String> = skus.iter().map(|sku| sku.as_str().to_owned()).collect();
         self.db(move |conn| {
             let refs: Vec<&str> = check.iter().map(String::as_str).collect();
             repo::require_products(conn, &refs).map(|_| ())
         })
         .await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(self.clone().watch(skus, location, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
-impl InventoryApi {
-    /// Feeds one WatchStock stream: the snapshot, then every level whose
-    /// version moved, polled from the database (so changes made by any
-    /// replica are seen). Ends when the client goes away (the channel
-    /// closes) or the server shuts down (UNAVAILABLE).
-    async fn watch(
-        self,
-        skus: Vec<String>,
-        location: Option<LocationId>,
-        tx: tokio::sync::mpsc::Sender<Result<pb::StockLevel, Status>>,
-    ) {
-        let mut sent: HashMap<(String, String), i64> = HashMap::new();
-        let shutdown = self.deps.shutdown.clone();
-        loop {
-            let (watched, at) = (skus.clone(), location.clone());
-            let levels = self
-                .tx(move |conn, now| {
-                    repo::expire_due(conn, Some(&watched), now, Lock::SkipLocked)?;
-                    repo::levels_of(conn, &watched, at.as_ref())
-                })
-                .await;
-            match levels {
-                Ok(levels) => {
-                    for level in levels {
-                        let key = (level.sku.clone(), level.location.clone());
-                        if sent.get(&key).is_some_and(|v| *v >= level.version) {
-                            continue;
-                        }
-                        if tx.send(Ok(level_to_proto(&level))).await.is_err() {
-                            return;
-                        }
-                        sent.insert(key, level.version);
-                    }
-                }
-                Err(status) => {
-                    let _ = tx.send(Err(status)).await;
-                    return;
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(self.deps.watch_poll_interval) => {}
-                () = tx.closed() => return,
-                () = shutdown.triggered() => {
-                    let _ = tx
-                        .send(Err(unavailable(DOMAIN, "the server is shutting down; reconnect")))
-                        .await;
-                    return;
-                }
-            }
-        }
+        let levels = self
+            .deps
+            .watch
+            .subscribe(slot, caller, skus, location)
+            .map_err(status)?;
+        Ok(Response::new(Box::pin(levels.map(|item| {
+            item.map(|level| level_to_proto(&level)).map_err(status)
+        }))))
     }
 }
 

@@ -8,16 +8,19 @@
 //! - [`domain`]: values, the `Error` enum, shipping-band selection;
 //! - [`db`]: diesel schema, rows, repository functions (the concurrency
 //!   rules are in [`db::repo`]'s docs);
+//! - [`watch`]: the WatchStock hub, the one poller that feeds every stream;
 //! - [`Cli`], [`Deps`], [`server`], [`sweep_expired`]: how `main` and
 //!   `backroom up` build and run it.
 //!
-//! Background work started by [`server`]: the reservation expiry sweeper
-//! and the purge of old request ids; both stop when [`Shutdown::trigger`]
-//! is called (as do WatchStock streams, with UNAVAILABLE).
+//! Background work started by [`server`]: the reservation expiry sweeper,
+//! the purge of old request ids and the WatchStock hub; all stop when
+//! [`Shutdown::trigger`] is called (WatchStock streams then end with
+//! UNAVAILABLE).
 
 pub mod api;
 pub mod db;
 pub mod domain;
+pub mod watch;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -91,7 +94,8 @@ pub enum Command {
 /// | variable | default | meaning |
 /// |---|---|---|
 /// | `BACKROOM_RESERVATION_SWEEP_INTERVAL_MS` | 1000 | how often expired reservations are swept; 0 disables the sweeper |
-/// | `BACKROOM_WATCH_POLL_INTERVAL_MS` | 250 | how often a WatchStock stream looks for changes |
+/// | `BACKROOM_WATCH_POLL_INTERVAL_MS` | 250 | how often the WatchStock hub reads the watched levels (one query for every stream) |
+/// | `BACKROOM_WATCH_STREAMS_PER_CALLER` | 4 | open WatchStock streams per caller (token subject) on this process; the next is RESOURCE_EXHAUSTED `TOO_MANY_STREAMS` |
 /// | `BACKROOM_SERVICE_CLIENT_ID` | unset | this service's principal: reads the token revocation list (required to serve) |
 /// | `BACKROOM_SERVICE_CLIENT_SECRET` | unset | its secret |
 #[derive(Debug, Clone, clap::Args)]
@@ -105,9 +109,19 @@ pub struct InventoryConfig {
         default_value_t = 1_000
     )]
     pub reservation_sweep_interval_ms: u64,
-    /// How often a WatchStock stream polls for changes (milliseconds).
+    /// How often the WatchStock hub reads the levels every open stream
+    /// watches, with one query (milliseconds; at least 10).
     #[arg(long, env = "BACKROOM_WATCH_POLL_INTERVAL_MS", default_value_t = 250)]
     pub watch_poll_interval_ms: u64,
+    /// Open WatchStock streams each caller (token subject) may hold on this
+    /// process; past it a new stream is refused at once (at least 1).
+    #[arg(
+        long,
+        env = "BACKROOM_WATCH_STREAMS_PER_CALLER",
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub watch_streams_per_caller: u32,
     /// Client id of this service's principal: the verifier reads the
     /// account service's token revocation list with it.
     #[arg(long, env = "BACKROOM_SERVICE_CLIENT_ID")]
@@ -122,6 +136,7 @@ impl Default for InventoryConfig {
         Self {
             reservation_sweep_interval_ms: 1_000,
             watch_poll_interval_ms: 250,
+            watch_streams_per_caller: 4,
             service_client_id: None,
             service_client_secret: None,
         }
@@ -174,8 +189,8 @@ pub struct Deps {
     pub verifier: Arc<Verifier>,
     /// Sweeper period; `None` disables the sweeper (tests sweep by hand).
     pub sweep_interval: Option<Duration>,
-    /// WatchStock poll period.
-    pub watch_poll_interval: Duration,
+    /// WatchStock's hub: its one poller, subscribers and per-caller cap.
+    pub watch: watch::WatchHub,
     /// Shutdown signal for background tasks and streams.
     pub shutdown: Shutdown,
 }
@@ -194,7 +209,11 @@ impl Deps {
             verifier,
             sweep_interval: (config.reservation_sweep_interval_ms > 0)
                 .then(|| Duration::from_millis(config.reservation_sweep_interval_ms)),
-            watch_poll_interval: Duration::from_millis(config.watch_poll_interval_ms.max(10)),
+            watch: watch::WatchHub::new(watch::WatchConfig {
+                poll_interval: Duration::from_millis(config.watch_poll_interval_ms.max(10)),
+                streams_per_caller: usize::try_from(config.watch_streams_per_caller)
+                    .unwrap_or(usize::MAX),
+            }),
             shutdown: Shutdown::default(),
         }
     }
@@ -214,13 +233,19 @@ pub fn verifier(auth: &AuthConfig, config: &InventoryConfig) -> anyhow::Result<A
 
 /// The inventory gRPC server: the service behind the auth layer, a
 /// readiness probe on the database, and the background tasks (sweeper,
-/// request-id purge), which must be spawned inside a tokio runtime.
+/// request-id purge, WatchStock hub), which must be spawned inside a tokio
+/// runtime.
 pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
     let max = config.max_message_bytes;
     let pool = deps.pool.clone();
     if let Some(interval) = deps.sweep_interval {
         tokio::spawn(api::run_sweeper(deps.clone(), interval));
     }
+    tokio::spawn(
+        deps.watch
+            .clone()
+            .run(deps.pool.clone(), deps.shutdown.clone()),
+    );
     let (pool_for_purge, clock, shutdown) =
         (deps.pool.clone(), deps.clock.clone(), deps.shutdown.clone());
     tokio::spawn(async move {

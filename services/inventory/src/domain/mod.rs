@@ -5,7 +5,9 @@
 pub mod shipping;
 pub mod values;
 
-use backroom_shared::{db::DbError, errors::FieldViolation};
+use backroom_shared::{
+    auth::TokenError, db::DbError, errors::FieldViolation, streams::TooManyStreams,
+};
 
 pub use values::*;
 
@@ -73,6 +75,23 @@ pub enum Error {
     /// Release of a committed reservation.
     #[error("reservation committed")]
     ReservationCommitted,
+    /// WatchStock: the caller already holds its cap of open streams.
+    #[error(transparent)]
+    TooManyStreams(#[from] TooManyStreams),
+    /// WatchStock: the reader fell further behind than its queue holds.
+    #[error("the stream's reader fell too far behind")]
+    StreamTooSlow,
+    /// WatchStock: the caller's token stopped counting while the stream was
+    /// open (expired, revoked, or revocations cannot be checked).
+    #[error("the caller's token no longer counts: {0}")]
+    TokenNoLongerValid(TokenError),
+    /// WatchStock: the server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// WatchStock: the stock levels could not be read (the cause is logged
+    /// once, where it happened, not once per stream).
+    #[error("stock levels cannot be read right now")]
+    StockUnreadable,
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),

@@ -1,10 +1,11 @@
 //! `TestApp`: a real inventory server on 127.0.0.1:0 with its own database,
 //! a manual clock, tokens minted by the account service's issuer, and a
-//! connected generated client.
+//! connected generated client. [`Options`] changes the pool, the server
+//! config, the inventory config or the verifier for one test.
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use backroom_account::domain::tokens::{SigningKeys, TokenIssuer};
 use backroom_inventory::{Deps, InventoryConfig, MIGRATIONS, SERVICE, server};
@@ -35,31 +36,70 @@ pub struct TestApp {
     pub service: String,
 }
 
+/// What [`TestApp::spawn_with`] changes; the defaults are [`TestApp::spawn`]'s.
+pub struct Options {
+    /// Pooled connections.
+    pub pool_size: u32,
+    /// Wait for a pooled connection before UNAVAILABLE.
+    pub checkout_timeout_ms: u64,
+    /// The gRPC server's settings.
+    pub server: ServerConfig,
+    /// Inventory settings.
+    pub config: InventoryConfig,
+    /// The verifier; `None`: one with the test issuer's keys and no
+    /// revocation list. Tokens minted by [`TestApp`] verify only with that
+    /// one.
+    pub verifier: Option<Arc<Verifier>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            // The concurrency tests put ~200 calls in flight: wait for a
+            // connection rather than answer UNAVAILABLE.
+            pool_size: 8,
+            checkout_timeout_ms: 20_000,
+            server: ServerConfig::default(),
+            config: InventoryConfig {
+                // Tests sweep by hand with the manual clock.
+                reservation_sweep_interval_ms: 0,
+                watch_poll_interval_ms: 20,
+                ..InventoryConfig::default()
+            },
+            verifier: None,
+        }
+    }
+}
+
 impl TestApp {
     pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> Self {
         let db = TestDb::create().await;
         let mut db_config = db.service_config(SERVICE, MIGRATIONS).await;
-        // The concurrency tests put ~200 calls in flight: wait for a
-        // connection rather than answer UNAVAILABLE.
-        db_config.pool_size = 8;
-        db_config.checkout_timeout_ms = 20_000;
+        db_config.pool_size = options.pool_size;
+        db_config.pool_min_idle = db_config.pool_min_idle.min(options.pool_size);
+        db_config.checkout_timeout_ms = options.checkout_timeout_ms;
         let pool = Pool::new(&db_config, SERVICE);
         let keys = SigningKeys::from_pem(&SigningKeys::generate_pem()).expect("keys");
-        let verifier = Arc::new(Verifier::with_keys(
-            "backroom",
-            audience::INVENTORY,
-            &keys.public_keys(),
-        ));
+        let verifier = options.verifier.unwrap_or_else(|| {
+            Arc::new(Verifier::with_keys(
+                "backroom",
+                audience::INVENTORY,
+                &keys.public_keys(),
+            ))
+        });
         let issuer = TokenIssuer::new(keys, "backroom", chrono::Duration::minutes(15));
         let clock = ManualClock::new();
-        let config = InventoryConfig {
-            // Tests sweep by hand with the manual clock.
-            reservation_sweep_interval_ms: 0,
-            watch_poll_interval_ms: 20,
-            ..InventoryConfig::default()
-        };
-        let deps = Deps::new(&config, pool.clone(), Arc::new(clock.clone()), verifier);
-        let server = TestServer::spawn(server(ServerConfig::default(), deps.clone())).await;
+        let deps = Deps::new(
+            &options.config,
+            pool.clone(),
+            Arc::new(clock.clone()),
+            verifier,
+        );
+        let server = TestServer::spawn(server(options.server, deps.clone())).await;
         let client = InventoryServiceClient::new(server.channel.clone());
         let token = |sub: String, roles: &[&str]| {
             issuer
@@ -91,6 +131,45 @@ impl TestApp {
 
     pub fn client(&self) -> InventoryServiceClient<TracedChannel> {
         self.client.clone()
+    }
+
+    /// A customer token of a new principal (a fresh account id).
+    pub fn new_customer(&self) -> String {
+        self.customer_token_issued_at(chrono::Utc::now()).0
+    }
+
+    /// A customer token of a new principal whose `exp` plus the
+    /// verification leeway (`LEEWAY_SECS`) comes about `refused_in` from
+    /// now, and that moment (whole seconds, as in the token): from then on
+    /// the token no longer counts. Issued in the past, so that the issuer's
+    /// usual lifetime ends there.
+    pub fn customer_token_refused_in(
+        &self,
+        refused_in: Duration,
+    ) -> (String, chrono::DateTime<chrono::Utc>) {
+        let lifetime = chrono::Duration::minutes(15);
+        let leeway = chrono::Duration::seconds(
+            i64::try_from(backroom_shared::auth::LEEWAY_SECS).expect("leeway fits"),
+        );
+        let refused_in = chrono::Duration::from_std(refused_in).expect("short duration");
+        let (token, expires) =
+            self.customer_token_issued_at(chrono::Utc::now() - lifetime - leeway + refused_in);
+        let exp = chrono::DateTime::from_timestamp(expires.timestamp(), 0).expect("a timestamp");
+        (token, exp + leeway)
+    }
+
+    fn customer_token_issued_at(
+        &self,
+        issued_at: chrono::DateTime<chrono::Utc>,
+    ) -> (String, chrono::DateTime<chrono::Utc>) {
+        self.issuer
+            .issue(
+                account(),
+                vec!["customer".into()],
+                vec![audience::INVENTORY.to_owned()],
+                issued_at,
+            )
+            .expect("token")
     }
 
     /// A token for another audience (refused by this service).
