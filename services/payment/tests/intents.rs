@@ -740,6 +740,28 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
             },
             vec!["description"],
         ),
+        // A card number spelled to slip past a digits-only filter.
+        (
+            pb::CreatePaymentIntentRequest {
+                description: "card 4242.4242.4242.4242".into(),
+                ..base.clone()
+            },
+            vec!["description"],
+        ),
+        (
+            pb::CreatePaymentIntentRequest {
+                description: "card ４２４２ ４２４２ ４２４２ ４２４２".into(),
+                ..base.clone()
+            },
+            vec!["description"],
+        ),
+        (
+            pb::CreatePaymentIntentRequest {
+                metadata: [("note".into(), "٤٢٤٢/٤٢٤٢/٤٢٤٢/٤٢٤٢".into())].into(),
+                ..base.clone()
+            },
+            vec!["metadata"],
+        ),
         (
             pb::CreatePaymentIntentRequest {
                 payment_method: "cards/1".into(),
