@@ -8,7 +8,8 @@
 //! - [`domain`]: values, card handling (PAN/CVC never stored or logged), the
 //!   `Error` enum;
 //! - [`intents`]: the payment-intent state machine;
-//! - [`processor`]: the `Processor` trait and the simulator (test cards);
+//! - [`processor`]: the `Processor` trait, the simulator (test cards) and
+//!   [`processor::ProcessorChoice`] (`BACKROOM_PAYMENT_PROCESSOR`);
 //! - [`ledger`]: chart of accounts, postings, [`ledger::audit`];
 //! - [`db`]: diesel schema, rows, repository functions;
 //! - [`PaymentConfig`], [`Deps`], [`server`], [`sweep_expired_authorizations`]:
@@ -45,7 +46,7 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use crate::{
     domain::{CancellationReason, Error, card::FingerprintKey},
     intents::Engine,
-    processor::{Processor, Simulator},
+    processor::{Processor, ProcessorChoice},
 };
 
 /// The service's name, schema and role suffix.
@@ -95,7 +96,9 @@ pub enum Command {
 
 /// Payment-specific configuration.
 ///
-/// Environment: `BACKROOM_CARD_FINGERPRINT_KEY` (required, ≥ 32 bytes: the
+/// Environment: `BACKROOM_PAYMENT_PROCESSOR` (required to serve, no
+/// default: the card processor, today only `simulator`),
+/// `BACKROOM_CARD_FINGERPRINT_KEY` (required, ≥ 32 bytes: the
 /// HMAC key of card fingerprints; changing it changes every new
 /// fingerprint), `BACKROOM_AUTHORIZATION_TTL_SECS` (default 7 days),
 /// `BACKROOM_AUTHORIZATION_SWEEP_INTERVAL_SECS` (default 60; 0 disables the
@@ -104,6 +107,11 @@ pub enum Command {
 /// `BACKROOM_INVENTORY_ENDPOINT`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PaymentConfig {
+    /// The card processor: `simulator` is the only one built in (test cards,
+    /// any other Luhn-valid number approved, no money moved). Required to
+    /// serve, with no default: a deployment names its processor explicitly.
+    #[arg(long, env = "BACKROOM_PAYMENT_PROCESSOR", value_enum)]
+    pub payment_processor: Option<ProcessorChoice>,
     /// HMAC-SHA256 key of card fingerprints, at least 32 bytes.
     #[arg(long, env = "BACKROOM_CARD_FINGERPRINT_KEY", hide_env_values = true)]
     pub card_fingerprint_key: Secret,
@@ -133,11 +141,18 @@ pub struct PaymentConfig {
     pub checkout_lease_secs: i64,
 }
 
+/// Why the payment service will not serve without a processor choice.
+pub const PROCESSOR_REQUIRED: &str = "BACKROOM_PAYMENT_PROCESSOR (--payment-processor) is not set: \
+name the card processor explicitly. The only one built in is `simulator`, which approves any \
+Luhn-valid card number and moves no money (development and tests only); there is no default so \
+that no deployment runs it by accident";
+
 impl PaymentConfig {
-    /// A config with `card_fingerprint_key` and every other value at its
-    /// default.
-    pub fn with_key(card_fingerprint_key: impl Into<String>) -> Self {
+    /// A config with an explicit `processor`, `card_fingerprint_key` and
+    /// every other value at its default.
+    pub fn new(processor: ProcessorChoice, card_fingerprint_key: impl Into<String>) -> Self {
         Self {
+            payment_processor: Some(processor),
             card_fingerprint_key: Secret::new(card_fingerprint_key),
             authorization_ttl_secs: 7 * 24 * 3600,
             authorization_sweep_interval_secs: 60,
@@ -146,6 +161,13 @@ impl PaymentConfig {
             inventory_endpoint: None,
             checkout_lease_secs: 30,
         }
+    }
+
+    /// The processor chosen; an error naming the variable when there is
+    /// none.
+    pub fn processor(&self) -> anyhow::Result<ProcessorChoice> {
+        self.payment_processor
+            .ok_or_else(|| anyhow::anyhow!(PROCESSOR_REQUIRED))
     }
 }
 
@@ -170,7 +192,9 @@ pub struct Deps {
 
 impl Deps {
     /// Dependencies from configuration with an explicit verifier and
-    /// processor (tests pass `Verifier::with_keys` and a shared simulator).
+    /// processor (tests pass `Verifier::with_keys` and a shared simulator,
+    /// whose book they read). The configuration must still name its
+    /// processor.
     pub fn with(
         config: &PaymentConfig,
         pool: Pool,
@@ -178,6 +202,7 @@ impl Deps {
         verifier: Arc<Verifier>,
         processor: Arc<dyn Processor>,
     ) -> anyhow::Result<Self> {
+        config.processor()?;
         anyhow::ensure!(
             config.authorization_ttl_secs > 0,
             "BACKROOM_AUTHORIZATION_TTL_SECS must be positive"
@@ -195,7 +220,9 @@ impl Deps {
     }
 
     /// Production dependencies: tokens verified against the account
-    /// service's JWKS, the built-in simulator as processor.
+    /// service's JWKS, the processor `BACKROOM_PAYMENT_PROCESSOR` names
+    /// (refused without one; the simulator is announced with a loud
+    /// warning).
     pub fn new(
         auth: &AuthConfig,
         config: &PaymentConfig,
@@ -209,7 +236,16 @@ impl Deps {
             audience::PAYMENT,
             channel,
         ));
-        Self::with(config, pool, clock, verifier, Arc::new(Simulator::new()))
+        let choice = config.processor()?;
+        if choice == ProcessorChoice::Simulator {
+            tracing::warn!(
+                processor = choice.name(),
+                "PAYMENTS ARE SIMULATED: BACKROOM_PAYMENT_PROCESSOR=simulator approves any \
+                 Luhn-valid card number and moves no money. Development and tests only; never \
+                 serve real customers with it"
+            );
+        }
+        Self::with(config, pool, clock, verifier, choice.build())
     }
 }
 

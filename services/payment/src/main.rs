@@ -35,6 +35,9 @@ async fn migrate(config: &DbConfig) -> anyhow::Result<()> {
 }
 
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
+    // Refuse before touching anything: which processor takes real cards is
+    // never left to a default.
+    cli.payment.processor()?;
     if cli.db.run_migrations {
         migrate(&cli.db).await?;
     }

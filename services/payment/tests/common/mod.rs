@@ -7,7 +7,11 @@
 use std::sync::Arc;
 
 use backroom_account::domain::tokens::{SigningKeys, TokenIssuer};
-use backroom_payment::{Deps, MIGRATIONS, PaymentConfig, SERVICE, processor::Simulator, server};
+use backroom_payment::{
+    Deps, MIGRATIONS, PaymentConfig, SERVICE,
+    processor::{ProcessorChoice, Simulator},
+    server,
+};
 use backroom_proto::{
     common::v1::Money,
     payment::v1::{self as pb, payment_service_client::PaymentServiceClient},
@@ -81,7 +85,7 @@ impl TestApp {
             &keys.public_keys(),
         ));
         let issuer = TokenIssuer::new(keys, "backroom", chrono::Duration::minutes(15));
-        let mut config = PaymentConfig::with_key(FINGERPRINT_KEY);
+        let mut config = PaymentConfig::new(ProcessorChoice::Simulator, FINGERPRINT_KEY);
         config.authorization_sweep_interval_secs = 0;
         configure(&mut config);
         let clock = ManualClock::new();

@@ -162,7 +162,10 @@ impl Suite {
         payment_db.pool_size = 8;
         payment_db.checkout_timeout_ms = 20_000;
         let payment_pool = Pool::new(&payment_db, backroom_payment::SERVICE);
-        let mut payment_config = PaymentConfig::with_key("test-fingerprint-key-0123456789abcdef");
+        let mut payment_config = PaymentConfig::new(
+            backroom_payment::processor::ProcessorChoice::Simulator,
+            "test-fingerprint-key-0123456789abcdef",
+        );
         payment_config.service_client_id = Some("payment".into());
         payment_config.service_client_secret = Some(Secret::new("payment-secret-123"));
         payment_config.inventory_endpoint = Some(inventory.endpoint());
