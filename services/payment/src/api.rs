@@ -577,15 +577,15 @@ impl PaymentService for PaymentApi {
         request: Request<pb::GetPaymentMethodRequest>,
     ) -> Result<Response<pb::PaymentMethod>, Status> {
         let actor = Actor::of(&Caller::of(&request)?);
+        actor.may_look_up_methods().map_err(status)?;
         let req = request.into_inner();
         let id =
             parse_name("name", "paymentMethods", &req.name).map_err(|v| validation(vec![v]))?;
         let row = self
             .db(move |conn| {
-                let row = repo::get_payment_method(conn, id)?
-                    .ok_or_else(|| Error::PaymentMethodNotFound(payment_method_name(id)))?;
-                actor.may_manage_methods_of(row.customer_id)?;
-                Ok(row)
+                repo::get_payment_method(conn, id)?
+                    .filter(|row| actor.sees_methods_of(row.customer_id))
+                    .ok_or_else(|| Error::PaymentMethodNotFound(payment_method_name(id)))
             })
             .await?;
         Ok(Response::new(method_to_proto(&row)))
@@ -632,6 +632,7 @@ impl PaymentService for PaymentApi {
     ) -> Result<Response<()>, Status> {
         let caller = Caller::of(&request)?;
         let actor = Actor::of(&caller);
+        actor.may_look_up_methods().map_err(status)?;
         let req = request.into_inner();
         let mut violations = Violations::default();
         let id = violations.check(parse_name("name", "paymentMethods", &req.name));
@@ -648,9 +649,9 @@ impl PaymentService for PaymentApi {
             request_id: String::new(),
         });
         self.idempotent(key, fingerprint, move |conn, engine, _| {
-            let row = repo::get_payment_method(conn, id)?
+            repo::get_payment_method(conn, id)?
+                .filter(|row| actor.sees_methods_of(row.customer_id))
                 .ok_or_else(|| Error::PaymentMethodNotFound(payment_method_name(id)))?;
-            actor.may_manage_methods_of(row.customer_id)?;
             if !repo::detach_payment_method(conn, id, engine.now)? {
                 return Err(Error::PaymentMethodNotFound(payment_method_name(id)));
             }
@@ -777,10 +778,9 @@ impl PaymentService for PaymentApi {
             parse_name("name", "paymentIntents", &req.name).map_err(|v| validation(vec![v]))?;
         let intent = self
             .db(move |conn| {
-                let intent = repo::get_intent(conn, id)?
-                    .ok_or_else(|| Error::PaymentIntentNotFound(payment_intent_name(id)))?;
-                actor.may_act_for(intent.customer_id)?;
-                Ok(intent)
+                repo::get_intent(conn, id)?
+                    .filter(|intent| actor.sees_intents_of(intent.customer_id))
+                    .ok_or_else(|| Error::PaymentIntentNotFound(payment_intent_name(id)))
             })
             .await?;
         Ok(Response::new(intent_to_proto(&intent)))
@@ -870,8 +870,8 @@ impl PaymentService for PaymentApi {
         let intent = self
             .idempotent(key, fingerprint, move |conn, engine, failed| {
                 let intent = repo::lock_intent(conn, id)?
+                    .filter(|intent| actor.sees_intents_of(intent.customer_id))
                     .ok_or_else(|| Error::PaymentIntentNotFound(payment_intent_name(id)))?;
-                actor.may_act_for(intent.customer_id)?;
                 let intent = engine.confirm(conn, actor, intent, method, false, failed)?;
                 Ok(intent_to_proto(&intent))
             })
@@ -977,8 +977,8 @@ impl PaymentService for PaymentApi {
         let intent = self
             .idempotent(key, fingerprint, move |conn, engine, _| {
                 let intent = repo::lock_intent(conn, id)?
+                    .filter(|intent| actor.sees_intents_of(intent.customer_id))
                     .ok_or_else(|| Error::PaymentIntentNotFound(payment_intent_name(id)))?;
-                actor.may_act_for(intent.customer_id)?;
                 Ok(intent_to_proto(&engine.cancel(conn, intent, reason)?))
             })
             .await?;
@@ -1046,8 +1046,9 @@ impl PaymentService for PaymentApi {
         let refund = self
             .db(move |conn| {
                 let missing = || Error::RefundNotFound(refund_name(intent_id, refund_id));
-                let intent = repo::get_intent(conn, intent_id)?.ok_or_else(missing)?;
-                actor.may_act_for(intent.customer_id)?;
+                repo::get_intent(conn, intent_id)?
+                    .filter(|intent| actor.sees_intents_of(intent.customer_id))
+                    .ok_or_else(missing)?;
                 let refund = repo::get_refund(conn, intent_id, refund_id)?.ok_or_else(missing)?;
                 refund_to_proto(&refund)
             })
@@ -1076,9 +1077,9 @@ impl PaymentService for PaymentApi {
         let lookup = page.clone();
         let rows = self
             .db(move |conn| {
-                let intent = repo::get_intent(conn, id)?
+                repo::get_intent(conn, id)?
+                    .filter(|intent| actor.sees_intents_of(intent.customer_id))
                     .ok_or_else(|| Error::PaymentIntentNotFound(payment_intent_name(id)))?;
-                actor.may_act_for(intent.customer_id)?;
                 repo::list_refunds(conn, id, &lookup, after)
             })
             .await?;

@@ -60,7 +60,8 @@ impl Actor {
         }
     }
 
-    /// Owner, admin or service may act on `customer`'s intents.
+    /// Owner, admin or service may act for the account `customer` a request
+    /// names (PERMISSION_DENIED otherwise: naming an account reveals nothing).
     pub fn may_act_for(self, customer: Uuid) -> Result<(), Error> {
         if self.admin || self.service || self.account == Some(customer) {
             Ok(())
@@ -69,7 +70,33 @@ impl Actor {
         }
     }
 
-    /// Owner or admin may manage `customer`'s payment methods.
+    /// Whether the actor sees an intent (and its refunds) of `customer`: the
+    /// owner, an admin or a service. Everyone else is told it does not exist
+    /// (NOT_FOUND, exactly as for a missing one), so another customer's ids
+    /// cannot be probed for existence.
+    pub fn sees_intents_of(self, customer: Uuid) -> bool {
+        self.admin || self.service || self.account == Some(customer)
+    }
+
+    /// Whether the actor sees a payment method of `customer`: the owner or an
+    /// admin (others: NOT_FOUND, as for [`Self::sees_intents_of`]).
+    pub fn sees_methods_of(self, customer: Uuid) -> bool {
+        self.admin || self.account == Some(customer)
+    }
+
+    /// Before a payment method is looked up by name: only a person (its
+    /// possible owner) or an admin may ask. This depends on the caller alone,
+    /// so PERMISSION_DENIED reveals nothing about the method.
+    pub fn may_look_up_methods(self) -> Result<(), Error> {
+        if self.admin || self.account.is_some() {
+            Ok(())
+        } else {
+            Err(Error::AccessDenied(OWNER_OR_ADMIN))
+        }
+    }
+
+    /// Owner or admin may manage the payment methods of the account
+    /// `customer` a request names.
     pub fn may_manage_methods_of(self, customer: Uuid) -> Result<(), Error> {
         if self.admin || self.account == Some(customer) {
             Ok(())
@@ -248,15 +275,13 @@ impl Engine<'_> {
         customer: Uuid,
         method_id: Uuid,
     ) -> Result<crate::db::models::PaymentMethodRow, Error> {
-        let not_found = || Error::PaymentMethodNotFound(payment_method_name(method_id));
-        let method = repo::get_payment_method(conn, method_id)?.ok_or_else(not_found)?;
-        if !(actor.admin || actor.service) && actor.account != Some(method.customer_id) {
-            return Err(Error::AccessDenied(OWNER_ADMIN_OR_SERVICE));
-        }
-        if method.customer_id != customer {
-            return Err(not_found());
-        }
-        Ok(method)
+        // Another customer's card is answered exactly as a missing one.
+        repo::get_payment_method(conn, method_id)?
+            .filter(|method| {
+                method.customer_id == customer
+                    && (actor.admin || actor.service || actor.account == Some(customer))
+            })
+            .ok_or_else(|| Error::PaymentMethodNotFound(payment_method_name(method_id)))
     }
 
     /// Captures `amount` (default: everything capturable) of an authorized
