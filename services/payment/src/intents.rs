@@ -13,8 +13,14 @@
 //!   cancel: requires_payment_method | requires_confirmation | requires_capture → canceled
 //!   expiry (sweeper): requires_capture past authorization_expires_at → canceled
 //! ```
+//!
+//! An intent checkout created for an order (`order_id` set) is the order's
+//! payment: confirm, cancel, capture and refund are the checkout saga's
+//! alone ([`Actor::may_manage`]); anyone else — the customer, an admin,
+//! another service — could otherwise void the authorization the saga is
+//! about to commit stock against.
 
-use backroom_shared::auth::Caller;
+use backroom_shared::auth::{Caller, Principal};
 use chrono::{DateTime, Duration, Utc};
 use diesel::PgConnection;
 use uuid::Uuid;
@@ -26,7 +32,7 @@ use crate::{
     },
     domain::{
         CancellationReason, CaptureMethod, Currency, DeclineKind, Error, IntentStatus, JournalKind,
-        PROCESSOR_ERROR, RefundReason, payment_intent_name, payment_method_name,
+        PROCESSOR_ERROR, RefundReason, order_name, payment_intent_name, payment_method_name,
     },
     processor::{AuthorizeError, AuthorizeRequest, Processor},
 };
@@ -41,6 +47,10 @@ pub struct Actor {
     pub admin: bool,
     /// A service principal with role service.
     pub service: bool,
+    /// The checkout saga: this service's own principal (its
+    /// `BACKROOM_SERVICE_CLIENT_ID`), the only one that acts on an order's
+    /// payment.
+    pub checkout: bool,
 }
 
 /// What `metadata.required` says when a customer touches another's resource.
@@ -49,14 +59,45 @@ pub const OWNER_ADMIN_OR_SERVICE: &str = "owner, role admin or role service";
 pub const OWNER_OR_ADMIN: &str = "owner or role admin";
 /// What `metadata.required` says for capture, refunds and the ledger.
 pub const ADMIN_OR_SERVICE: &str = "role admin or role service";
+/// What `metadata.required` says when only checkout may do it.
+pub const CHECKOUT_ONLY: &str = "the checkout service principal";
 
 impl Actor {
-    /// The actor of a verified caller.
-    pub fn of(caller: &Caller) -> Self {
+    /// The actor of a verified caller; `checkout_principal` is the client id
+    /// of this service's own principal (the saga), if it runs checkout.
+    pub fn of(caller: &Caller, checkout_principal: Option<&str>) -> Self {
+        let service = caller.is_service();
+        let checkout = service
+            && matches!(
+                (caller.claims.principal(), checkout_principal),
+                (Some(Principal::Service(id)), Some(ours)) if id == ours
+            );
         Self {
             account: caller.account_id(),
             admin: caller.is_admin(),
-            service: caller.is_service(),
+            service,
+            checkout,
+        }
+    }
+
+    /// Whether the actor may confirm, cancel, capture or refund `intent`:
+    /// an order's payment only through checkout.
+    pub fn may_manage(self, intent: &Intent) -> Result<(), Error> {
+        match intent.order_id {
+            Some(order) if !self.checkout => Err(Error::ManagedByOrder {
+                order: order_name(order),
+                intent: payment_intent_name(intent.id),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Only checkout may create an intent for an order.
+    pub fn may_pay_for_orders(self) -> Result<(), Error> {
+        if self.checkout {
+            Ok(())
+        } else {
+            Err(Error::AccessDenied(CHECKOUT_ONLY))
         }
     }
 

@@ -188,6 +188,11 @@ pub struct Deps {
     pub authorization_ttl: chrono::Duration,
     /// Sweeper period; `None`: no sweeper task.
     pub sweep_interval: Option<std::time::Duration>,
+    /// Client id of this service's own principal
+    /// (`BACKROOM_SERVICE_CLIENT_ID`): its service tokens are the checkout
+    /// saga's, the only caller that acts on an order's payment. `None`: no
+    /// one does (and checkout is not served).
+    pub checkout_principal: Option<String>,
 }
 
 impl Deps {
@@ -216,6 +221,7 @@ impl Deps {
             authorization_ttl: chrono::Duration::seconds(config.authorization_ttl_secs),
             sweep_interval: (config.authorization_sweep_interval_secs > 0)
                 .then(|| std::time::Duration::from_secs(config.authorization_sweep_interval_secs)),
+            checkout_principal: config.service_client_id.clone(),
         })
     }
 

@@ -708,6 +708,8 @@ impl Saga {
                             description: format!("order {}", order.id),
                             metadata: [("order".to_owned(), format!("orders/{}", order.id))].into(),
                             request_id: step_request_id(order.id, "create-intent"),
+                            // The order's payment: only this saga may act on it.
+                            order: format!("orders/{}", order.id),
                         };
                         async move {
                             let request = self.authorized(audience::PAYMENT, message).await?;

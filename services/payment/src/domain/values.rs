@@ -113,6 +113,11 @@ pub fn payment_intent_name(id: Uuid) -> String {
     format!("paymentIntents/{id}")
 }
 
+/// `orders/{id}`.
+pub fn order_name(id: Uuid) -> String {
+    format!("orders/{id}")
+}
+
 /// `paymentIntents/{intent}/refunds/{id}`.
 pub fn refund_name(intent: Uuid, id: Uuid) -> String {
     format!("paymentIntents/{intent}/refunds/{id}")

@@ -87,6 +87,9 @@ impl TestApp {
         let issuer = TokenIssuer::new(keys, "backroom", chrono::Duration::minutes(15));
         let mut config = PaymentConfig::new(ProcessorChoice::Simulator, FINGERPRINT_KEY);
         config.authorization_sweep_interval_secs = 0;
+        // `service()` tokens are this service's own principal, the checkout
+        // saga's (no saga runs here; tests act as it).
+        config.service_client_id = Some("checkout".into());
         configure(&mut config);
         let clock = ManualClock::new();
         let simulator = Arc::new(Simulator::new());
@@ -157,6 +160,15 @@ impl TestApp {
     pub fn service(&self) -> User {
         User {
             token: self.token("services/checkout".into(), &["service"]),
+            name: String::new(),
+            id: Uuid::nil(),
+        }
+    }
+
+    /// Another service principal (role service, not checkout).
+    pub fn other_service(&self) -> User {
+        User {
+            token: self.token("services/inventory".into(), &["service"]),
             name: String::new(),
             id: Uuid::nil(),
         }

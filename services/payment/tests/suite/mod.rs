@@ -49,6 +49,8 @@ pub struct Suite {
     pub payment_pool: Pool,
     pub inventory_pool: Pool,
     pub saga: Saga,
+    /// The payment service's dependencies (its sweeper, its clock).
+    pub payment_deps: backroom_payment::Deps,
     pub admin: String,
     /// The account service's signing keys (PEM), for forging test tokens.
     pub keys_pem: String,
@@ -190,7 +192,11 @@ impl Suite {
         let saga = checkout.saga.clone();
         let payment = TestServer::spawn_on(
             listener,
-            backroom_payment::server_with_checkout(ServerConfig::default(), payment_deps, checkout),
+            backroom_payment::server_with_checkout(
+                ServerConfig::default(),
+                payment_deps.clone(),
+                checkout,
+            ),
         )
         .await;
 
@@ -235,12 +241,33 @@ impl Suite {
             payment_pool,
             inventory_pool,
             saga,
+            payment_deps,
             admin,
             keys_pem,
             admin_url: db.admin_url(),
             downstream,
             saga_config,
         }
+    }
+
+    /// A valid token of the service principal `client_id` (role service)
+    /// for `audience`, signed with the account service's key: `payment` is
+    /// the checkout saga's own principal, any other id another service.
+    pub fn service_token(&self, client_id: &str, audience: &str) -> String {
+        let keys = SigningKeys::from_pem(&self.keys_pem).unwrap();
+        backroom_account::domain::tokens::TokenIssuer::new(
+            keys,
+            "backroom",
+            chrono::Duration::minutes(15),
+        )
+        .issue(
+            format!("services/{client_id}"),
+            vec!["service".to_owned()],
+            vec![audience.to_owned()],
+            chrono::Utc::now(),
+        )
+        .unwrap()
+        .0
     }
 
     /// Stops the inventory service (a dependency outage).
