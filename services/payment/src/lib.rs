@@ -341,7 +341,11 @@ impl CheckoutDeps {
                 deps.pool.clone(),
                 deps.clock.clone(),
                 downstream,
-                saga,
+                checkout::saga::SagaConfig {
+                    // The margin must leave room to authorize at all.
+                    authorization_margin: saga.authorization_margin.min(deps.authorization_ttl / 2),
+                    ..saga
+                },
             ),
             payment,
         })

@@ -9,7 +9,7 @@
 
 mod suite;
 
-use backroom_payment::checkout::saga::{Fault, State};
+use backroom_payment::checkout::saga::{Fault, SagaConfig, State};
 use backroom_proto::payment::v1 as pb;
 use suite::{Customer, Suite, VISA, authed};
 use tonic::Code;
@@ -312,4 +312,110 @@ async fn the_sweeper_leaves_an_orders_payment_to_its_running_saga() {
             pb::CancellationReason::AuthorizationExpired as i32
         )
     );
+}
+
+/// The order failed before the pivot and undid everything: FAILED with
+/// `reason`, its stock released, its payment canceled, nothing charged.
+async fn failed_and_undone(suite: &Suite, order: &pb::Order, reason: &str) -> pb::Order {
+    let order = suite.order(&order.name).await;
+    assert_eq!(order.state, pb::OrderState::Failed as i32, "{order:#?}");
+    let failure = order.failure.clone().unwrap();
+    assert_eq!(failure.reason, reason, "{failure:#?}");
+    assert_eq!(suite.reservation_state(&order).await, "RELEASED");
+    let level = suite.level("MUG").await;
+    assert_eq!((level.committed, level.reserved), (0, 0), "{level:#?}");
+    let intent = suite.intent(&order).await;
+    assert_eq!(intent.status, pb::PaymentIntentStatus::Canceled as i32);
+    assert_eq!(intent.amount_received, suite::eur(0));
+    suite.audit().await;
+    order
+}
+
+#[tokio::test]
+async fn the_saga_re_reads_the_authorization_before_the_pivot_and_fails_if_it_is_gone() {
+    let suite = Suite::spawn().await;
+    suite.product("MUG", 1000, 10).await;
+    let ada = suite.customer("reread@example.com", VISA).await;
+    let order = parked_before_the_pivot(&suite, &ada).await;
+    // While the saga is parked, a service principal — the checkout one, the
+    // only caller still allowed to — voids the authorization.
+    let checkout = suite.service_token("payment", "backroom.payment");
+    let voided = suite
+        .payments
+        .clone()
+        .cancel_payment_intent(authed(
+            &checkout,
+            pb::CancelPaymentIntentRequest {
+                name: order.payment_intent.clone(),
+                cancellation_reason: pb::CancellationReason::Abandoned as i32,
+                request_id: request_id(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(voided.status, pb::PaymentIntentStatus::Canceled as i32);
+    // The saga resumes: it must not commit the stock.
+    suite.clock.advance(chrono::Duration::seconds(31));
+    suite.restarted_saga().recover_due().await.unwrap();
+    let failed = failed_and_undone(&suite, &order, "AUTHORIZATION_LOST").await;
+    let failure = failed.failure.unwrap();
+    assert_eq!(failure.metadata["payment_intent"], order.payment_intent);
+    assert_eq!(
+        failure.metadata["status"], "PAYMENT_INTENT_STATUS_CANCELED",
+        "{failure:#?}"
+    );
+}
+
+/// A suite whose authorizations live 10 minutes, shorter than the saga's
+/// 15-minute stock reservation: the authorization is what runs out first.
+async fn short_authorizations() -> Suite {
+    Suite::spawn_configured(
+        SagaConfig {
+            recovery_interval: std::time::Duration::from_secs(3600),
+            ..SagaConfig::default()
+        },
+        |payment| payment.authorization_ttl_secs = 600,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_authorization_about_to_expire_is_not_committed_against() {
+    let suite = short_authorizations().await;
+    suite.product("MUG", 1000, 10).await;
+    let ada = suite.customer("expiring@example.com", VISA).await;
+    let order = parked_before_the_pivot(&suite, &ada).await;
+    // Four minutes before the hold lapses (the saga wants five, half the
+    // lifetime at most): too late to commit and capture.
+    suite.clock.advance(chrono::Duration::minutes(6));
+    suite.restarted_saga().recover_due().await.unwrap();
+    let failed = failed_and_undone(&suite, &order, "AUTHORIZATION_LOST").await;
+    assert_eq!(
+        failed.failure.unwrap().metadata["cause"],
+        "expiring",
+        "the saga says why"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_authorization_the_sweeper_left_to_the_saga_fails_the_order() {
+    let suite = short_authorizations().await;
+    suite.product("MUG", 1000, 10).await;
+    let ada = suite.customer("lapsed@example.com", VISA).await;
+    let order = parked_before_the_pivot(&suite, &ada).await;
+    suite
+        .clock
+        .advance(suite.payment_deps.authorization_ttl + chrono::Duration::seconds(1));
+    use backroom_shared::clock::Clock as _;
+    let sweep =
+        || backroom_payment::sweep_expired_authorizations(&suite.payment_deps, suite.clock.now());
+    assert_eq!(
+        sweep().await.unwrap(),
+        0,
+        "the running saga's payment is left alone"
+    );
+    suite.restarted_saga().recover_due().await.unwrap();
+    failed_and_undone(&suite, &order, "AUTHORIZATION_LOST").await;
+    assert_eq!(sweep().await.unwrap(), 0, "the saga voided it itself");
 }

@@ -7,8 +7,11 @@
 //!
 //! Before the pivot (CommitReservation) every failure compensates: release
 //! the reservation, cancel the payment intent, then FAILED with the reason.
-//! From the pivot on, the saga only moves forward: capture is retried until
-//! it succeeds.
+//! Right before the pivot the saga re-reads the order's payment and commits
+//! only against a live authorization of the whole total that is not about
+//! to expire ([`SagaConfig::authorization_margin`]); otherwise the order
+//! fails with AUTHORIZATION_LOST. From the pivot on, the saga only moves
+//! forward: capture is retried until it succeeds.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -226,6 +229,10 @@ pub struct SagaConfig {
     pub recovery_interval: Duration,
     /// Longest PlaceOrder waits for a terminal state.
     pub place_order_wait: Duration,
+    /// Stock is committed only against an authorization that stays valid at
+    /// least this much longer (time to commit and capture). Capped at half
+    /// the authorization lifetime by [`crate::CheckoutDeps::new`].
+    pub authorization_margin: chrono::Duration,
 }
 
 impl Default for SagaConfig {
@@ -237,6 +244,7 @@ impl Default for SagaConfig {
             max_rounds: 5,
             recovery_interval: Duration::from_secs(1),
             place_order_wait: Duration::from_secs(30),
+            authorization_margin: chrono::Duration::minutes(10),
         }
     }
 }
@@ -785,9 +793,83 @@ impl Saga {
         Ok(())
     }
 
+    /// Right before the pivot: the order's payment, read again, must be a live
+    /// authorization (REQUIRES_CAPTURE) of the whole total that does not
+    /// expire within the margin. Anything else — voided, captured, partly
+    /// capturable, expiring — fails the order (compensation releases the
+    /// stock and cancels what is left): stock is never committed without a
+    /// payment the saga can capture.
+    async fn check_authorization(&self, order: &OrderRow) -> Result<(), StepError> {
+        let downstream = &self.inner.downstream;
+        let lost = |cause: &str, status: &str, intent: &str| {
+            tracing::warn!(
+                cause,
+                status,
+                payment_intent = intent,
+                "the order's authorization is gone before the pivot; failing the order"
+            );
+            StepError::Business(Failure {
+                reason: "AUTHORIZATION_LOST".to_owned(),
+                message: "the payment authorization is no longer valid; the order was not \
+                          committed and nothing was charged"
+                    .to_owned(),
+                metadata: [
+                    ("cause".to_owned(), cause.to_owned()),
+                    ("status".to_owned(), status.to_owned()),
+                    ("payment_intent".to_owned(), intent.to_owned()),
+                ]
+                .into(),
+            })
+        };
+        let Some(name) = order.payment_intent.clone() else {
+            return Err(lost("missing", "", ""));
+        };
+        let read = self
+            .call(|| {
+                let mut client = downstream.payment.clone();
+                let message = pb::GetPaymentIntentRequest { name: name.clone() };
+                async move {
+                    let request = self.authorized(audience::PAYMENT, message).await?;
+                    client
+                        .get_payment_intent(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await?;
+        let intent = match read {
+            Ok(intent) => intent,
+            Err(status) => {
+                return Err(lost(
+                    "unreadable",
+                    &reason_of(&status).unwrap_or_else(|| format!("{:?}", status.code())),
+                    &name,
+                ));
+            }
+        };
+        let status = pb::PaymentIntentStatus::try_from(intent.status)
+            .unwrap_or(pb::PaymentIntentStatus::Unspecified);
+        let whole = Some(money(&order.currency_code, order.total_minor.unwrap_or(0)));
+        let good_until = self.now() + self.inner.config.authorization_margin;
+        let expires = intent
+            .authorization_expire_time
+            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?));
+        let cause = if status != pb::PaymentIntentStatus::RequiresCapture {
+            "not_authorized"
+        } else if intent.amount_capturable != whole {
+            "amount"
+        } else if expires.is_none_or(|expires| expires <= good_until) {
+            "expiring"
+        } else {
+            return Ok(());
+        };
+        Err(lost(cause, status.as_str_name(), &name))
+    }
+
     #[instrument(skip_all, fields(order = %order.id))]
     async fn commit(&self, order: &OrderRow) -> Result<(), StepError> {
         let downstream = &self.inner.downstream;
+        self.check_authorization(order).await?;
         let name = order
             .reservation
             .clone()

@@ -97,6 +97,15 @@ impl Suite {
     }
 
     pub async fn spawn_with(saga_config: SagaConfig) -> Self {
+        Self::spawn_configured(saga_config, |_| {}).await
+    }
+
+    /// The suite with `saga_config` and the payment configuration changed by
+    /// `configure`.
+    pub async fn spawn_configured(
+        saga_config: SagaConfig,
+        configure: impl FnOnce(&mut PaymentConfig),
+    ) -> Self {
         let db = TestDb::create().await;
         let clock = ManualClock::new();
         let shared_clock: clock::SharedClock = Arc::new(clock.clone());
@@ -171,6 +180,7 @@ impl Suite {
         payment_config.service_client_id = Some("payment".into());
         payment_config.service_client_secret = Some(Secret::new("payment-secret-123"));
         payment_config.inventory_endpoint = Some(inventory.endpoint());
+        configure(&mut payment_config);
         let payment_deps = backroom_payment::Deps::with(
             &payment_config,
             payment_pool.clone(),
@@ -283,7 +293,8 @@ impl Suite {
             self.payment_pool_for_saga.clone(),
             Arc::new(self.clock.clone()),
             self.downstream.clone(),
-            self.saga_config.clone(),
+            // As configured, with the margin CheckoutDeps derived.
+            self.saga.config().clone(),
         )
     }
 
