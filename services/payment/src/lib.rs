@@ -102,9 +102,11 @@ pub enum Command {
 /// HMAC key of card fingerprints; changing it changes every new
 /// fingerprint), `BACKROOM_AUTHORIZATION_TTL_SECS` (default 7 days),
 /// `BACKROOM_AUTHORIZATION_SWEEP_INTERVAL_SECS` (default 60; 0 disables the
-/// sweeper task), and, for the checkout saga (read, not used yet):
-/// `BACKROOM_SERVICE_CLIENT_ID`, `BACKROOM_SERVICE_CLIENT_SECRET`,
-/// `BACKROOM_INVENTORY_ENDPOINT`.
+/// sweeper task), and, for the checkout saga: `BACKROOM_SERVICE_CLIENT_ID`
+/// (also the principal allowed to act on orders' payments),
+/// `BACKROOM_SERVICE_CLIENT_SECRET`, `BACKROOM_INVENTORY_ENDPOINT`,
+/// `BACKROOM_CHECKOUT_LEASE_SECS` (default 30),
+/// `BACKROOM_CHECKOUT_CAPTURE_MAX_ROUNDS` (default 30).
 #[derive(Debug, Clone, clap::Args)]
 pub struct PaymentConfig {
     /// The card processor: `simulator` is the only one built in (test cards,
@@ -139,6 +141,15 @@ pub struct PaymentConfig {
     /// renewal.
     #[arg(long, env = "BACKROOM_CHECKOUT_LEASE_SECS", default_value_t = 30)]
     pub checkout_lease_secs: i64,
+    /// Rounds of a capture failing transiently after the pivot (backoff
+    /// between rounds doubling from 0.4 s to 51.2 s; 30 rounds take about 20
+    /// minutes) before the order goes to NEEDS_ATTENTION; at least 1.
+    #[arg(
+        long,
+        env = "BACKROOM_CHECKOUT_CAPTURE_MAX_ROUNDS",
+        default_value_t = checkout::saga::DEFAULT_CAPTURE_MAX_ROUNDS
+    )]
+    pub checkout_capture_max_rounds: i32,
 }
 
 /// Why the payment service will not serve without a processor choice.
@@ -160,6 +171,7 @@ impl PaymentConfig {
             service_client_secret: None,
             inventory_endpoint: None,
             checkout_lease_secs: 30,
+            checkout_capture_max_rounds: checkout::saga::DEFAULT_CAPTURE_MAX_ROUNDS,
         }
     }
 

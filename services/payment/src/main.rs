@@ -54,6 +54,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         &self_endpoint,
         SagaConfig {
             lease: chrono::Duration::seconds(cli.payment.checkout_lease_secs.max(1)),
+            capture_max_rounds: cli.payment.checkout_capture_max_rounds.max(1),
             ..SagaConfig::default()
         },
     ) {

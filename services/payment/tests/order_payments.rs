@@ -419,3 +419,123 @@ async fn an_expired_authorization_the_sweeper_left_to_the_saga_fails_the_order()
     failed_and_undone(&suite, &order, "AUTHORIZATION_LOST").await;
     assert_eq!(sweep().await.unwrap(), 0, "the saga voided it itself");
 }
+
+/// An order stopped right after the pivot: stock committed, capture not yet
+/// called.
+async fn parked_after_the_pivot(suite: &Suite, customer: &Customer) -> pb::Order {
+    suite.saga.plant_fault(Fault::Before(State::Capturing));
+    let order = suite
+        .place(customer, &customer.card, &[("MUG", 1)], &request_id())
+        .await
+        .unwrap();
+    assert_eq!(order.state, pb::OrderState::Capturing as i32, "{order:#?}");
+    assert_eq!(suite.reservation_state(&order).await, "COMMITTED");
+    order
+}
+
+async fn orders_in(suite: &Suite, state: pb::OrderState) -> Vec<pb::Order> {
+    suite
+        .checkout
+        .clone()
+        .list_orders(authed(
+            &suite.admin,
+            pb::ListOrdersRequest {
+                state: state as i32,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .orders
+}
+
+#[tokio::test]
+async fn a_payment_voided_after_the_pivot_sends_the_order_to_needs_attention_at_once() {
+    let suite = Suite::spawn().await;
+    suite.product("MUG", 1000, 10).await;
+    let ada = suite.customer("attention@example.com", VISA).await;
+    let order = parked_after_the_pivot(&suite, &ada).await;
+    let checkout = suite.service_token("payment", "backroom.payment");
+    cancel(&suite, &checkout, &order.payment_intent)
+        .await
+        .expect("the checkout principal may void it");
+    suite.clock.advance(chrono::Duration::seconds(31));
+    assert_eq!(suite.restarted_saga().recover_due().await.unwrap(), 1);
+    let stuck = suite.order(&order.name).await;
+    assert_eq!(
+        stuck.state,
+        pb::OrderState::NeedsAttention as i32,
+        "{stuck:#?}"
+    );
+    let failure = stuck.failure.clone().unwrap();
+    assert_eq!(failure.reason, "CAPTURE_REFUSED", "{failure:#?}");
+    assert_eq!(failure.metadata["refusal"], "INVALID_STATE");
+    assert_eq!(
+        failure.metadata["current_state"],
+        "PAYMENT_INTENT_STATUS_CANCELED"
+    );
+    assert_eq!(failure.metadata["payment_intent"], order.payment_intent);
+    // The stock stays committed (the goods are promised); nothing was paid.
+    assert_eq!(suite.level("MUG").await.committed, 1);
+    assert_eq!(suite.intent(&stuck).await.amount_received, suite::eur(0));
+    // Terminal for the saga: no worker picks it up again.
+    suite.clock.advance(chrono::Duration::minutes(5));
+    assert_eq!(suite.restarted_saga().recover_due().await.unwrap(), 0);
+    assert_eq!(
+        suite.order(&order.name).await.update_time,
+        stuck.update_time
+    );
+    let listed = orders_in(&suite, pb::OrderState::NeedsAttention).await;
+    assert_eq!(
+        listed.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        [order.name.as_str()]
+    );
+    suite.audit().await;
+}
+
+#[tokio::test]
+async fn a_capture_that_keeps_failing_stops_in_needs_attention_after_the_configured_rounds() {
+    let suite = Suite::spawn().await;
+    suite.product("MUG", 1000, 10).await;
+    let ada = suite.customer("rounds@example.com", VISA).await;
+    let order = parked_after_the_pivot(&suite, &ada).await;
+    // The worker that resumes it reaches no PaymentService at all.
+    let saga = suite.saga_with(
+        SagaConfig {
+            capture_max_rounds: 3,
+            call_attempts: 1,
+            ..suite.saga.config().clone()
+        },
+        "http://127.0.0.1:1",
+    );
+    let mut rounds = 0;
+    let stuck = loop {
+        // Past the lease, then past each round's backoff.
+        suite.clock.advance(chrono::Duration::minutes(2));
+        rounds += saga.recover_due().await.unwrap();
+        let now = suite.order(&order.name).await;
+        if now.state != pb::OrderState::Capturing as i32 {
+            break now;
+        }
+        assert!(rounds < 10, "still capturing after {rounds} rounds");
+    };
+    assert_eq!(rounds, 3, "one pickup per round");
+    assert_eq!(
+        stuck.state,
+        pb::OrderState::NeedsAttention as i32,
+        "{stuck:#?}"
+    );
+    let failure = stuck.failure.unwrap();
+    assert_eq!(failure.reason, "CAPTURE_RETRIES_EXHAUSTED", "{failure:#?}");
+    assert_eq!(failure.metadata["rounds"], "3");
+    assert_eq!(failure.metadata["last_code"], "Unavailable");
+    // The authorization is intact: nothing was captured or voided.
+    let intent = suite.intent(&order).await;
+    assert_eq!(
+        intent.status,
+        pb::PaymentIntentStatus::RequiresCapture as i32
+    );
+    suite.clock.advance(chrono::Duration::minutes(2));
+    assert_eq!(saga.recover_due().await.unwrap(), 0, "never retried again");
+}

@@ -298,6 +298,22 @@ impl Suite {
         )
     }
 
+    /// A saga worker with `config` whose PaymentService calls go to
+    /// `payment_endpoint` (a dead address: the payment API failing under the
+    /// saga, as in an outage of its own service).
+    pub fn saga_with(&self, config: SagaConfig, payment_endpoint: &str) -> Saga {
+        let mut downstream = self.downstream.clone();
+        downstream.payment = PaymentServiceClient::new(
+            channel(&ClientConfig::new(payment_endpoint.to_owned())).unwrap(),
+        );
+        Saga::new(
+            self.payment_pool_for_saga.clone(),
+            Arc::new(self.clock.clone()),
+            downstream,
+            config,
+        )
+    }
+
     /// A product with `units` in stock at location "main".
     pub async fn product(&self, sku: &str, price_minor: i64, units: i64) {
         self.stock
