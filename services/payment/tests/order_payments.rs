@@ -41,6 +41,29 @@ async fn parked_before_the_pivot(suite: &Suite, customer: &Customer) -> pb::Orde
     order
 }
 
+/// A manual-capture payment of 5 EUR the customer authorizes for
+/// themselves, outside any order.
+async fn own_authorized_payment(suite: &Suite, customer: &Customer) -> pb::PaymentIntent {
+    suite
+        .payments
+        .clone()
+        .create_payment_intent(authed(
+            &customer.token,
+            pb::CreatePaymentIntentRequest {
+                customer: "accounts/me".into(),
+                amount: suite::eur(500),
+                capture_method: pb::CaptureMethod::Manual as i32,
+                payment_method: customer.card.clone(),
+                confirm: true,
+                request_id: request_id(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn cancel(
     suite: &Suite,
     token: &str,
@@ -231,24 +254,7 @@ async fn an_orders_payment_refuses_its_customer_an_admin_and_other_services() {
     suite.audit().await;
 
     // A payment of the customer's own, not an order's, stays theirs.
-    let own = suite
-        .payments
-        .clone()
-        .create_payment_intent(authed(
-            &ada.token,
-            pb::CreatePaymentIntentRequest {
-                customer: "accounts/me".into(),
-                amount: suite::eur(500),
-                capture_method: pb::CaptureMethod::Manual as i32,
-                payment_method: ada.card.clone(),
-                confirm: true,
-                request_id: request_id(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let own = own_authorized_payment(&suite, &ada).await;
     assert!(own.order.is_empty());
     let canceled = cancel(&suite, &ada.token, &own.name).await.unwrap();
     assert_eq!(canceled.status, pb::PaymentIntentStatus::Canceled as i32);
@@ -260,24 +266,7 @@ async fn the_sweeper_leaves_an_orders_payment_to_its_running_saga() {
     suite.product("MUG", 1000, 10).await;
     let ada = suite.customer("sweep@example.com", VISA).await;
     let order = parked_before_the_pivot(&suite, &ada).await;
-    let own = suite
-        .payments
-        .clone()
-        .create_payment_intent(authed(
-            &ada.token,
-            pb::CreatePaymentIntentRequest {
-                customer: "accounts/me".into(),
-                amount: suite::eur(500),
-                capture_method: pb::CaptureMethod::Manual as i32,
-                payment_method: ada.card.clone(),
-                confirm: true,
-                request_id: request_id(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let own = own_authorized_payment(&suite, &ada).await;
     // Both authorizations expire; the sweeper cancels only the one no saga
     // is working on.
     suite

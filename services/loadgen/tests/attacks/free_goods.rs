@@ -25,7 +25,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use backroom::audit::{Tolerances, audit};
 use backroom_loadgen::{fixtures, stack::Service};
 use backroom_proto::{
     common::v1::Money,
@@ -38,7 +37,8 @@ use backroom_shared::errors::reason_of;
 use tonic::{Code, Status};
 
 use crate::common::{
-    SWEEP, World, call, call_within, count, counts, lazy_channel, mixed_load_options, request_id,
+    SWEEP, World, assert_audit_clean, call, call_within, count, counts, lazy_channel,
+    mixed_load_options, request_id,
 };
 
 const SKU: &str = "FREE-GOODS-MUG";
@@ -104,7 +104,7 @@ async fn place_orders(
     let mut round = n;
     while !stop.load(Ordering::SeqCst) {
         round += ORDERERS;
-        let short = round % 2 == 0;
+        let short = round.is_multiple_of(2);
         let deadline = if short {
             Duration::from_millis(SHORT_DEADLINES_MS[(round / 2) % SHORT_DEADLINES_MS.len()])
         } else {
@@ -509,23 +509,10 @@ async fn cancelling_an_orders_payment_mid_checkout_gets_no_free_goods() {
     );
 
     // The invariant checker, strict.
-    let tolerances = Tolerances {
-        grace: SWEEP + Duration::from_secs(1),
-        stuck_after: Duration::ZERO,
-    };
-    let url = admin_url.clone();
-    let findings = tokio::task::spawn_blocking(move || {
-        audit(
-            &mut backroom_shared::db::connect(&url).expect("connect as admin"),
-            tolerances,
-        )
-        .expect("audit")
-    })
-    .await
-    .expect("audit task");
-    assert!(findings.is_empty(), "audit findings: {findings:#?}");
+    let tolerances = assert_audit_clean(&admin_url).await;
     println!(
-        "checked: backroom audit (stuck after 0 s): {} checks, no findings",
+        "checked: backroom audit (grace {:?}, stuck after 0 s): {} checks, no findings",
+        tolerances.grace,
         backroom::audit::check_names().len()
     );
 

@@ -699,6 +699,28 @@ pub async fn counts(admin_url: &str, sql: &str) -> Vec<(String, i64)> {
     .expect("query task")
 }
 
+/// Runs `backroom audit` strictly — a reservation may outlive its TTL by
+/// one sweep and a second, no saga may be unfinished — and asserts it finds
+/// nothing; returns the tolerances it used.
+pub async fn assert_audit_clean(admin_url: &str) -> Tolerances {
+    let tolerances = Tolerances {
+        grace: SWEEP + Duration::from_secs(1),
+        stuck_after: Duration::ZERO,
+    };
+    let url = admin_url.to_owned();
+    let findings = tokio::task::spawn_blocking(move || {
+        audit(
+            &mut backroom_shared::db::connect(&url).expect("connect as admin"),
+            tolerances,
+        )
+        .expect("audit")
+    })
+    .await
+    .expect("audit task");
+    assert!(findings.is_empty(), "audit findings: {findings:#?}");
+    tolerances
+}
+
 pub async fn count(admin_url: &str, sql: &str) -> i64 {
     counts(admin_url, sql).await.first().map_or(0, |(_, n)| *n)
 }
@@ -1177,21 +1199,7 @@ impl MixedLoad {
         );
 
         // The invariant checker, strict.
-        let tolerances = Tolerances {
-            grace: SWEEP + Duration::from_secs(1),
-            stuck_after: Duration::ZERO,
-        };
-        let url = admin_url.clone();
-        let findings = tokio::task::spawn_blocking(move || {
-            audit(
-                &mut backroom_shared::db::connect(&url).expect("connect as admin"),
-                tolerances,
-            )
-            .expect("audit")
-        })
-        .await
-        .expect("audit task");
-        assert!(findings.is_empty(), "audit findings: {findings:#?}");
+        let tolerances = assert_audit_clean(&admin_url).await;
         println!(
             "checked: backroom audit (grace {:?}, stuck after 0 s): {} checks, no findings (ledger balanced)",
             tolerances.grace,

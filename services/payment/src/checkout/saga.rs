@@ -911,7 +911,6 @@ impl Saga {
     /// stock and cancels what is left): stock is never committed without a
     /// payment the saga can capture.
     async fn check_authorization(&self, order: &OrderRow) -> Result<(), StepError> {
-        let downstream = &self.inner.downstream;
         let lost = |cause: &str, status: &str, intent: &str| {
             tracing::warn!(
                 cause,
@@ -935,20 +934,7 @@ impl Saga {
         let Some(name) = order.payment_intent.clone() else {
             return Err(lost("missing", "", ""));
         };
-        let read = self
-            .call(|| {
-                let mut client = downstream.payment.clone();
-                let message = pb::GetPaymentIntentRequest { name: name.clone() };
-                async move {
-                    let request = self.authorized(audience::PAYMENT, message).await?;
-                    client
-                        .get_payment_intent(request)
-                        .await
-                        .map(tonic::Response::into_inner)
-                }
-            })
-            .await?;
-        let intent = match read {
+        let intent = match self.read_intent(&name).await? {
             Ok(intent) => intent,
             Err(status) => {
                 return Err(lost(
@@ -1072,25 +1058,32 @@ impl Saga {
         Ok(())
     }
 
+    /// The payment intent `name`, read through PaymentService with the
+    /// service's token (transient failures: [`StepError::Transient`]).
+    async fn read_intent(
+        &self,
+        name: &str,
+    ) -> Result<Result<pb::PaymentIntent, Status>, StepError> {
+        let downstream = &self.inner.downstream;
+        self.call(|| {
+            let mut client = downstream.payment.clone();
+            let message = pb::GetPaymentIntentRequest {
+                name: name.to_owned(),
+            };
+            async move {
+                let request = self.authorized(audience::PAYMENT, message).await?;
+                client
+                    .get_payment_intent(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
     /// Whether the order's payment already holds its whole total, captured.
     async fn captured(&self, order: &OrderRow, intent: &str) -> Result<bool, StepError> {
-        let downstream = &self.inner.downstream;
-        let read = self
-            .call(|| {
-                let mut client = downstream.payment.clone();
-                let message = pb::GetPaymentIntentRequest {
-                    name: intent.to_owned(),
-                };
-                async move {
-                    let request = self.authorized(audience::PAYMENT, message).await?;
-                    client
-                        .get_payment_intent(request)
-                        .await
-                        .map(tonic::Response::into_inner)
-                }
-            })
-            .await?;
-        Ok(read.is_ok_and(|paid| {
+        Ok(self.read_intent(intent).await?.is_ok_and(|paid| {
             paid.status == pb::PaymentIntentStatus::Succeeded as i32
                 && paid.amount_received
                     == Some(money(&order.currency_code, order.total_minor.unwrap_or(0)))

@@ -11,7 +11,9 @@ use std::fmt;
 use backroom_shared::{
     config::Secret,
     errors::{FieldViolation, Violations},
-    validate::optional_text,
+    // One Luhn check, in `shared`, next to the card-number guard for free
+    // text that every service applies.
+    validate::{luhn_valid, optional_text},
 };
 use chrono::{DateTime, Datelike as _, Utc};
 use hmac::{Hmac, Mac as _};
@@ -91,11 +93,6 @@ impl Brand {
         }
     }
 }
-
-// One implementation of the Luhn check and of the card-number guard for
-// free text, in `shared` (every service refuses PANs in its free text); the
-// secret scan finds these here too.
-pub use backroom_shared::validate::{luhn_valid, mask_uuids};
 
 /// A Luhn-valid card number (PAN). Never displayed, logged or stored.
 #[derive(Clone, PartialEq, Eq)]
