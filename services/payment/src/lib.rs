@@ -1,6 +1,7 @@
 //! `backroom-payment`: customers' cards (payment methods), payment intents
 //! with Stripe's state machine, refunds, and a double-entry ledger of every
-//! money movement, with a built-in processor simulator.
+//! money movement, through the processor `BACKROOM_PAYMENT_PROCESSOR` names
+//! (built in: the simulator).
 //!
 //! Layout:
 //! - [`api`]: the tonic `PaymentService` impl, the only place proto ⇄ domain
