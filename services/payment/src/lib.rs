@@ -99,7 +99,7 @@ pub enum Command {
 ///
 /// Environment: `BACKROOM_PAYMENT_PROCESSOR` (required to serve, no
 /// default: the card processor, today only `simulator`),
-/// `BACKROOM_CARD_FINGERPRINT_KEY` (required, ≥ 32 bytes: the
+/// `BACKROOM_CARD_FINGERPRINT_KEY` (required to serve, ≥ 32 bytes: the
 /// HMAC key of card fingerprints; changing it changes every new
 /// fingerprint), `BACKROOM_AUTHORIZATION_TTL_SECS` (default 7 days),
 /// `BACKROOM_AUTHORIZATION_SWEEP_INTERVAL_SECS` (default 60; 0 disables the
@@ -115,9 +115,11 @@ pub struct PaymentConfig {
     /// serve, with no default: a deployment names its processor explicitly.
     #[arg(long, env = "BACKROOM_PAYMENT_PROCESSOR", value_enum)]
     pub payment_processor: Option<ProcessorChoice>,
-    /// HMAC-SHA256 key of card fingerprints, at least 32 bytes.
+    /// HMAC-SHA256 key of card fingerprints, at least 32 bytes. Required to
+    /// serve; `migrate` does without it (its containers get the database URL
+    /// only).
     #[arg(long, env = "BACKROOM_CARD_FINGERPRINT_KEY", hide_env_values = true)]
-    pub card_fingerprint_key: Secret,
+    pub card_fingerprint_key: Option<Secret>,
     /// How long an uncaptured authorization lives, seconds.
     #[arg(long, env = "BACKROOM_AUTHORIZATION_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub authorization_ttl_secs: i64,
@@ -165,7 +167,7 @@ impl PaymentConfig {
     pub fn new(processor: ProcessorChoice, card_fingerprint_key: impl Into<String>) -> Self {
         Self {
             payment_processor: Some(processor),
-            card_fingerprint_key: Secret::new(card_fingerprint_key),
+            card_fingerprint_key: Some(Secret::new(card_fingerprint_key)),
             authorization_ttl_secs: 7 * 24 * 3600,
             authorization_sweep_interval_secs: 60,
             service_client_id: None,
@@ -174,6 +176,16 @@ impl PaymentConfig {
             checkout_lease_secs: 30,
             checkout_capture_max_rounds: checkout::saga::DEFAULT_CAPTURE_MAX_ROUNDS,
         }
+    }
+
+    /// The card fingerprint key; an error naming the variable when it is
+    /// missing or too short.
+    pub fn fingerprint_key(&self) -> anyhow::Result<FingerprintKey> {
+        FingerprintKey::new(
+            self.card_fingerprint_key.clone().ok_or_else(|| {
+                anyhow::anyhow!("BACKROOM_CARD_FINGERPRINT_KEY is required to serve")
+            })?,
+        )
     }
 
     /// The processor chosen; an error naming the variable when there is
@@ -230,7 +242,7 @@ impl Deps {
             clock,
             verifier,
             processor,
-            fingerprint_key: FingerprintKey::new(config.card_fingerprint_key.clone())?,
+            fingerprint_key: config.fingerprint_key()?,
             authorization_ttl: chrono::Duration::seconds(config.authorization_ttl_secs),
             sweep_interval: (config.authorization_sweep_interval_secs > 0)
                 .then(|| std::time::Duration::from_secs(config.authorization_sweep_interval_secs)),

@@ -36,8 +36,9 @@ async fn migrate(config: &DbConfig) -> anyhow::Result<()> {
 
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
     // Refuse before touching anything: which processor takes real cards is
-    // never left to a default.
+    // never left to a default, and cards need their fingerprint key.
     cli.payment.processor()?;
+    cli.payment.fingerprint_key()?;
     if cli.db.run_migrations {
         migrate(&cli.db).await?;
     }

@@ -60,6 +60,20 @@ async fn without_a_processor_the_config_is_refused_naming_the_variable() {
 }
 
 #[test]
+fn migrate_needs_the_database_url_only() {
+    // The migrate initContainer and Job get the ConfigMap and DATABASE_URL.
+    let cli = Cli::try_parse_from([
+        "backroom-payment",
+        "--database-url=postgres://127.0.0.1:1/none",
+        "migrate",
+    ])
+    .unwrap();
+    assert_eq!(cli.command, Some(backroom_payment::Command::Migrate));
+    let err = cli.payment.fingerprint_key().unwrap_err().to_string();
+    assert!(err.contains("BACKROOM_CARD_FINGERPRINT_KEY"), "{err}");
+}
+
+#[test]
 fn the_binary_refuses_to_serve_without_a_processor_and_says_why() {
     // Everything else it needs is given (a database it never reaches: the
     // choice is checked before anything else).
