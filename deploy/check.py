@@ -32,6 +32,9 @@ For the base and every overlay under deploy/k8s/overlays/ it
        may get; listen,
        metrics and endpoint addresses agree with ports and Services;
        terminationGracePeriodSeconds exceeds shutdown delay + drain;
+     - the payment container gets an explicit BACKROOM_PAYMENT_PROCESSOR (the
+       binary has no default and refuses to start without one) naming a
+       processor it knows; the choice is printed for every overlay;
      - the Kubernetes recommended labels on workloads, pod templates and
        Services; HPA targets exist and own the replica count; PDBs select
        pods; every object is in the overlay's namespace.
@@ -67,6 +70,11 @@ RECOMMENDED_LABELS = [
 ]
 PROBES_EXEMPT = "backroom.dev/probes-exempt"
 SERVICES = {"account": 50051, "inventory": 50052, "payment": 50053}
+# The card processors backroom-payment knows (BACKROOM_PAYMENT_PROCESSOR), with
+# what choosing each means.
+PAYMENT_PROCESSORS = {
+    "simulator": "the built-in simulator: test cards only, no money moves",
+}
 
 # The NetworkPolicy map (deploy/README.md mirrors it). Endpoints are
 # (app.kubernetes.io/name, app.kubernetes.io/component or None = any).
@@ -653,6 +661,33 @@ def check_env_contract(objs, report):
             f"{name} [{', '.join(sorted(keys))}]" for name, keys in sorted(external.items())))
 
 
+def check_payment_processor(objs, report):
+    """The payment container's BACKROOM_PAYMENT_PROCESSOR: set, known, printed."""
+    configmaps = {o["metadata"]["name"]: o for o in objs if o.get("kind") == "ConfigMap"}
+    deployment = next((o for o in objs if o.get("kind") == "Deployment"
+                       and o["metadata"]["name"] == "payment"), None)
+    if deployment is None:
+        report.bad("Deployment/payment", "missing: no payment processor to check")
+        return
+    main = next((c for c in deployment["spec"]["template"]["spec"].get("containers") or []
+                 if c["name"] == "payment"), None)
+    if main is None:
+        report.bad(deployment, "no container named 'payment': no payment processor to check")
+        return
+    value = None
+    for src in main.get("envFrom") or []:
+        data = (configmaps.get((src.get("configMapRef") or {}).get("name")) or {}).get("data") or {}
+        value = data.get("BACKROOM_PAYMENT_PROCESSOR", value)
+    if not value:
+        report.bad(deployment, "BACKROOM_PAYMENT_PROCESSOR is not set: backroom-payment has no "
+                               "default processor and refuses to start without an explicit choice")
+    elif value not in PAYMENT_PROCESSORS:
+        report.bad(deployment, f"BACKROOM_PAYMENT_PROCESSOR={value!r} is not a processor "
+                               f"backroom-payment knows ({', '.join(sorted(PAYMENT_PROCESSORS))})")
+    else:
+        report.facts.append(f"payment processor {value} ({PAYMENT_PROCESSORS[value]})")
+
+
 def check_labels_and_misc(objs, report, namespace):
     for obj in objs:
         kind = obj.get("kind")
@@ -703,6 +738,7 @@ def check_overlay(path: Path, version: str) -> Report:
     check_services(objs, templates, report)
     check_network_policies(objs, templates, report)
     check_env_contract(objs, report)
+    check_payment_processor(objs, report)
     check_labels_and_misc(objs, report, namespace)
     report.facts.insert(0, f"namespace {namespace}")
     return report

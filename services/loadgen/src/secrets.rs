@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use backroom_payment::domain::card::{luhn_valid, mask_uuids};
+use backroom_shared::validate::{is_date_time_stamp, luhn_valid, mask_uuids};
 use diesel::{QueryableByName, RunQueryDsl as _, sql_query, sql_types::Text};
 
 /// The marker every PEM private key carries (`-----BEGIN PRIVATE KEY-----`,
@@ -50,21 +50,6 @@ fn standalone_digit_groups(bytes: &[u8]) -> Vec<Group> {
         }
     }
     groups
-}
-
-/// Whether 14 digits read as a date-time stamp `YYYYMMDDhhmmss` of 1970–2099
-/// (diesel's migration versions look like that). No card network issues
-/// 14-digit numbers starting with 19 or 20 (14-digit Diners Club cards
-/// start with 30, 36 or 38), so such a run is never a card number.
-fn is_date_time_stamp(digits: &str) -> bool {
-    let field = |from: usize, to: usize| digits.get(from..to).and_then(|f| f.parse::<u32>().ok());
-    digits.len() == 14
-        && field(0, 4).is_some_and(|year| (1970..=2099).contains(&year))
-        && field(4, 6).is_some_and(|month| (1..=12).contains(&month))
-        && field(6, 8).is_some_and(|day| (1..=31).contains(&day))
-        && field(8, 10).is_some_and(|hour| hour <= 23)
-        && field(10, 12).is_some_and(|minute| minute <= 59)
-        && field(12, 14).is_some_and(|second| second <= 59)
 }
 
 /// Every card number in `text`: a standalone digit run of 13–19 digits, or

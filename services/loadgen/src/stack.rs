@@ -317,6 +317,9 @@ impl Stack {
                     );
                 }
                 Service::Payment => {
+                    // A test and benchmark stack: the simulator, named
+                    // explicitly (the binary has no default).
+                    set("BACKROOM_PAYMENT_PROCESSOR", "simulator".into());
                     set("BACKROOM_INVENTORY_ENDPOINT", endpoint(Service::Inventory));
                     set("BACKROOM_SERVICE_CLIENT_ID", "payment".into());
                     set(

@@ -6,7 +6,7 @@
 //!   shoppers race for less stock than they order (retrying each order with
 //!   its request id), accounts register, log in and rotate refresh tokens,
 //!   cards are attached, stock is read, restocked and reserved with a short
-//!   TTL, completed orders are refunded; meanwhile account, inventory and
+//!   TTL, payments outside orders are refunded; meanwhile account, inventory and
 //!   payment are each killed with SIGKILL and restarted. Afterwards every
 //!   saga is terminal, every acknowledged write is there, nothing is
 //!   oversold or charged twice, the ledger balances, no reservation outlives

@@ -40,8 +40,9 @@ use crate::{
         AccountRef, Amount, CancellationReason, CaptureMethod, Currency, Direction, Error,
         IntentStatus, JournalKind, LedgerKind, Metadata, RefundReason, RefundStatus, account_name,
         card::{self, Brand, CardInput, RawCard},
-        journal_name, ledger_account_name, parse_description, parse_ledger_account_name,
-        parse_name, parse_refund_name, payment_intent_name, payment_method_name, refund_name,
+        journal_name, ledger_account_name, order_name, parse_description,
+        parse_ledger_account_name, parse_name, parse_refund_name, payment_intent_name,
+        payment_method_name, refund_name,
     },
     intents::{Actor, Engine, FailedAttempt},
 };
@@ -60,6 +61,10 @@ impl PaymentApi {
 
     fn now(&self) -> DateTime<Utc> {
         self.deps.clock.now()
+    }
+
+    fn actor(&self, caller: &Caller) -> Actor {
+        Actor::of(caller, self.deps.checkout_principal.as_deref())
     }
 
     /// Runs `work` in a transaction guarded by the request id (AIP-155).
@@ -163,6 +168,15 @@ pub(crate) fn status(err: Error) -> Status {
         Error::RefundNotFound(name) => not_found("REFUND_NOT_FOUND", name),
         Error::LedgerAccountNotFound(name) => not_found("LEDGER_ACCOUNT_NOT_FOUND", name),
         Error::JournalNotFound(name) => not_found("JOURNAL_NOT_FOUND", name),
+        Error::OrderNotFound(name) => not_found("ORDER_NOT_FOUND", name),
+        Error::ManagedByOrder { order, intent } => precondition(
+            "INTENT_MANAGED_BY_ORDER",
+            format!("{intent} is the payment of {order}: only checkout acts on it"),
+            vec![
+                ("order".to_owned(), order),
+                ("payment_intent".to_owned(), intent),
+            ],
+        ),
         Error::PaymentMethodRequired => precondition(
             "PAYMENT_METHOD_REQUIRED",
             "the intent has no payment method; pass payment_method".into(),
@@ -338,6 +352,7 @@ fn intent_to_proto(intent: &Intent) -> pb::PaymentIntent {
         authorization_expire_time: intent.authorization_expires_at.map(to_timestamp),
         create_time: Some(to_timestamp(intent.created_at)),
         update_time: Some(to_timestamp(intent.updated_at)),
+        order: intent.order_id.map(order_name).unwrap_or_default(),
     }
 }
 
@@ -483,7 +498,7 @@ impl PaymentService for PaymentApi {
         request: Request<pb::AttachPaymentMethodRequest>,
     ) -> Result<Response<pb::PaymentMethod>, Status> {
         let caller = Caller::of(&request)?;
-        let actor = Actor::of(&caller);
+        let actor = self.actor(&caller);
         let req = request.into_inner();
         let mut violations = Violations::default();
         let customer = violations.check(AccountRef::parse("customer", &req.customer));
@@ -576,16 +591,16 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::GetPaymentMethodRequest>,
     ) -> Result<Response<pb::PaymentMethod>, Status> {
-        let actor = Actor::of(&Caller::of(&request)?);
+        let actor = self.actor(&Caller::of(&request)?);
+        actor.may_look_up_methods().map_err(status)?;
         let req = request.into_inner();
         let id =
             parse_name("name", "paymentMethods", &req.name).map_err(|v| validation(vec![v]))?;
         let row = self
             .db(move |conn| {
-                let row = repo::get_payment_method(conn, id)?
-                    .ok_or_else(|| Error::PaymentMethodNotFound(payment_method_name(id)))?;
-                actor.may_manage_methods_of(row.customer_id)?;
-                Ok(row)
+                repo::get_payment_method(conn, id)?
+                    .filter(|row| actor.sees_methods_of(row.customer_id))
+                    .ok_or_else(|| Error::PaymentMethodNotFound(payment_method_name(id)))
             })
             .await?;
         Ok(Response::new(method_to_proto(&row)))
@@ -597,7 +612,7 @@ impl PaymentService for PaymentApi {
         request: Request<pb::ListPaymentMethodsRequest>,
     ) -> Result<Response<pb::ListPaymentMethodsResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let actor = Actor::of(&caller);
+        let actor = self.actor(&caller);
         let req = request.into_inner();
         let mut violations = Violations::default();
         let customer = violations.check(AccountRef::parse("customer", &req.customer));
@@ -631,7 +646,8 @@ impl PaymentService for PaymentApi {
         request: Request<pb::DetachPaymentMethodRequest>,
     ) -> Result<Response<()>, Status> {
         let caller = Caller::of(&request)?;
-        let actor = Actor::of(&caller);
+        let actor = self.actor(&caller);
+        actor.may_look_up_methods().map_err(status)?;
         let req = request.into_inner();
         let mut violations = Violations::default();
         let id = violations.check(parse_name("name", "paymentMethods", &req.name));
@@ -648,9 +664,9 @@ impl PaymentService for PaymentApi {
             request_id: String::new(),
         });
         self.idempotent(key, fingerprint, move |conn, engine, _| {
-            let row = repo::get_payment_method(conn, id)?
+            repo::get_payment_method(conn, id)?
+                .filter(|row| actor.sees_methods_of(row.customer_id))
                 .ok_or_else(|| Error::PaymentMethodNotFound(payment_method_name(id)))?;
-            actor.may_manage_methods_of(row.customer_id)?;
             if !repo::detach_payment_method(conn, id, engine.now)? {
                 return Err(Error::PaymentMethodNotFound(payment_method_name(id)));
             }
@@ -666,7 +682,7 @@ impl PaymentService for PaymentApi {
         request: Request<pb::CreatePaymentIntentRequest>,
     ) -> Result<Response<pb::PaymentIntent>, Status> {
         let caller = Caller::of(&request)?;
-        let actor = Actor::of(&caller);
+        let actor = self.actor(&caller);
         let req = request.into_inner();
         let mut violations = Violations::default();
         let customer = violations.check(AccountRef::parse("customer", &req.customer));
@@ -695,6 +711,7 @@ impl PaymentService for PaymentApi {
         );
         let description = violations.check(parse_description("description", &req.description));
         let metadata = Metadata::parse("metadata", &req.metadata, &mut violations);
+        let order = optional_name(&mut violations, "order", "orders", &req.order);
         let key = request_key(
             &mut violations,
             &req.request_id,
@@ -702,6 +719,9 @@ impl PaymentService for PaymentApi {
             Some(&caller),
         );
         violations.finish().map_err(validation)?;
+        if order.is_some() {
+            actor.may_pay_for_orders().map_err(status)?;
+        }
         let (customer, amount, capture_method, description, metadata) = (
             parsed(customer)?,
             parsed(amount)?,
@@ -724,6 +744,20 @@ impl PaymentService for PaymentApi {
         });
         let intent = self
             .idempotent(key, fingerprint, move |conn, engine, failed| {
+                if let Some(order) = order {
+                    match repo::order_customer(conn, order)? {
+                        None => return Err(Error::OrderNotFound(order_name(order))),
+                        Some(buyer) if buyer != customer_id => {
+                            return Err(Error::field("order", "is an order of another customer"));
+                        }
+                        Some(_) => {}
+                    }
+                    // One payment per order: asked again (a retry whose
+                    // request id was forgotten), it is the same one.
+                    if let Some(existing) = repo::intent_of_order(conn, order)? {
+                        return Ok(intent_to_proto(&existing));
+                    }
+                }
                 if let Some(method) = method {
                     engine.usable_method(conn, actor, customer_id, method)?;
                 }
@@ -752,6 +786,7 @@ impl PaymentService for PaymentApi {
                     authorization_attempt: 0,
                     created_at: engine.now,
                     updated_at: engine.now,
+                    order_id: order,
                 };
                 repo::insert_intent(conn, &intent)?;
                 let intent = if confirm {
@@ -771,16 +806,15 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::GetPaymentIntentRequest>,
     ) -> Result<Response<pb::PaymentIntent>, Status> {
-        let actor = Actor::of(&Caller::of(&request)?);
+        let actor = self.actor(&Caller::of(&request)?);
         let req = request.into_inner();
         let id =
             parse_name("name", "paymentIntents", &req.name).map_err(|v| validation(vec![v]))?;
         let intent = self
             .db(move |conn| {
-                let intent = repo::get_intent(conn, id)?
-                    .ok_or_else(|| Error::PaymentIntentNotFound(payment_intent_name(id)))?;
-                actor.may_act_for(intent.customer_id)?;
-                Ok(intent)
+                repo::get_intent(conn, id)?
+                    .filter(|intent| actor.sees_intents_of(intent.customer_id))
+                    .ok_or_else(|| Error::PaymentIntentNotFound(payment_intent_name(id)))
             })
             .await?;
         Ok(Response::new(intent_to_proto(&intent)))
@@ -792,7 +826,7 @@ impl PaymentService for PaymentApi {
         request: Request<pb::ListPaymentIntentsRequest>,
     ) -> Result<Response<pb::ListPaymentIntentsResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let actor = Actor::of(&caller);
+        let actor = self.actor(&caller);
         let req = request.into_inner();
         let mut violations = Violations::default();
         let customer = if req.customer.is_empty() {
@@ -844,7 +878,7 @@ impl PaymentService for PaymentApi {
         request: Request<pb::ConfirmPaymentIntentRequest>,
     ) -> Result<Response<pb::PaymentIntent>, Status> {
         let caller = Caller::of(&request)?;
-        let actor = Actor::of(&caller);
+        let actor = self.actor(&caller);
         let req = request.into_inner();
         let mut violations = Violations::default();
         let id = violations.check(parse_name("name", "paymentIntents", &req.name));
@@ -870,8 +904,9 @@ impl PaymentService for PaymentApi {
         let intent = self
             .idempotent(key, fingerprint, move |conn, engine, failed| {
                 let intent = repo::lock_intent(conn, id)?
+                    .filter(|intent| actor.sees_intents_of(intent.customer_id))
                     .ok_or_else(|| Error::PaymentIntentNotFound(payment_intent_name(id)))?;
-                actor.may_act_for(intent.customer_id)?;
+                actor.may_manage(&intent)?;
                 let intent = engine.confirm(conn, actor, intent, method, false, failed)?;
                 Ok(intent_to_proto(&intent))
             })
@@ -886,7 +921,7 @@ impl PaymentService for PaymentApi {
         request: Request<pb::CapturePaymentIntentRequest>,
     ) -> Result<Response<pb::PaymentIntent>, Status> {
         let caller = Caller::of(&request)?;
-        let actor = Actor::of(&caller);
+        let actor = self.actor(&caller);
         actor.require_admin_or_service().map_err(status)?;
         let req = request.into_inner();
         let mut violations = Violations::default();
@@ -913,6 +948,7 @@ impl PaymentService for PaymentApi {
             .idempotent(key, fingerprint, move |conn, engine, _| {
                 let intent = repo::lock_intent(conn, id)?
                     .ok_or_else(|| Error::PaymentIntentNotFound(payment_intent_name(id)))?;
+                actor.may_manage(&intent)?;
                 let intent = engine.capture(conn, intent, amount.map(|a| (a.currency, a.minor)))?;
                 Ok(intent_to_proto(&intent))
             })
@@ -927,7 +963,7 @@ impl PaymentService for PaymentApi {
         request: Request<pb::CancelPaymentIntentRequest>,
     ) -> Result<Response<pb::PaymentIntent>, Status> {
         let caller = Caller::of(&request)?;
-        let actor = Actor::of(&caller);
+        let actor = self.actor(&caller);
         let req = request.into_inner();
         let mut violations = Violations::default();
         let id = violations.check(parse_name("name", "paymentIntents", &req.name));
@@ -977,8 +1013,9 @@ impl PaymentService for PaymentApi {
         let intent = self
             .idempotent(key, fingerprint, move |conn, engine, _| {
                 let intent = repo::lock_intent(conn, id)?
+                    .filter(|intent| actor.sees_intents_of(intent.customer_id))
                     .ok_or_else(|| Error::PaymentIntentNotFound(payment_intent_name(id)))?;
-                actor.may_act_for(intent.customer_id)?;
+                actor.may_manage(&intent)?;
                 Ok(intent_to_proto(&engine.cancel(conn, intent, reason)?))
             })
             .await?;
@@ -992,7 +1029,7 @@ impl PaymentService for PaymentApi {
         request: Request<pb::CreateRefundRequest>,
     ) -> Result<Response<pb::Refund>, Status> {
         let caller = Caller::of(&request)?;
-        let actor = Actor::of(&caller);
+        let actor = self.actor(&caller);
         actor.require_admin_or_service().map_err(status)?;
         let req = request.into_inner();
         let mut violations = Violations::default();
@@ -1025,6 +1062,7 @@ impl PaymentService for PaymentApi {
             .idempotent(key, fingerprint, move |conn, engine, _| {
                 let intent = repo::lock_intent(conn, id)?
                     .ok_or_else(|| Error::PaymentIntentNotFound(payment_intent_name(id)))?;
+                actor.may_manage(&intent)?;
                 let (_, refund) =
                     engine.refund(conn, intent, amount.map(|a| (a.currency, a.minor)), reason)?;
                 refund_to_proto(&refund)
@@ -1039,15 +1077,16 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::GetRefundRequest>,
     ) -> Result<Response<pb::Refund>, Status> {
-        let actor = Actor::of(&Caller::of(&request)?);
+        let actor = self.actor(&Caller::of(&request)?);
         let req = request.into_inner();
         let (intent_id, refund_id) =
             parse_refund_name("name", &req.name).map_err(|v| validation(vec![v]))?;
         let refund = self
             .db(move |conn| {
                 let missing = || Error::RefundNotFound(refund_name(intent_id, refund_id));
-                let intent = repo::get_intent(conn, intent_id)?.ok_or_else(missing)?;
-                actor.may_act_for(intent.customer_id)?;
+                repo::get_intent(conn, intent_id)?
+                    .filter(|intent| actor.sees_intents_of(intent.customer_id))
+                    .ok_or_else(missing)?;
                 let refund = repo::get_refund(conn, intent_id, refund_id)?.ok_or_else(missing)?;
                 refund_to_proto(&refund)
             })
@@ -1060,7 +1099,7 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::ListRefundsRequest>,
     ) -> Result<Response<pb::ListRefundsResponse>, Status> {
-        let actor = Actor::of(&Caller::of(&request)?);
+        let actor = self.actor(&Caller::of(&request)?);
         let req = request.into_inner();
         let mut violations = Violations::default();
         let id = violations.check(parse_name("parent", "paymentIntents", &req.parent));
@@ -1076,9 +1115,9 @@ impl PaymentService for PaymentApi {
         let lookup = page.clone();
         let rows = self
             .db(move |conn| {
-                let intent = repo::get_intent(conn, id)?
+                repo::get_intent(conn, id)?
+                    .filter(|intent| actor.sees_intents_of(intent.customer_id))
                     .ok_or_else(|| Error::PaymentIntentNotFound(payment_intent_name(id)))?;
-                actor.may_act_for(intent.customer_id)?;
                 repo::list_refunds(conn, id, &lookup, after)
             })
             .await?;
@@ -1098,7 +1137,7 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::ListLedgerAccountsRequest>,
     ) -> Result<Response<pb::ListLedgerAccountsResponse>, Status> {
-        Actor::of(&Caller::of(&request)?)
+        self.actor(&Caller::of(&request)?)
             .require_admin_or_service()
             .map_err(status)?;
         let req = request.into_inner();
@@ -1131,7 +1170,7 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::GetLedgerAccountRequest>,
     ) -> Result<Response<pb::LedgerAccount>, Status> {
-        Actor::of(&Caller::of(&request)?)
+        self.actor(&Caller::of(&request)?)
             .require_admin_or_service()
             .map_err(status)?;
         let req = request.into_inner();
@@ -1152,7 +1191,7 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::GetJournalRequest>,
     ) -> Result<Response<pb::Journal>, Status> {
-        Actor::of(&Caller::of(&request)?)
+        self.actor(&Caller::of(&request)?)
             .require_admin_or_service()
             .map_err(status)?;
         let req = request.into_inner();
@@ -1172,7 +1211,7 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::ListJournalsRequest>,
     ) -> Result<Response<pb::ListJournalsResponse>, Status> {
-        Actor::of(&Caller::of(&request)?)
+        self.actor(&Caller::of(&request)?)
             .require_admin_or_service()
             .map_err(status)?;
         let req = request.into_inner();
@@ -1224,7 +1263,7 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::ListLedgerEntriesRequest>,
     ) -> Result<Response<pb::ListLedgerEntriesResponse>, Status> {
-        Actor::of(&Caller::of(&request)?)
+        self.actor(&Caller::of(&request)?)
             .require_admin_or_service()
             .map_err(status)?;
         let req = request.into_inner();

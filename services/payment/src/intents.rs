@@ -13,8 +13,14 @@
 //!   cancel: requires_payment_method | requires_confirmation | requires_capture → canceled
 //!   expiry (sweeper): requires_capture past authorization_expires_at → canceled
 //! ```
+//!
+//! An intent checkout created for an order (`order_id` set) is the order's
+//! payment: confirm, cancel, capture and refund are the checkout saga's
+//! alone ([`Actor::may_manage`]); anyone else — the customer, an admin,
+//! another service — could otherwise void the authorization the saga is
+//! about to commit stock against.
 
-use backroom_shared::auth::Caller;
+use backroom_shared::auth::{Caller, Principal};
 use chrono::{DateTime, Duration, Utc};
 use diesel::PgConnection;
 use uuid::Uuid;
@@ -26,7 +32,7 @@ use crate::{
     },
     domain::{
         CancellationReason, CaptureMethod, Currency, DeclineKind, Error, IntentStatus, JournalKind,
-        PROCESSOR_ERROR, RefundReason, payment_intent_name, payment_method_name,
+        PROCESSOR_ERROR, RefundReason, order_name, payment_intent_name, payment_method_name,
     },
     processor::{AuthorizeError, AuthorizeRequest, Processor},
 };
@@ -41,6 +47,10 @@ pub struct Actor {
     pub admin: bool,
     /// A service principal with role service.
     pub service: bool,
+    /// The checkout saga: this service's own principal (its
+    /// `BACKROOM_SERVICE_CLIENT_ID`), the only one that acts on an order's
+    /// payment.
+    pub checkout: bool,
 }
 
 /// What `metadata.required` says when a customer touches another's resource.
@@ -49,18 +59,50 @@ pub const OWNER_ADMIN_OR_SERVICE: &str = "owner, role admin or role service";
 pub const OWNER_OR_ADMIN: &str = "owner or role admin";
 /// What `metadata.required` says for capture, refunds and the ledger.
 pub const ADMIN_OR_SERVICE: &str = "role admin or role service";
+/// What `metadata.required` says when only checkout may do it.
+pub const CHECKOUT_ONLY: &str = "the checkout service principal";
 
 impl Actor {
-    /// The actor of a verified caller.
-    pub fn of(caller: &Caller) -> Self {
+    /// The actor of a verified caller; `checkout_principal` is the client id
+    /// of this service's own principal (the saga), if it runs checkout.
+    pub fn of(caller: &Caller, checkout_principal: Option<&str>) -> Self {
+        let service = caller.is_service();
+        let checkout = service
+            && matches!(
+                (caller.claims.principal(), checkout_principal),
+                (Some(Principal::Service(id)), Some(ours)) if id == ours
+            );
         Self {
             account: caller.account_id(),
             admin: caller.is_admin(),
-            service: caller.is_service(),
+            service,
+            checkout,
         }
     }
 
-    /// Owner, admin or service may act on `customer`'s intents.
+    /// Whether the actor may confirm, cancel, capture or refund `intent`:
+    /// an order's payment only through checkout.
+    pub fn may_manage(self, intent: &Intent) -> Result<(), Error> {
+        match intent.order_id {
+            Some(order) if !self.checkout => Err(Error::ManagedByOrder {
+                order: order_name(order),
+                intent: payment_intent_name(intent.id),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Only checkout may create an intent for an order.
+    pub fn may_pay_for_orders(self) -> Result<(), Error> {
+        if self.checkout {
+            Ok(())
+        } else {
+            Err(Error::AccessDenied(CHECKOUT_ONLY))
+        }
+    }
+
+    /// Owner, admin or service may act for the account `customer` a request
+    /// names (PERMISSION_DENIED otherwise: naming an account reveals nothing).
     pub fn may_act_for(self, customer: Uuid) -> Result<(), Error> {
         if self.admin || self.service || self.account == Some(customer) {
             Ok(())
@@ -69,7 +111,33 @@ impl Actor {
         }
     }
 
-    /// Owner or admin may manage `customer`'s payment methods.
+    /// Whether the actor sees an intent (and its refunds) of `customer`: the
+    /// owner, an admin or a service. Everyone else is told it does not exist
+    /// (NOT_FOUND, exactly as for a missing one), so another customer's ids
+    /// cannot be probed for existence.
+    pub fn sees_intents_of(self, customer: Uuid) -> bool {
+        self.admin || self.service || self.account == Some(customer)
+    }
+
+    /// Whether the actor sees a payment method of `customer`: the owner or an
+    /// admin (others: NOT_FOUND, as for [`Self::sees_intents_of`]).
+    pub fn sees_methods_of(self, customer: Uuid) -> bool {
+        self.admin || self.account == Some(customer)
+    }
+
+    /// Before a payment method is looked up by name: only a person (its
+    /// possible owner) or an admin may ask. This depends on the caller alone,
+    /// so PERMISSION_DENIED reveals nothing about the method.
+    pub fn may_look_up_methods(self) -> Result<(), Error> {
+        if self.admin || self.account.is_some() {
+            Ok(())
+        } else {
+            Err(Error::AccessDenied(OWNER_OR_ADMIN))
+        }
+    }
+
+    /// Owner or admin may manage the payment methods of the account
+    /// `customer` a request names.
     pub fn may_manage_methods_of(self, customer: Uuid) -> Result<(), Error> {
         if self.admin || self.account == Some(customer) {
             Ok(())
@@ -248,15 +316,13 @@ impl Engine<'_> {
         customer: Uuid,
         method_id: Uuid,
     ) -> Result<crate::db::models::PaymentMethodRow, Error> {
-        let not_found = || Error::PaymentMethodNotFound(payment_method_name(method_id));
-        let method = repo::get_payment_method(conn, method_id)?.ok_or_else(not_found)?;
-        if !(actor.admin || actor.service) && actor.account != Some(method.customer_id) {
-            return Err(Error::AccessDenied(OWNER_ADMIN_OR_SERVICE));
-        }
-        if method.customer_id != customer {
-            return Err(not_found());
-        }
-        Ok(method)
+        // Another customer's card is answered exactly as a missing one.
+        repo::get_payment_method(conn, method_id)?
+            .filter(|method| {
+                method.customer_id == customer
+                    && (actor.admin || actor.service || actor.account == Some(customer))
+            })
+            .ok_or_else(|| Error::PaymentMethodNotFound(payment_method_name(method_id)))
     }
 
     /// Captures `amount` (default: everything capturable) of an authorized

@@ -1,6 +1,7 @@
 //! `backroom-payment`: customers' cards (payment methods), payment intents
 //! with Stripe's state machine, refunds, and a double-entry ledger of every
-//! money movement, with a built-in processor simulator.
+//! money movement, through the processor `BACKROOM_PAYMENT_PROCESSOR` names
+//! (built in: the simulator).
 //!
 //! Layout:
 //! - [`api`]: the tonic `PaymentService` impl, the only place proto ⇄ domain
@@ -8,7 +9,8 @@
 //! - [`domain`]: values, card handling (PAN/CVC never stored or logged), the
 //!   `Error` enum;
 //! - [`intents`]: the payment-intent state machine;
-//! - [`processor`]: the `Processor` trait and the simulator (test cards);
+//! - [`processor`]: the `Processor` trait, the simulator (test cards) and
+//!   [`processor::ProcessorChoice`] (`BACKROOM_PAYMENT_PROCESSOR`);
 //! - [`ledger`]: chart of accounts, postings, [`ledger::audit`];
 //! - [`db`]: diesel schema, rows, repository functions;
 //! - [`PaymentConfig`], [`Deps`], [`server`], [`sweep_expired_authorizations`]:
@@ -45,7 +47,7 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use crate::{
     domain::{CancellationReason, Error, card::FingerprintKey},
     intents::Engine,
-    processor::{Processor, Simulator},
+    processor::{Processor, ProcessorChoice},
 };
 
 /// The service's name, schema and role suffix.
@@ -95,18 +97,29 @@ pub enum Command {
 
 /// Payment-specific configuration.
 ///
-/// Environment: `BACKROOM_CARD_FINGERPRINT_KEY` (required, ≥ 32 bytes: the
+/// Environment: `BACKROOM_PAYMENT_PROCESSOR` (required to serve, no
+/// default: the card processor, today only `simulator`),
+/// `BACKROOM_CARD_FINGERPRINT_KEY` (required to serve, ≥ 32 bytes: the
 /// HMAC key of card fingerprints; changing it changes every new
 /// fingerprint), `BACKROOM_AUTHORIZATION_TTL_SECS` (default 7 days),
 /// `BACKROOM_AUTHORIZATION_SWEEP_INTERVAL_SECS` (default 60; 0 disables the
-/// sweeper task), and, for the checkout saga (read, not used yet):
-/// `BACKROOM_SERVICE_CLIENT_ID`, `BACKROOM_SERVICE_CLIENT_SECRET`,
-/// `BACKROOM_INVENTORY_ENDPOINT`.
+/// sweeper task), and, for the checkout saga: `BACKROOM_SERVICE_CLIENT_ID`
+/// (also the principal allowed to act on orders' payments),
+/// `BACKROOM_SERVICE_CLIENT_SECRET`, `BACKROOM_INVENTORY_ENDPOINT`,
+/// `BACKROOM_CHECKOUT_LEASE_SECS` (default 30),
+/// `BACKROOM_CHECKOUT_CAPTURE_MAX_ROUNDS` (default 30).
 #[derive(Debug, Clone, clap::Args)]
 pub struct PaymentConfig {
-    /// HMAC-SHA256 key of card fingerprints, at least 32 bytes.
+    /// The card processor: `simulator` is the only one built in (test cards,
+    /// any other Luhn-valid number approved, no money moved). Required to
+    /// serve, with no default: a deployment names its processor explicitly.
+    #[arg(long, env = "BACKROOM_PAYMENT_PROCESSOR", value_enum)]
+    pub payment_processor: Option<ProcessorChoice>,
+    /// HMAC-SHA256 key of card fingerprints, at least 32 bytes. Required to
+    /// serve; `migrate` does without it (its containers get the database URL
+    /// only).
     #[arg(long, env = "BACKROOM_CARD_FINGERPRINT_KEY", hide_env_values = true)]
-    pub card_fingerprint_key: Secret,
+    pub card_fingerprint_key: Option<Secret>,
     /// How long an uncaptured authorization lives, seconds.
     #[arg(long, env = "BACKROOM_AUTHORIZATION_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub authorization_ttl_secs: i64,
@@ -131,21 +144,55 @@ pub struct PaymentConfig {
     /// renewal.
     #[arg(long, env = "BACKROOM_CHECKOUT_LEASE_SECS", default_value_t = 30)]
     pub checkout_lease_secs: i64,
+    /// Rounds of a capture failing transiently after the pivot (backoff
+    /// between rounds doubling from 0.4 s to 51.2 s; 30 rounds take about 20
+    /// minutes) before the order goes to NEEDS_ATTENTION; at least 1.
+    #[arg(
+        long,
+        env = "BACKROOM_CHECKOUT_CAPTURE_MAX_ROUNDS",
+        default_value_t = checkout::saga::DEFAULT_CAPTURE_MAX_ROUNDS
+    )]
+    pub checkout_capture_max_rounds: i32,
 }
 
+/// Why the payment service will not serve without a processor choice.
+pub const PROCESSOR_REQUIRED: &str = "BACKROOM_PAYMENT_PROCESSOR (--payment-processor) is not set: \
+name the card processor explicitly. The only one built in is `simulator`, which approves any \
+Luhn-valid card number and moves no money (development and tests only); there is no default so \
+that no deployment runs it by accident";
+
 impl PaymentConfig {
-    /// A config with `card_fingerprint_key` and every other value at its
-    /// default.
-    pub fn with_key(card_fingerprint_key: impl Into<String>) -> Self {
+    /// A config with an explicit `processor`, `card_fingerprint_key` and
+    /// every other value at its default.
+    pub fn new(processor: ProcessorChoice, card_fingerprint_key: impl Into<String>) -> Self {
         Self {
-            card_fingerprint_key: Secret::new(card_fingerprint_key),
+            payment_processor: Some(processor),
+            card_fingerprint_key: Some(Secret::new(card_fingerprint_key)),
             authorization_ttl_secs: 7 * 24 * 3600,
             authorization_sweep_interval_secs: 60,
             service_client_id: None,
             service_client_secret: None,
             inventory_endpoint: None,
             checkout_lease_secs: 30,
+            checkout_capture_max_rounds: checkout::saga::DEFAULT_CAPTURE_MAX_ROUNDS,
         }
+    }
+
+    /// The card fingerprint key; an error naming the variable when it is
+    /// missing or too short.
+    pub fn fingerprint_key(&self) -> anyhow::Result<FingerprintKey> {
+        FingerprintKey::new(
+            self.card_fingerprint_key.clone().ok_or_else(|| {
+                anyhow::anyhow!("BACKROOM_CARD_FINGERPRINT_KEY is required to serve")
+            })?,
+        )
+    }
+
+    /// The processor chosen; an error naming the variable when there is
+    /// none.
+    pub fn processor(&self) -> anyhow::Result<ProcessorChoice> {
+        self.payment_processor
+            .ok_or_else(|| anyhow::anyhow!(PROCESSOR_REQUIRED))
     }
 }
 
@@ -166,11 +213,18 @@ pub struct Deps {
     pub authorization_ttl: chrono::Duration,
     /// Sweeper period; `None`: no sweeper task.
     pub sweep_interval: Option<std::time::Duration>,
+    /// Client id of this service's own principal
+    /// (`BACKROOM_SERVICE_CLIENT_ID`): its service tokens are the checkout
+    /// saga's, the only caller that acts on an order's payment. `None`: no
+    /// one does (and checkout is not served).
+    pub checkout_principal: Option<String>,
 }
 
 impl Deps {
     /// Dependencies from configuration with an explicit verifier and
-    /// processor (tests pass `Verifier::with_keys` and a shared simulator).
+    /// processor (tests pass `Verifier::with_keys` and a shared simulator,
+    /// whose book they read). The configuration must still name its
+    /// processor.
     pub fn with(
         config: &PaymentConfig,
         pool: Pool,
@@ -178,6 +232,7 @@ impl Deps {
         verifier: Arc<Verifier>,
         processor: Arc<dyn Processor>,
     ) -> anyhow::Result<Self> {
+        config.processor()?;
         anyhow::ensure!(
             config.authorization_ttl_secs > 0,
             "BACKROOM_AUTHORIZATION_TTL_SECS must be positive"
@@ -187,16 +242,18 @@ impl Deps {
             clock,
             verifier,
             processor,
-            fingerprint_key: FingerprintKey::new(config.card_fingerprint_key.clone())?,
+            fingerprint_key: config.fingerprint_key()?,
             authorization_ttl: chrono::Duration::seconds(config.authorization_ttl_secs),
             sweep_interval: (config.authorization_sweep_interval_secs > 0)
                 .then(|| std::time::Duration::from_secs(config.authorization_sweep_interval_secs)),
+            checkout_principal: config.service_client_id.clone(),
         })
     }
 
     /// Production dependencies: tokens verified against the account
-    /// service's JWKS and revocation list, the built-in simulator as
-    /// processor.
+    /// service's JWKS and revocation list, the processor
+    /// `BACKROOM_PAYMENT_PROCESSOR` names (refused without one; the
+    /// simulator is announced with a loud warning).
     pub fn new(
         auth: &AuthConfig,
         config: &PaymentConfig,
@@ -209,7 +266,16 @@ impl Deps {
             config.service_client_id.as_deref(),
             config.service_client_secret.as_ref(),
         )?;
-        Self::with(config, pool, clock, verifier, Arc::new(Simulator::new()))
+        let choice = config.processor()?;
+        if choice == ProcessorChoice::Simulator {
+            tracing::warn!(
+                processor = choice.name(),
+                "PAYMENTS ARE SIMULATED: BACKROOM_PAYMENT_PROCESSOR=simulator approves any \
+                 Luhn-valid card number and moves no money. Development and tests only; never \
+                 serve real customers with it"
+            );
+        }
+        Self::with(config, pool, clock, verifier, choice.build())
     }
 }
 
@@ -299,7 +365,11 @@ impl CheckoutDeps {
                 deps.pool.clone(),
                 deps.clock.clone(),
                 downstream,
-                saga,
+                checkout::saga::SagaConfig {
+                    // The margin must leave room to authorize at all.
+                    authorization_margin: saga.authorization_margin.min(deps.authorization_ttl / 2),
+                    ..saga
+                },
             ),
             payment,
         })

@@ -35,6 +35,10 @@ async fn migrate(config: &DbConfig) -> anyhow::Result<()> {
 }
 
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
+    // Refuse before touching anything: which processor takes real cards is
+    // never left to a default, and cards need their fingerprint key.
+    cli.payment.processor()?;
+    cli.payment.fingerprint_key()?;
     if cli.db.run_migrations {
         migrate(&cli.db).await?;
     }
@@ -51,6 +55,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         &self_endpoint,
         SagaConfig {
             lease: chrono::Duration::seconds(cli.payment.checkout_lease_secs.max(1)),
+            capture_max_rounds: cli.payment.checkout_capture_max_rounds.max(1),
             ..SagaConfig::default()
         },
     ) {

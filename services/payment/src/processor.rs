@@ -22,6 +22,10 @@
 //! | 4000000000000119 | `PROCESSOR_ERROR` (UNAVAILABLE) on the FIRST authorization attempt of an intent: the simulator authorizes but the response is "lost"; a retry (same idempotency key) returns that same authorization, so retrying never double-charges |
 //! | any other Luhn-valid number | authorized and captured |
 //!
+//! Which processor a process uses is configuration:
+//! `BACKROOM_PAYMENT_PROCESSOR` ([`ProcessorChoice`]), required to serve and
+//! without a default, so no deployment approves test cards by accident.
+//!
 //! The simulator's "vault" is the token itself, as with Stripe's test tokens
 //! (`tok_chargeDeclined`): `tokenize` classifies the number and returns
 //! `tok_sim_{outcome}_{random}`; the number is dropped at once. Tokens
@@ -31,7 +35,7 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -104,6 +108,32 @@ pub trait Processor: Send + Sync + std::fmt::Debug {
         amount: i64,
         idempotency_key: &str,
     ) -> Result<String, ProcessorUnavailable>;
+}
+
+/// The card processors this build can use, chosen by
+/// `BACKROOM_PAYMENT_PROCESSOR`. Only the simulator exists today; a real
+/// processor becomes another variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProcessorChoice {
+    /// The built-in [`Simulator`]: decides by test card, approves any other
+    /// Luhn-valid number, and moves no money. Development and tests only.
+    Simulator,
+}
+
+impl ProcessorChoice {
+    /// The configuration value (`simulator`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcessorChoice::Simulator => "simulator",
+        }
+    }
+
+    /// A processor of this kind, ready to use.
+    pub fn build(self) -> Arc<dyn Processor> {
+        match self {
+            ProcessorChoice::Simulator => Arc::new(Simulator::new()),
+        }
+    }
 }
 
 /// Outcome class of a simulated card.

@@ -5,10 +5,13 @@
 //! answer anything but UNAUTHENTICATED — and never INTERNAL or UNKNOWN.
 //!
 //! Then, as a signed-in customer: every RPC that takes a customer's resource
-//! is called on another customer's (PERMISSION_DENIED or NOT_FOUND), and
-//! every other RPC reflection lists must refuse a customer outright unless it
-//! is public or serves the shared catalogue — so an RPC added later that a
-//! customer can reach fails the test until it gets an ownership case.
+//! is called on another customer's. Payment and checkout RPCs that look a
+//! resource up answer NOT_FOUND with the reason of a missing one (no
+//! existence oracle); RPCs that name the other account answer
+//! PERMISSION_DENIED. Every other RPC reflection lists must refuse a customer
+//! outright unless it is public or serves the shared catalogue — so an RPC
+//! added later that a customer can reach fails the test until it gets an
+//! ownership case.
 
 mod suite;
 
@@ -190,24 +193,42 @@ const SHARED_CATALOGUE: [&str; 7] = [
     "/backroom.inventory.v1.InventoryService/WatchStock",
 ];
 
-/// Calls `path` as `token` with `message` (any prost message); the code.
+/// Payment and checkout RPCs that look up a resource by name, with the
+/// reason a missing one gets: another customer's must get exactly that.
+const NOT_FOUND_AS_IF_MISSING: [(&str, &str); 8] = [
+    ("GetPaymentMethod", "PAYMENT_METHOD_NOT_FOUND"),
+    ("DetachPaymentMethod", "PAYMENT_METHOD_NOT_FOUND"),
+    ("GetPaymentIntent", "PAYMENT_INTENT_NOT_FOUND"),
+    ("ConfirmPaymentIntent", "PAYMENT_INTENT_NOT_FOUND"),
+    ("CancelPaymentIntent", "PAYMENT_INTENT_NOT_FOUND"),
+    ("ListRefunds", "PAYMENT_INTENT_NOT_FOUND"),
+    ("GetRefund", "REFUND_NOT_FOUND"),
+    ("GetOrder", "ORDER_NOT_FOUND"),
+];
+
+/// Calls `path` as `token` with `message` (any prost message); the code and
+/// the ErrorInfo reason.
 async fn call_with<M: prost::Message>(
     channel: TracedChannel,
     path: &str,
     token: &str,
     message: M,
-) -> Code {
+) -> (Code, String) {
     let bearer = format!("Bearer {token}");
-    suite::code_of(
-        &suite::raw_call(
-            channel,
-            path,
-            &[("authorization", &bearer)],
-            message.encode_to_vec(),
-            false,
-        )
-        .await,
+    let outcome = suite::raw_call(
+        channel,
+        path,
+        &[("authorization", &bearer)],
+        message.encode_to_vec(),
+        false,
     )
+    .await;
+    let reason = outcome
+        .as_ref()
+        .err()
+        .and_then(backroom_shared::errors::reason_of)
+        .unwrap_or_default();
+    (suite::code_of(&outcome), reason)
 }
 
 #[tokio::test]
@@ -230,7 +251,7 @@ async fn a_customer_cannot_reach_another_customers_resources() {
     let account = suite.account.channel.clone();
     let payment = suite.payment.channel.clone();
     let t = attacker.token.as_str();
-    let mut checks: Vec<(&str, Code)> = Vec::new();
+    let mut checks: Vec<(&str, (Code, String))> = Vec::new();
     let a = "/backroom.account.v1.AccountService/";
     let p = "/backroom.payment.v1.PaymentService/";
     let c = "/backroom.payment.v1.CheckoutService/";
@@ -513,9 +534,10 @@ async fn a_customer_cannot_reach_another_customers_resources() {
         )
         .await,
     ));
-    // Charging the victim's card to the attacker's own account.
+    // Charging the victim's card to the attacker's own account: the card is
+    // not theirs, so it does not exist for them.
     checks.push((
-        "CreatePaymentIntent",
+        "CreatePaymentIntent (the victim's card)",
         call_with(
             payment.clone(),
             &format!("{p}CreatePaymentIntent"),
@@ -551,13 +573,25 @@ async fn a_customer_cannot_reach_another_customers_resources() {
         )
         .await,
     ));
+    // A refund of the victim's own (not order-owned) payment: an order's
+    // payment is refunded through the order only.
+    let paid = suite
+        .payments
+        .clone()
+        .create_payment_intent(suite::authed(
+            &victim.token,
+            intent_for("accounts/me", &victim.card),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
     let refund = suite
         .payments
         .clone()
         .create_refund(suite::authed(
             &suite.admin,
             pb::CreateRefundRequest {
-                parent: intent.clone(),
+                parent: paid.name.clone(),
                 amount: suite::eur(100),
                 reason: pb::RefundReason::RequestedByCustomer as i32,
                 request_id: uuid::Uuid::new_v4().to_string(),
@@ -578,10 +612,28 @@ async fn a_customer_cannot_reach_another_customers_resources() {
         )
         .await,
     ));
-    for (rpc, code) in &checks {
+    for (rpc, (code, reason)) in &checks {
+        match NOT_FOUND_AS_IF_MISSING.iter().find(|(name, _)| name == rpc) {
+            Some((_, missing)) => assert_eq!(
+                (*code, reason.as_str()),
+                (Code::NotFound, *missing),
+                "{rpc} on another customer's resource must answer as for a missing one"
+            ),
+            None if *rpc == "CreatePaymentIntent (the victim's card)" => assert_eq!(
+                (*code, reason.as_str()),
+                (Code::NotFound, "PAYMENT_METHOD_NOT_FOUND"),
+                "{rpc}"
+            ),
+            None => assert!(
+                matches!(code, Code::PermissionDenied | Code::NotFound),
+                "{rpc} on another customer's resource answered {code:?}"
+            ),
+        }
+    }
+    for (rpc, _) in NOT_FOUND_AS_IF_MISSING {
         assert!(
-            matches!(code, Code::PermissionDenied | Code::NotFound),
-            "{rpc} on another customer's resource answered {code:?}"
+            checks.iter().any(|(checked, _)| *checked == rpc),
+            "{rpc} has no case"
         );
     }
     // Every other RPC, found through reflection: a customer must be refused
@@ -629,8 +681,9 @@ async fn a_customer_cannot_reach_another_customers_resources() {
         "no order was placed for the victim"
     );
     println!(
-        "checked: {} RPCs on another customer's resources, all PERMISSION_DENIED or NOT_FOUND; {role_gated} more refuse a customer outright; {} public, {} shared catalogue",
+        "checked: {} RPCs on another customer's resources: {} that look one up answer NOT_FOUND exactly as for a missing one, the rest PERMISSION_DENIED (naming the other account, or role-gated); {role_gated} more refuse a customer outright; {} public, {} shared catalogue",
         checks.len(),
+        NOT_FOUND_AS_IF_MISSING.len(),
         backroom_account::PUBLIC_METHODS.len(),
         SHARED_CATALOGUE.len()
     );

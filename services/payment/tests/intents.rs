@@ -279,7 +279,11 @@ async fn automatic_capture_then_several_partial_refunds_up_to_the_captured_amoun
         ))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    // Another customer's refund does not exist, as far as Bob can tell.
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::NotFound, "REFUND_NOT_FOUND")
+    );
     let err = app
         .client()
         .get_refund(authed(
@@ -316,7 +320,10 @@ async fn automatic_capture_then_several_partial_refunds_up_to_the_captured_amoun
         ))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::NotFound, "PAYMENT_INTENT_NOT_FOUND")
+    );
     let got = app
         .client()
         .get_payment_intent(authed(
@@ -536,7 +543,10 @@ async fn cancel_follows_stripes_rules_and_voids_holds() {
     let err = cancel(&bob, &held.name, pb::CancellationReason::Unspecified)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::NotFound, "PAYMENT_INTENT_NOT_FOUND")
+    );
     let voided = cancel(&service, &held.name, pb::CancellationReason::OrderFailed)
         .await
         .unwrap()
@@ -740,6 +750,28 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
             },
             vec!["description"],
         ),
+        // A card number spelled to slip past a digits-only filter.
+        (
+            pb::CreatePaymentIntentRequest {
+                description: "card 4242.4242.4242.4242".into(),
+                ..base.clone()
+            },
+            vec!["description"],
+        ),
+        (
+            pb::CreatePaymentIntentRequest {
+                description: "card ４２４２ ４２４２ ４２４２ ４２４２".into(),
+                ..base.clone()
+            },
+            vec!["description"],
+        ),
+        (
+            pb::CreatePaymentIntentRequest {
+                metadata: [("note".into(), "٤٢٤٢/٤٢٤٢/٤٢٤٢/٤٢٤٢".into())].into(),
+                ..base.clone()
+            },
+            vec!["metadata"],
+        ),
         (
             pb::CreatePaymentIntentRequest {
                 payment_method: "cards/1".into(),
@@ -827,6 +859,13 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
     assert_eq!(ok.metadata["order"], "orders/42");
 }
 
+/// The id in a NOT_FOUND status's `name` metadata.
+fn missing_id(status: &tonic::Status) -> String {
+    metadata(status)["name"]
+        .trim_start_matches("paymentIntents/")
+        .to_owned()
+}
+
 #[tokio::test]
 async fn customers_only_see_and_touch_their_own_intents() {
     let app = TestApp::spawn().await;
@@ -853,20 +892,48 @@ async fn customers_only_see_and_touch_their_own_intents() {
     get(&ada).await.unwrap();
     get(&admin).await.unwrap();
     get(&service).await.unwrap();
+    // To Bob, Ada's intent is answered exactly like one that does not exist.
     let err = get(&bob).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    assert_eq!(reason(&err), "ACCESS_DENIED");
+    let missing = app
+        .client()
+        .get_payment_intent(authed(
+            &bob.token,
+            pb::GetPaymentIntentRequest {
+                name: format!("paymentIntents/{}", uuid::Uuid::now_v7()),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err)),
+        (missing.code(), reason(&missing))
+    );
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(
+        err.message().replace(&intent.name, "<name>"),
+        missing.message().replace(
+            &format!("paymentIntents/{}", missing_id(&missing)),
+            "<name>"
+        )
+    );
     let err = app
         .confirm(&bob, &intent.name, &bob_card.name, "")
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    // Ada cannot pay with Bob's card, nor create intents for Bob.
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::NotFound, "PAYMENT_INTENT_NOT_FOUND")
+    );
+    // Ada cannot pay with Bob's card (it is not hers: not found), nor create
+    // intents for Bob (naming his account: denied).
     let err = app
         .confirm(&ada, &intent.name, &bob_card.name, "")
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::NotFound, "PAYMENT_METHOD_NOT_FOUND")
+    );
     let err = app
         .create(&ada, create_request(&bob, 100, "", false))
         .await

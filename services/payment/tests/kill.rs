@@ -161,6 +161,7 @@ async fn killing_the_payment_process_mid_checkout_loses_nothing_and_doubles_noth
             "BACKROOM_CARD_FINGERPRINT_KEY",
             "kill-test-fingerprint-key-0123456789".to_owned(),
         ),
+        ("BACKROOM_PAYMENT_PROCESSOR", "simulator".to_owned()),
         ("BACKROOM_CHECKOUT_LEASE_SECS", "2".to_owned()),
         ("BACKROOM_LOG_FORMAT", "json".to_owned()),
         ("RUST_LOG", "warn".to_owned()),

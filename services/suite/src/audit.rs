@@ -14,6 +14,9 @@
 //!   [`backroom_payment::ledger::audit`]);
 //! - no order charged twice; every COMPLETED order has a succeeded intent and
 //!   a COMMITTED reservation; no FAILED order holds an authorization or stock;
+//! - no order NEEDS_ATTENTION (stock committed, payment not capturable): each
+//!   is reported with its reason, its payment and its stock until an
+//!   operator resolves it;
 //! - no saga left unfinished for longer than `stuck_after`.
 
 use std::time::Duration;
@@ -90,11 +93,13 @@ fn checks(tolerances: Tolerances) -> Vec<Check> {
             ),
         },
         Check {
+            // By the order that owns the payment (set by checkout only), not
+            // by metadata anyone may write.
             name: "no order charged twice",
-            sql: "SELECT (metadata::jsonb ->> 'order') || ' captured by ' || count(*) || ' intents' AS finding
+            sql: "SELECT 'orders/' || order_id || ' captured by ' || count(*) || ' intents' AS finding
                   FROM payment.payment_intents
-                  WHERE status = 'succeeded' AND metadata::jsonb ? 'order'
-                  GROUP BY metadata::jsonb ->> 'order' HAVING count(*) > 1"
+                  WHERE status = 'succeeded' AND order_id IS NOT NULL
+                  GROUP BY order_id HAVING count(*) > 1"
                 .into(),
         },
         Check {
@@ -117,11 +122,23 @@ fn checks(tolerances: Tolerances) -> Vec<Check> {
                 .into(),
         },
         Check {
+            name: "no order needs attention",
+            sql: "SELECT 'orders/' || o.id || ' NEEDS_ATTENTION since ' || o.updated_at || ': ' || o.failure_reason
+                         || coalesce(' (' || o.failure_message || ')', '')
+                         || '; payment ' || coalesce(o.payment_intent, '-') || ' ' || coalesce(i.status, 'missing')
+                         || ', reservation ' || coalesce(r.state, 'missing') AS finding
+                  FROM payment.orders o
+                  LEFT JOIN payment.payment_intents i ON 'paymentIntents/' || i.id = o.payment_intent
+                  LEFT JOIN inventory.reservations r ON r.order_id = o.id
+                  WHERE o.state = 'NEEDS_ATTENTION'"
+                .into(),
+        },
+        Check {
             name: "no saga left unfinished",
             sql: format!(
                 "SELECT 'orders/' || id || ' stuck in ' || state || ' since ' || updated_at AS finding
                  FROM payment.orders
-                 WHERE state NOT IN ('COMPLETED', 'FAILED') AND updated_at < now() - interval '{stuck} seconds'"
+                 WHERE state NOT IN ('COMPLETED', 'FAILED', 'NEEDS_ATTENTION') AND updated_at < now() - interval '{stuck} seconds'"
             ),
         },
     ]

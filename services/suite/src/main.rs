@@ -392,8 +392,12 @@ async fn build(
         backroom_payment::SERVICE => {
             db::migrate(&db, backroom_payment::SERVICE, backroom_payment::MIGRATIONS).await?;
             let pool = Pool::new(&db, backroom_payment::SERVICE);
-            let mut payment =
-                backroom_payment::PaymentConfig::with_key(dev.card_fingerprint_key.clone());
+            // `backroom up` is the local development stack: the simulator,
+            // chosen explicitly (and announced with a loud warning).
+            let mut payment = backroom_payment::PaymentConfig::new(
+                backroom_payment::processor::ProcessorChoice::Simulator,
+                dev.card_fingerprint_key.clone(),
+            );
             payment.service_client_id = Some(backroom_payment::SERVICE.to_owned());
             payment.service_client_secret = Some(Secret::new(dev.payment_client_secret.clone()));
             payment.inventory_endpoint = Some(endpoints.inventory.clone());

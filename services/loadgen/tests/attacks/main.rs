@@ -8,5 +8,6 @@
 mod common;
 
 mod admin_power;
+mod free_goods;
 mod lockout;
 mod login_flood;

@@ -313,6 +313,8 @@ pub struct Acked {
     pub cards: Vec<(String, String)>,
     /// Refund names.
     pub refunds: Vec<String>,
+    /// Payments outside any order (each partly refunded).
+    pub payments: i64,
     /// Units added per SKU by acknowledged AdjustStock calls.
     pub restocked: BTreeMap<String, i64>,
     /// Direct reservations granted.
@@ -379,7 +381,8 @@ impl Load {
 }
 
 /// One shopper ordering one or two units at a time, alternating SKUs, and
-/// refunding part of every third completed order.
+/// after every third completed order paying something outside any order,
+/// part of which the admin refunds.
 async fn shop(load: Arc<Load>, shopper: Shopper, n: usize) {
     let checkout = CheckoutServiceClient::new(lazy_channel(&load.suite.payment));
     let payments = PaymentServiceClient::new(lazy_channel(&load.suite.payment));
@@ -409,9 +412,34 @@ async fn shop(load: Arc<Load>, shopper: Shopper, n: usize) {
             .await
             .unwrap_or_else(|status| panic!("PlaceOrder refused: {status:?}"));
         load.record(|acked| acked.orders.push((order.name.clone(), quantity)));
+        // Every third completed order, the shopper also pays something
+        // outside any order, and the admin refunds part of it (an order's
+        // own payment is the order's: refunded through the order only).
         if order.state == pb::OrderState::Completed as i32 && round.is_multiple_of(3) {
+            let pay = pb::CreatePaymentIntentRequest {
+                customer: "accounts/me".into(),
+                amount: Some(Money {
+                    currency_code: "EUR".into(),
+                    amount_minor: 500,
+                }),
+                capture_method: pb::CaptureMethod::Automatic as i32,
+                payment_method: shopper.card.clone(),
+                confirm: true,
+                request_id: request_id(),
+                ..Default::default()
+            };
+            let paid = load
+                .tally
+                .answered(Service::Payment, "CreatePaymentIntent", || {
+                    let mut client = payments.clone();
+                    let request = load.call(&shopper.token, pay.clone());
+                    async move { client.create_payment_intent(request).await }
+                })
+                .await
+                .unwrap_or_else(|status| panic!("CreatePaymentIntent refused: {status:?}"));
+            load.record(|acked| acked.payments += 1);
             let refund = pb::CreateRefundRequest {
-                parent: order.payment_intent.clone(),
+                parent: paid.name.clone(),
                 amount: Some(Money {
                     currency_code: "EUR".into(),
                     amount_minor: 100,
@@ -678,6 +706,28 @@ pub async fn counts(admin_url: &str, sql: &str) -> Vec<(String, i64)> {
     .expect("query task")
 }
 
+/// Runs `backroom audit` strictly — a reservation may outlive its TTL by
+/// one sweep and a second, no saga may be unfinished — and asserts it finds
+/// nothing; returns the tolerances it used.
+pub async fn assert_audit_clean(admin_url: &str) -> Tolerances {
+    let tolerances = Tolerances {
+        grace: SWEEP + Duration::from_secs(1),
+        stuck_after: Duration::ZERO,
+    };
+    let url = admin_url.to_owned();
+    let findings = tokio::task::spawn_blocking(move || {
+        audit(
+            &mut backroom_shared::db::connect(&url).expect("connect as admin"),
+            tolerances,
+        )
+        .expect("audit")
+    })
+    .await
+    .expect("audit task");
+    assert!(findings.is_empty(), "audit findings: {findings:#?}");
+    tolerances
+}
+
 pub async fn count(admin_url: &str, sql: &str) -> i64 {
     counts(admin_url, sql).await.first().map_or(0, |(_, n)| *n)
 }
@@ -798,7 +848,7 @@ pub fn mixed_load_options(rust_log: &str) -> StackOptions {
 /// The mixed load, running: shoppers racing for less stock than they order
 /// (each order retried with its request id), accounts registering, logging
 /// in and rotating refresh tokens, cards attached, stock read, restocked
-/// and reserved with a short TTL, completed orders refunded.
+/// and reserved with a short TTL, payments outside orders refunded.
 pub struct MixedLoad {
     pub load: Arc<Load>,
     pub shoppers: Vec<Shopper>,
@@ -853,7 +903,7 @@ impl MixedLoad {
         workers.spawn(restock(load.clone()));
         workers.spawn(reserve_and_abandon(load.clone()));
         println!(
-            "load: {} shoppers ordering 1–2 units of {:?} (stock {:?}, +{RESTOCK} each per restock), 2 accounts workers (register, login, 2 refresh rotations), card attach, stock reads + restocks, {DIRECT_RESERVATION_TTL_SECS} s reservations never committed, refunds of every third completed order; every call with a {deadline:?} deadline",
+            "load: {} shoppers ordering 1–2 units of {:?} (stock {:?}, +{RESTOCK} each per restock), 2 accounts workers (register, login, 2 refresh rotations), card attach, stock reads + restocks, {DIRECT_RESERVATION_TTL_SECS} s reservations never committed, a payment outside any order after every third completed order, partly refunded; every call with a {deadline:?} deadline",
             shoppers.len(),
             SKUS.map(|(sku, _)| sku),
             SKUS.map(|(_, units)| units),
@@ -1120,7 +1170,12 @@ impl MixedLoad {
         .await;
         let succeeded = count(
             &admin_url,
-            "SELECT '' AS label, count(*) AS n FROM payment.payment_intents WHERE status = 'succeeded'",
+            "SELECT '' AS label, count(*) AS n FROM payment.payment_intents WHERE status = 'succeeded' AND order_id IS NOT NULL",
+        )
+        .await;
+        let outside_orders = count(
+            &admin_url,
+            "SELECT '' AS label, count(*) AS n FROM payment.payment_intents WHERE status = 'succeeded' AND order_id IS NULL",
         )
         .await;
         let open = count(
@@ -1136,7 +1191,11 @@ impl MixedLoad {
         assert_eq!(
             (charged_right, succeeded),
             (completed, completed),
-            "every completed order charged once for its total, and nothing else charged"
+            "every completed order charged once for its total, and no other order charged"
+        );
+        assert_eq!(
+            outside_orders, acked.payments,
+            "one charge per acknowledged payment outside an order"
         );
         assert_eq!(open, 0, "authorizations left open");
         assert!(
@@ -1144,25 +1203,11 @@ impl MixedLoad {
             "orders with more than one payment intent: {intents_per_order:?}"
         );
         println!(
-            "checked: {completed} completed orders, {succeeded} succeeded intents each for its order's total, one intent per order, no authorization open"
+            "checked: {completed} completed orders, {succeeded} succeeded order payments each for its order's total, one intent per order, {outside_orders} payments outside orders (one per acknowledged one), no authorization open"
         );
 
         // The invariant checker, strict.
-        let tolerances = Tolerances {
-            grace: SWEEP + Duration::from_secs(1),
-            stuck_after: Duration::ZERO,
-        };
-        let url = admin_url.clone();
-        let findings = tokio::task::spawn_blocking(move || {
-            audit(
-                &mut backroom_shared::db::connect(&url).expect("connect as admin"),
-                tolerances,
-            )
-            .expect("audit")
-        })
-        .await
-        .expect("audit task");
-        assert!(findings.is_empty(), "audit findings: {findings:#?}");
+        let tolerances = assert_audit_clean(&admin_url).await;
         println!(
             "checked: backroom audit (grace {:?}, stuck after 0 s): {} checks, no findings (ledger balanced)",
             tolerances.grace,

@@ -90,8 +90,9 @@ pub struct LineRow {
     pub line_total_minor: Option<i64>,
 }
 
-/// Terminal states: no worker ever touches these again.
-pub const TERMINAL: [&str; 2] = ["COMPLETED", "FAILED"];
+/// Terminal states: no worker ever touches these again (NEEDS_ATTENTION
+/// waits for an operator).
+pub const TERMINAL: [&str; 3] = ["COMPLETED", "FAILED", "NEEDS_ATTENTION"];
 
 /// Inserts the order with its lines, or — when the customer already used
 /// the request id — returns the existing one (same parameters) or refuses.

@@ -7,8 +7,16 @@
 //!
 //! Before the pivot (CommitReservation) every failure compensates: release
 //! the reservation, cancel the payment intent, then FAILED with the reason.
-//! From the pivot on, the saga only moves forward: capture is retried until
-//! it succeeds.
+//! Right before the pivot the saga re-reads the order's payment and commits
+//! only against a live authorization of the whole total that is not about
+//! to expire ([`SagaConfig::authorization_margin`]); otherwise the order
+//! fails with AUTHORIZATION_LOST. From the pivot on, the saga only moves
+//! forward: capture is retried with backoff while it fails transiently, for
+//! at most [`SagaConfig::capture_max_rounds`] rounds; a capture the payment
+//! service refuses definitively (the authorization is gone or expired), or
+//! one still failing after those rounds, sends the order to NEEDS_ATTENTION:
+//! terminal for the saga and the recovery worker, loudly logged, reported by
+//! `backroom audit`, for an operator to resolve. Never an endless retry.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -53,6 +61,9 @@ pub enum State {
     Compensating,
     /// Undone.
     Failed,
+    /// Stock committed but the payment cannot be captured: waits for an
+    /// operator (terminal for the saga).
+    NeedsAttention,
 }
 
 impl State {
@@ -67,6 +78,7 @@ impl State {
             State::Completed => "COMPLETED",
             State::Compensating => "COMPENSATING",
             State::Failed => "FAILED",
+            State::NeedsAttention => "NEEDS_ATTENTION",
         }
     }
 
@@ -81,13 +93,17 @@ impl State {
             "COMPLETED" => State::Completed,
             "COMPENSATING" => State::Compensating,
             "FAILED" => State::Failed,
+            "NEEDS_ATTENTION" => State::NeedsAttention,
             _ => return None,
         })
     }
 
-    /// COMPLETED or FAILED.
+    /// COMPLETED, FAILED or NEEDS_ATTENTION: no saga worker moves it on.
     pub fn is_terminal(self) -> bool {
-        matches!(self, State::Completed | State::Failed)
+        matches!(
+            self,
+            State::Completed | State::Failed | State::NeedsAttention
+        )
     }
 
     /// Whether the pivot has not happened yet (failures compensate).
@@ -109,6 +125,7 @@ impl State {
             State::Completed => pb::OrderState::Completed,
             State::Compensating => pb::OrderState::Compensating,
             State::Failed => pb::OrderState::Failed,
+            State::NeedsAttention => pb::OrderState::NeedsAttention,
         }
     }
 }
@@ -158,6 +175,8 @@ impl Failure {
 enum StepError {
     /// A definitive answer that fails the order (compensate).
     Business(Failure),
+    /// After the pivot: the payment cannot be captured (NEEDS_ATTENTION).
+    Attention(Failure),
     /// A dependency is down or overloaded: try again later.
     Transient(Status),
     /// Our own database failed: stop; the recovery worker tries again.
@@ -187,7 +206,7 @@ pub enum Fault {
 /// Where one [`Saga::drive`] left the order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driven {
-    /// COMPLETED or FAILED.
+    /// COMPLETED, FAILED or NEEDS_ATTENTION.
     Terminal,
     /// A step must wait for a retry (a dependency is down).
     Waiting,
@@ -222,10 +241,19 @@ pub struct SagaConfig {
     /// Failed rounds of a step before the pivot before the order fails with
     /// DEPENDENCY_UNAVAILABLE.
     pub max_rounds: i32,
+    /// Rounds of a capture failing transiently (each `call_attempts` calls,
+    /// backoff between rounds doubling from 0.4 s to 51.2 s) before the order
+    /// goes to NEEDS_ATTENTION with CAPTURE_RETRIES_EXHAUSTED
+    /// (`BACKROOM_CHECKOUT_CAPTURE_MAX_ROUNDS`).
+    pub capture_max_rounds: i32,
     /// How often the recovery worker scans for due orders.
     pub recovery_interval: Duration,
     /// Longest PlaceOrder waits for a terminal state.
     pub place_order_wait: Duration,
+    /// Stock is committed only against an authorization that stays valid at
+    /// least this much longer (time to commit and capture). Capped at half
+    /// the authorization lifetime by [`crate::CheckoutDeps::new`].
+    pub authorization_margin: chrono::Duration,
 }
 
 impl Default for SagaConfig {
@@ -235,10 +263,44 @@ impl Default for SagaConfig {
             lease: chrono::Duration::seconds(30),
             call_attempts: 3,
             max_rounds: 5,
+            capture_max_rounds: DEFAULT_CAPTURE_MAX_ROUNDS,
             recovery_interval: Duration::from_secs(1),
             place_order_wait: Duration::from_secs(30),
+            authorization_margin: chrono::Duration::minutes(10),
         }
     }
+}
+
+/// Default of [`SagaConfig::capture_max_rounds`]: 30 rounds, the backoff
+/// between them doubling from 0.4 s to 51.2 s, keep trying for about 20
+/// minutes.
+pub const DEFAULT_CAPTURE_MAX_ROUNDS: i32 = 30;
+
+/// Whether a refused capture is definitive: the payment service looked at
+/// the intent and said no (gone, expired, not capturable, unknown). Anything
+/// else may pass and is retried, boundedly.
+fn capture_refused(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::FailedPrecondition
+            | Code::NotFound
+            | Code::InvalidArgument
+            | Code::OutOfRange
+            | Code::AlreadyExists
+    )
+}
+
+/// The order's failure when the payment service definitively refused to
+/// capture `intent`: CAPTURE_REFUSED, with the refusal's reason (`refusal`)
+/// and metadata.
+fn capture_refusal(status: &Status, intent: String) -> Failure {
+    let refusal = reason_of(status).unwrap_or_else(|| format!("{:?}", status.code()));
+    let mut failure = Failure::from_status(status, &refusal);
+    failure.metadata.insert("refusal".to_owned(), refusal);
+    failure.metadata.insert("payment_intent".to_owned(), intent);
+    failure.reason = "CAPTURE_REFUSED".to_owned();
+    failure.message = format!("the payment cannot be captured: {}", status.message());
+    failure
 }
 
 /// The orchestrator; cheap to clone.
@@ -403,6 +465,9 @@ impl Saga {
                 Err(StepError::Business(failure)) => {
                     self.begin_compensation(&order, state, failure).await?
                 }
+                Err(StepError::Attention(failure)) => {
+                    self.needs_attention(&order, state, failure).await?
+                }
                 Err(StepError::Transient(status)) => {
                     let attempts = order.attempts + 1;
                     if state.before_pivot() && attempts >= self.inner.config.max_rounds {
@@ -411,6 +476,30 @@ impl Saga {
                             format!("a service stayed unavailable: {}", status.message()),
                         );
                         self.begin_compensation(&order, state, failure).await?;
+                        continue;
+                    }
+                    if state == State::Capturing && attempts >= self.inner.config.capture_max_rounds
+                    {
+                        let mut failure = Failure::new(
+                            "CAPTURE_RETRIES_EXHAUSTED",
+                            format!(
+                                "the payment could not be captured in {attempts} rounds: {}",
+                                status.message()
+                            ),
+                        );
+                        failure.metadata.extend([
+                            ("rounds".to_owned(), attempts.to_string()),
+                            ("last_code".to_owned(), format!("{:?}", status.code())),
+                            (
+                                "last_reason".to_owned(),
+                                reason_of(&status).unwrap_or_default(),
+                            ),
+                            (
+                                "payment_intent".to_owned(),
+                                order.payment_intent.clone().unwrap_or_default(),
+                            ),
+                        ]);
+                        self.needs_attention(&order, state, failure).await?;
                         continue;
                     }
                     // Exponential backoff between rounds, capped at a minute.
@@ -451,6 +540,36 @@ impl Saga {
             ..OrderChanges::default()
         };
         self.transition(order.id, state, State::Compensating, changes, Vec::new())
+            .await
+    }
+
+    /// After the pivot, when the payment cannot be captured: the order stops
+    /// in NEEDS_ATTENTION with why, and says so as loudly as a log can.
+    async fn needs_attention(
+        &self,
+        order: &OrderRow,
+        state: State,
+        failure: Failure,
+    ) -> Result<(), OrderError> {
+        tracing::error!(
+            order = %order.id,
+            payment_intent = order.payment_intent.as_deref().unwrap_or_default(),
+            reason = failure.reason,
+            detail = failure.message,
+            from = state.as_str(),
+            "ORDER NEEDS ATTENTION: its stock is committed but its payment cannot be captured; \
+             the saga stops here and an operator must resolve it"
+        );
+        let changes = OrderChanges {
+            failure_reason: Some(failure.reason),
+            failure_message: Some(failure.message),
+            failure_metadata: Some(
+                serde_json::to_string(&failure.metadata).unwrap_or_else(|_| "{}".into()),
+            ),
+            failed_at_state: Some(state.as_str().to_owned()),
+            ..OrderChanges::default()
+        };
+        self.transition(order.id, state, State::NeedsAttention, changes, Vec::new())
             .await
     }
 
@@ -498,7 +617,7 @@ impl Saga {
             State::Committing => self.commit(order).await,
             State::Capturing => self.capture(order).await,
             State::Compensating => self.compensate(order).await,
-            State::Completed | State::Failed => Ok(()),
+            State::Completed | State::Failed | State::NeedsAttention => Ok(()),
         }
     }
 
@@ -708,6 +827,8 @@ impl Saga {
                             description: format!("order {}", order.id),
                             metadata: [("order".to_owned(), format!("orders/{}", order.id))].into(),
                             request_id: step_request_id(order.id, "create-intent"),
+                            // The order's payment: only this saga may act on it.
+                            order: format!("orders/{}", order.id),
                         };
                         async move {
                             let request = self.authorized(audience::PAYMENT, message).await?;
@@ -783,9 +904,69 @@ impl Saga {
         Ok(())
     }
 
+    /// Right before the pivot: the order's payment, read again, must be a live
+    /// authorization (REQUIRES_CAPTURE) of the whole total that does not
+    /// expire within the margin. Anything else — voided, captured, partly
+    /// capturable, expiring — fails the order (compensation releases the
+    /// stock and cancels what is left): stock is never committed without a
+    /// payment the saga can capture.
+    async fn check_authorization(&self, order: &OrderRow) -> Result<(), StepError> {
+        let lost = |cause: &str, status: &str, intent: &str| {
+            tracing::warn!(
+                cause,
+                status,
+                payment_intent = intent,
+                "the order's authorization is gone before the pivot; failing the order"
+            );
+            StepError::Business(Failure {
+                reason: "AUTHORIZATION_LOST".to_owned(),
+                message: "the payment authorization is no longer valid; the order was not \
+                          committed and nothing was charged"
+                    .to_owned(),
+                metadata: [
+                    ("cause".to_owned(), cause.to_owned()),
+                    ("status".to_owned(), status.to_owned()),
+                    ("payment_intent".to_owned(), intent.to_owned()),
+                ]
+                .into(),
+            })
+        };
+        let Some(name) = order.payment_intent.clone() else {
+            return Err(lost("missing", "", ""));
+        };
+        let intent = match self.read_intent(&name).await? {
+            Ok(intent) => intent,
+            Err(status) => {
+                return Err(lost(
+                    "unreadable",
+                    &reason_of(&status).unwrap_or_else(|| format!("{:?}", status.code())),
+                    &name,
+                ));
+            }
+        };
+        let status = pb::PaymentIntentStatus::try_from(intent.status)
+            .unwrap_or(pb::PaymentIntentStatus::Unspecified);
+        let whole = Some(money(&order.currency_code, order.total_minor.unwrap_or(0)));
+        let good_until = self.now() + self.inner.config.authorization_margin;
+        let expires = intent
+            .authorization_expire_time
+            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?));
+        let cause = if status != pb::PaymentIntentStatus::RequiresCapture {
+            "not_authorized"
+        } else if intent.amount_capturable != whole {
+            "amount"
+        } else if expires.is_none_or(|expires| expires <= good_until) {
+            "expiring"
+        } else {
+            return Ok(());
+        };
+        Err(lost(cause, status.as_str_name(), &name))
+    }
+
     #[instrument(skip_all, fields(order = %order.id))]
     async fn commit(&self, order: &OrderRow) -> Result<(), StepError> {
         let downstream = &self.inner.downstream;
+        self.check_authorization(order).await?;
         let name = order
             .reservation
             .clone()
@@ -824,8 +1005,10 @@ impl Saga {
     async fn capture(&self, order: &OrderRow) -> Result<(), StepError> {
         let downstream = &self.inner.downstream;
         let Some(intent) = order.payment_intent.clone() else {
-            tracing::error!("capturing an order without a payment intent");
-            return Err(StepError::Transient(Status::internal("no payment intent")));
+            return Err(StepError::Attention(Failure::new(
+                "CAPTURE_REFUSED",
+                "the order has no payment intent to capture",
+            )));
         };
         let captured = self
             .call(|| {
@@ -844,10 +1027,24 @@ impl Saga {
                 }
             })
             .await?;
-        if let Err(status) = captured {
-            // Past the pivot there is no way back: keep trying, loudly.
-            tracing::error!(code = ?status.code(), status_message = status.message(), "capture refused after the pivot");
-            return Err(StepError::Transient(status));
+        match captured {
+            Ok(_) => {}
+            // Definitive: unless the payment was captured after all (an
+            // earlier capture whose answer and request id were lost), the
+            // order needs attention now; retrying cannot help.
+            Err(status) if capture_refused(&status) => {
+                if self.captured(order, &intent).await? {
+                    tracing::warn!("capture refused but the payment is captured: completing");
+                } else {
+                    return Err(StepError::Attention(capture_refusal(&status, intent)));
+                }
+            }
+            // Refused for a reason that may pass (a token, a fault on our
+            // side): retried like an outage, boundedly.
+            Err(status) => {
+                tracing::error!(code = ?status.code(), status_message = status.message(), "capture refused after the pivot; retrying");
+                return Err(StepError::Transient(status));
+            }
         }
         self.fault_after_call(State::Capturing)?;
         self.transition(
@@ -859,6 +1056,38 @@ impl Saga {
         )
         .await?;
         Ok(())
+    }
+
+    /// The payment intent `name`, read through PaymentService with the
+    /// service's token (transient failures: [`StepError::Transient`]).
+    async fn read_intent(
+        &self,
+        name: &str,
+    ) -> Result<Result<pb::PaymentIntent, Status>, StepError> {
+        let downstream = &self.inner.downstream;
+        self.call(|| {
+            let mut client = downstream.payment.clone();
+            let message = pb::GetPaymentIntentRequest {
+                name: name.to_owned(),
+            };
+            async move {
+                let request = self.authorized(audience::PAYMENT, message).await?;
+                client
+                    .get_payment_intent(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
+    /// Whether the order's payment already holds its whole total, captured.
+    async fn captured(&self, order: &OrderRow, intent: &str) -> Result<bool, StepError> {
+        Ok(self.read_intent(intent).await?.is_ok_and(|paid| {
+            paid.status == pb::PaymentIntentStatus::Succeeded as i32
+                && paid.amount_received
+                    == Some(money(&order.currency_code, order.total_minor.unwrap_or(0)))
+        }))
     }
 
     #[instrument(skip_all, fields(order = %order.id))]

@@ -71,6 +71,7 @@ pub struct IntentRow {
     pub authorization_attempt: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub order_id: Option<Uuid>,
 }
 
 /// Why the last authorization attempt failed.
@@ -109,6 +110,9 @@ pub struct Intent {
     pub authorization_attempt: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The order whose payment this is (checkout created it): managed by
+    /// checkout only.
+    pub order_id: Option<Uuid>,
 }
 
 impl TryFrom<IntentRow> for Intent {
@@ -146,6 +150,7 @@ impl TryFrom<IntentRow> for Intent {
             authorization_attempt: row.authorization_attempt,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            order_id: row.order_id,
         })
     }
 }
@@ -177,6 +182,7 @@ impl From<&Intent> for IntentRow {
             authorization_attempt: intent.authorization_attempt,
             created_at: intent.created_at,
             updated_at: intent.updated_at,
+            order_id: intent.order_id,
         }
     }
 }

@@ -19,7 +19,8 @@ use super::{
         NewEntryRow, PaymentMethodRow, RefundRow,
     },
     schema::payment::{
-        journals, ledger_accounts, ledger_entries, payment_intents, payment_methods, refunds,
+        journals, ledger_accounts, ledger_entries, orders, payment_intents, payment_methods,
+        refunds,
     },
 };
 use crate::{
@@ -199,17 +200,48 @@ pub fn list_intents(
         .collect()
 }
 
+/// The customer of order `id`, if it exists.
+#[instrument(skip_all)]
+pub fn order_customer(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>, Error> {
+    Ok(orders::table
+        .find(id)
+        .select(orders::customer_id)
+        .first(conn)
+        .optional()?)
+}
+
+/// The payment intent of order `id`, if checkout created one.
+#[instrument(skip_all)]
+pub fn intent_of_order(conn: &mut PgConnection, id: Uuid) -> Result<Option<Intent>, Error> {
+    payment_intents::table
+        .filter(payment_intents::order_id.eq(id))
+        .select(IntentRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(Intent::try_from)
+        .transpose()
+}
+
 /// Up to `limit` intents whose authorization expired at `now`, locked;
-/// rows another replica is sweeping are skipped.
+/// rows another replica is sweeping are skipped. An order's payment is left
+/// alone while the order's saga still runs: the saga owns it then (before
+/// the pivot its re-read sees the expiry and compensates; after the pivot a
+/// capture the processor refuses sends the order to NEEDS_ATTENTION), and a
+/// void under its feet would let it commit stock against a dead
+/// authorization.
 #[instrument(skip_all)]
 pub fn lock_expired_authorizations(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<Intent>, Error> {
+    let saga_running = orders::table
+        .filter(orders::id.nullable().eq(payment_intents::order_id))
+        .filter(orders::state.ne_all(crate::checkout::repo::TERMINAL));
     payment_intents::table
         .filter(payment_intents::status.eq(IntentStatus::RequiresCapture.code()))
         .filter(payment_intents::authorization_expires_at.le(now))
+        .filter(diesel::dsl::not(diesel::dsl::exists(saga_running)))
         .select(IntentRow::as_select())
         .order(payment_intents::authorization_expires_at.asc())
         .limit(limit)

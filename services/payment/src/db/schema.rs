@@ -98,6 +98,7 @@ pub mod payment {
             authorization_attempt -> Int4,
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
+            order_id -> Nullable<Uuid>,
         }
     }
 
@@ -135,6 +136,7 @@ pub mod payment {
     diesel::joinable!(ledger_entries -> journals (journal_id));
     diesel::joinable!(ledger_entries -> ledger_accounts (ledger_account));
     diesel::joinable!(order_lines -> orders (order_id));
+    diesel::joinable!(payment_intents -> orders (order_id));
     diesel::joinable!(payment_intents -> payment_methods (payment_method_id));
     diesel::joinable!(refunds -> payment_intents (payment_intent_id));
 

@@ -97,6 +97,17 @@ pub enum Error {
     /// No such journal.
     #[error("{0} not found")]
     JournalNotFound(String),
+    /// No such order (CreatePaymentIntent for an order).
+    #[error("{0} not found")]
+    OrderNotFound(String),
+    /// The intent is an order's payment: only checkout acts on it.
+    #[error("{intent} is managed by {order}")]
+    ManagedByOrder {
+        /// `orders/{id}`.
+        order: String,
+        /// `paymentIntents/{id}`.
+        intent: String,
+    },
     /// Confirmation without a payment method.
     #[error("payment method required")]
     PaymentMethodRequired,

@@ -4,10 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use backroom_shared::errors::{FieldViolation, Violations};
+use backroom_shared::{
+    errors::{FieldViolation, Violations},
+    validate::{CARD_NUMBER_IN_TEXT, contains_card_number, no_card_number, no_control_characters},
+};
 use uuid::Uuid;
 
-use super::{Error, card::contains_card_number};
+use super::Error;
 
 /// ISO-4217 currencies the service accepts, with their minor-unit exponent
 /// (documentation only: every amount is already in minor units).
@@ -110,6 +113,11 @@ pub fn payment_intent_name(id: Uuid) -> String {
     format!("paymentIntents/{id}")
 }
 
+/// `orders/{id}`.
+pub fn order_name(id: Uuid) -> String {
+    format!("orders/{id}")
+}
+
 /// `paymentIntents/{intent}/refunds/{id}`.
 pub fn refund_name(intent: Uuid, id: Uuid) -> String {
     format!("paymentIntents/{intent}/refunds/{id}")
@@ -172,10 +180,8 @@ pub fn parse_description(field: &str, raw: &str) -> Result<String, FieldViolatio
             format!("must be at most {MAX_DESCRIPTION} characters"),
         ));
     }
-    backroom_shared::validate::no_control_characters(field, raw)?;
-    if contains_card_number(raw) {
-        return Err(FieldViolation::new(field, "must not contain a card number"));
-    }
+    no_control_characters(field, raw)?;
+    no_card_number(field, raw)?;
     Ok(raw.to_owned())
 }
 
@@ -219,7 +225,7 @@ impl Metadata {
                     "must not contain control characters",
                 ));
             } else if contains_card_number(key) || contains_card_number(value) {
-                found.push(FieldViolation::new(field, "must not contain a card number"));
+                found.push(FieldViolation::new(field, CARD_NUMBER_IN_TEXT));
             }
         }
         let ok = found.is_empty();

@@ -7,7 +7,11 @@
 use std::sync::Arc;
 
 use backroom_account::domain::tokens::{SigningKeys, TokenIssuer};
-use backroom_payment::{Deps, MIGRATIONS, PaymentConfig, SERVICE, processor::Simulator, server};
+use backroom_payment::{
+    Deps, MIGRATIONS, PaymentConfig, SERVICE,
+    processor::{ProcessorChoice, Simulator},
+    server,
+};
 use backroom_proto::{
     common::v1::Money,
     payment::v1::{self as pb, payment_service_client::PaymentServiceClient},
@@ -81,8 +85,11 @@ impl TestApp {
             &keys.public_keys(),
         ));
         let issuer = TokenIssuer::new(keys, "backroom", chrono::Duration::minutes(15));
-        let mut config = PaymentConfig::with_key(FINGERPRINT_KEY);
+        let mut config = PaymentConfig::new(ProcessorChoice::Simulator, FINGERPRINT_KEY);
         config.authorization_sweep_interval_secs = 0;
+        // `service()` tokens are this service's own principal, the checkout
+        // saga's (no saga runs here; tests act as it).
+        config.service_client_id = Some("checkout".into());
         configure(&mut config);
         let clock = ManualClock::new();
         let simulator = Arc::new(Simulator::new());
@@ -153,6 +160,15 @@ impl TestApp {
     pub fn service(&self) -> User {
         User {
             token: self.token("services/checkout".into(), &["service"]),
+            name: String::new(),
+            id: Uuid::nil(),
+        }
+    }
+
+    /// Another service principal (role service, not checkout).
+    pub fn other_service(&self) -> User {
+        User {
+            token: self.token("services/inventory".into(), &["service"]),
             name: String::new(),
             id: Uuid::nil(),
         }

@@ -51,6 +51,8 @@ pub struct Suite {
     pub payment_pool: Pool,
     pub inventory_pool: Pool,
     pub saga: Saga,
+    /// The payment service's dependencies (its sweeper, its clock).
+    pub payment_deps: backroom_payment::Deps,
     pub admin: String,
     /// The account service's signing keys (PEM), for forging test tokens.
     pub keys_pem: String,
@@ -97,6 +99,15 @@ impl Suite {
     }
 
     pub async fn spawn_with(saga_config: SagaConfig) -> Self {
+        Self::spawn_configured(saga_config, |_| {}).await
+    }
+
+    /// The suite with `saga_config` and the payment configuration changed by
+    /// `configure`.
+    pub async fn spawn_configured(
+        saga_config: SagaConfig,
+        configure: impl FnOnce(&mut PaymentConfig),
+    ) -> Self {
         let db = TestDb::create().await;
         let clock = ManualClock::new();
         let shared_clock: clock::SharedClock = Arc::new(clock.clone());
@@ -167,10 +178,14 @@ impl Suite {
         payment_db.pool_size = 8;
         payment_db.checkout_timeout_ms = 20_000;
         let payment_pool = Pool::new(&payment_db, backroom_payment::SERVICE);
-        let mut payment_config = PaymentConfig::with_key("test-fingerprint-key-0123456789abcdef");
+        let mut payment_config = PaymentConfig::new(
+            backroom_payment::processor::ProcessorChoice::Simulator,
+            "test-fingerprint-key-0123456789abcdef",
+        );
         payment_config.service_client_id = Some("payment".into());
         payment_config.service_client_secret = Some(Secret::new(PAYMENT_CLIENT_SECRET));
         payment_config.inventory_endpoint = Some(inventory.endpoint());
+        configure(&mut payment_config);
         let payment_deps = backroom_payment::Deps::with(
             &payment_config,
             payment_pool.clone(),
@@ -192,7 +207,11 @@ impl Suite {
         let saga = checkout.saga.clone();
         let payment = TestServer::spawn_on(
             listener,
-            backroom_payment::server_with_checkout(ServerConfig::default(), payment_deps, checkout),
+            backroom_payment::server_with_checkout(
+                ServerConfig::default(),
+                payment_deps.clone(),
+                checkout,
+            ),
         )
         .await;
 
@@ -237,12 +256,33 @@ impl Suite {
             payment_pool,
             inventory_pool,
             saga,
+            payment_deps,
             admin,
             keys_pem,
             admin_url: db.admin_url(),
             downstream,
             saga_config,
         }
+    }
+
+    /// A valid token of the service principal `client_id` (role service)
+    /// for `audience`, signed with the account service's key: `payment` is
+    /// the checkout saga's own principal, any other id another service.
+    pub fn service_token(&self, client_id: &str, audience: &str) -> String {
+        let keys = SigningKeys::from_pem(&self.keys_pem).unwrap();
+        backroom_account::domain::tokens::TokenIssuer::new(
+            keys,
+            "backroom",
+            chrono::Duration::minutes(15),
+        )
+        .issue(
+            format!("services/{client_id}"),
+            vec!["service".to_owned()],
+            vec![audience.to_owned()],
+            chrono::Utc::now(),
+        )
+        .unwrap()
+        .0
     }
 
     /// Stops the inventory service (a dependency outage).
@@ -258,7 +298,24 @@ impl Suite {
             self.payment_pool_for_saga.clone(),
             Arc::new(self.clock.clone()),
             self.downstream.clone(),
-            self.saga_config.clone(),
+            // As configured, with the margin CheckoutDeps derived.
+            self.saga.config().clone(),
+        )
+    }
+
+    /// A saga worker with `config` whose PaymentService calls go to
+    /// `payment_endpoint` (a dead address: the payment API failing under the
+    /// saga, as in an outage of its own service).
+    pub fn saga_with(&self, config: SagaConfig, payment_endpoint: &str) -> Saga {
+        let mut downstream = self.downstream.clone();
+        downstream.payment = PaymentServiceClient::new(
+            channel(&ClientConfig::new(payment_endpoint.to_owned())).unwrap(),
+        );
+        Saga::new(
+            self.payment_pool_for_saga.clone(),
+            Arc::new(self.clock.clone()),
+            downstream,
+            config,
         )
     }
 
