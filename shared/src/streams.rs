@@ -10,7 +10,11 @@
 //! `TOO_MANY_STREAMS`). The stream itself holds its [`StreamSlot`], so the
 //! slot frees exactly when the stream ends or the client goes away.
 //!
-//! The cap is per process: behind a load balancer a caller may hold that
+//! A second cap bounds the streams of all callers together, so that many
+//! principals (customers register themselves) with a few streams each
+//! cannot fill the concurrency limit either.
+//!
+//! The caps are per process: behind a load balancer a caller may hold that
 //! many streams on each replica.
 //!
 //! Layout: [`StreamSlots`] and [`StreamSlot`] (the cap), [`TooManyStreams`]
@@ -30,6 +34,7 @@ use crate::errors::{Domain, with_reason};
 #[derive(Debug)]
 pub struct StreamSlots {
     limit: usize,
+    total_limit: usize,
     open: Mutex<HashMap<String, usize>>,
 }
 
@@ -40,27 +45,41 @@ pub struct StreamSlot {
     principal: String,
 }
 
-/// A caller already holds its limit of open streams.
+/// A caller already holds its limit of open streams, or the process holds
+/// its limit of all callers' streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("at most {limit} open streams per caller")]
+#[error("at most {limit} open streams per {scope}")]
 pub struct TooManyStreams {
     /// The cap.
     pub limit: usize,
+    /// Which cap: `caller` or `server`.
+    pub scope: &'static str,
 }
 
 impl TooManyStreams {
     /// RESOURCE_EXHAUSTED `TOO_MANY_STREAMS` in `domain`, with
-    /// `metadata["limit"]`.
+    /// `metadata["limit"]` and `metadata["scope"]` (`caller` or `server`).
     pub fn into_status(self, domain: Domain) -> Status {
+        let message = if self.scope == "server" {
+            format!(
+                "the server already serves {} open streams, the most it allows; retry with backoff",
+                self.limit
+            )
+        } else {
+            format!(
+                "this caller already has {} open streams, the most allowed; close one first",
+                self.limit
+            )
+        };
         with_reason(
             Code::ResourceExhausted,
             domain,
             "TOO_MANY_STREAMS",
-            format!(
-                "this caller already has {} open streams, the most allowed; close one first",
-                self.limit
-            ),
-            [("limit".to_owned(), self.limit.to_string())],
+            message,
+            [
+                ("limit".to_owned(), self.limit.to_string()),
+                ("scope".to_owned(), self.scope.to_owned()),
+            ],
         )
     }
 }
@@ -79,10 +98,18 @@ pub fn too_slow(domain: Domain) -> Status {
 }
 
 impl StreamSlots {
-    /// At most `limit_per_caller` open streams per principal (at least one).
+    /// At most `limit_per_caller` open streams per principal (at least one),
+    /// with no cap on all of them together.
     pub fn new(limit_per_caller: usize) -> Arc<Self> {
+        Self::with_total_limit(limit_per_caller, usize::MAX)
+    }
+
+    /// At most `limit_per_caller` per principal and `total_limit` for all
+    /// principals together (each at least one).
+    pub fn with_total_limit(limit_per_caller: usize, total_limit: usize) -> Arc<Self> {
         Arc::new(Self {
             limit: limit_per_caller.max(1),
+            total_limit: total_limit.max(1),
             open: Mutex::new(HashMap::new()),
         })
     }
@@ -97,9 +124,18 @@ impl StreamSlots {
     pub fn acquire(self: &Arc<Self>, principal: &str) -> Result<StreamSlot, TooManyStreams> {
         let principal = principal.to_owned();
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.values().sum::<usize>() >= self.total_limit {
+            return Err(TooManyStreams {
+                limit: self.total_limit,
+                scope: "server",
+            });
+        }
         let count = open.entry(principal.clone()).or_default();
         if *count >= self.limit {
-            return Err(TooManyStreams { limit: self.limit });
+            return Err(TooManyStreams {
+                limit: self.limit,
+                scope: "caller",
+            });
         }
         *count += 1;
         Ok(StreamSlot {
@@ -146,18 +182,41 @@ mod tests {
         let _second = slots.acquire("accounts/a").unwrap();
         assert_eq!(
             slots.acquire("accounts/a").unwrap_err(),
-            TooManyStreams { limit: 2 }
+            TooManyStreams {
+                limit: 2,
+                scope: "caller"
+            }
         );
         let _other = slots.acquire("accounts/b").unwrap();
         assert_eq!((slots.open_for("accounts/a"), slots.total()), (2, 3));
         drop(first);
         assert_eq!(slots.open_for("accounts/a"), 1);
         let _again = slots.acquire("accounts/a").unwrap();
-        let status = TooManyStreams { limit: 2 }.into_status("backroom.test");
+        let status = TooManyStreams {
+            limit: 2,
+            scope: "caller",
+        }
+        .into_status("backroom.test");
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert_eq!(
             crate::errors::reason_of(&status).as_deref(),
             Some("TOO_MANY_STREAMS")
+        );
+    }
+
+    #[test]
+    fn all_callers_together_stay_under_the_total() {
+        let slots = StreamSlots::with_total_limit(2, 3);
+        let _held: Vec<StreamSlot> = ["accounts/a", "accounts/b", "accounts/c"]
+            .iter()
+            .map(|p| slots.acquire(p).unwrap())
+            .collect();
+        assert_eq!(
+            slots.acquire("accounts/d").unwrap_err(),
+            TooManyStreams {
+                limit: 3,
+                scope: "server"
+            }
         );
     }
 

@@ -84,6 +84,8 @@ pub struct WatchConfig {
     pub poll_interval: Duration,
     /// Open streams each principal may hold.
     pub streams_per_caller: usize,
+    /// Open streams of all principals together.
+    pub streams_max: usize,
 }
 
 /// What the hub holds now (a snapshot; see [`WatchHub::stats`]).
@@ -200,7 +202,7 @@ impl WatchHub {
         Self {
             inner: Arc::new(Inner {
                 config,
-                slots: StreamSlots::new(config.streams_per_caller),
+                slots: StreamSlots::with_total_limit(config.streams_per_caller, config.streams_max),
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
                 stats: watch::Sender::new(WatchStats::default()),

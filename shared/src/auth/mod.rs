@@ -145,7 +145,8 @@ impl Claims {
 /// The verified caller of an RPC, put into the request extensions by
 /// [`AuthLayer`]. Its `require_*` methods answer PERMISSION_DENIED
 /// `ACCESS_DENIED` (with `metadata.required`) in the service's domain.
-#[derive(Debug, Clone)]
+/// Its `Debug` output never shows the bearer token.
+#[derive(Clone)]
 pub struct Caller {
     /// The token's claims.
     pub claims: Arc<Claims>,
@@ -155,6 +156,16 @@ pub struct Caller {
     /// The verifier that admitted the token, so long-lived work (a stream)
     /// can check again that it still counts.
     verifier: Arc<Verifier>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("sub", &self.claims.sub)
+            .field("roles", &self.claims.roles)
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Caller {
@@ -216,7 +227,9 @@ impl Caller {
     /// periodically and end when it fails.
     pub async fn revalidate(&self) -> Result<(), TokenError> {
         let now = chrono::Utc::now().timestamp();
-        if self.claims.exp + i64::try_from(LEEWAY_SECS).unwrap_or(60) <= now {
+        // The same rule as jsonwebtoken's at verification: valid until
+        // exp + leeway has passed.
+        if self.claims.exp + i64::try_from(LEEWAY_SECS).unwrap_or(60) < now {
             return Err(TokenError::Expired);
         }
         self.verifier.check_revocation(&self.claims).await
@@ -390,6 +403,29 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_callers_debug_output_never_shows_its_token() {
+        let caller = Caller {
+            claims: Arc::new(Claims {
+                iss: "backroom".into(),
+                sub: "accounts/x".into(),
+                aud: vec![],
+                exp: 0,
+                nbf: 0,
+                iat: 0,
+                jti: String::new(),
+                roles: vec![ROLE_CUSTOMER.into()],
+                sv: 1,
+            }),
+            token: Arc::from("eyJhbGciOiJFZERTQSJ9.secret-token-material.sig"),
+            domain: "backroom.test",
+            verifier: Arc::new(Verifier::with_keys("backroom", "backroom.test", &[])),
+        };
+        let printed = format!("{caller:?}");
+        assert!(printed.contains("accounts/x"), "{printed}");
+        assert!(!printed.contains("secret-token-material"), "{printed}");
+    }
 
     #[test]
     fn bearer_tokens_are_read_case_insensitively_and_trimmed() {

@@ -102,7 +102,9 @@ impl VerifiedCache {
             .cloned()?;
         let now = chrono::Utc::now().timestamp();
         let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(60);
-        (claims.exp + leeway > now && claims.nbf - leeway <= now).then_some(claims)
+        // jsonwebtoken's rule: valid while now ≤ exp + leeway and
+        // nbf − leeway ≤ now.
+        (claims.exp + leeway >= now && claims.nbf - leeway <= now).then_some(claims)
     }
 
     fn insert(&self, key: [u8; 32], claims: Arc<Claims>) {
