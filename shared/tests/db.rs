@@ -539,3 +539,23 @@ async fn the_cloudnative_pg_cluster_sets_up_the_roles_provisioning_does() {
     .await
     .unwrap();
 }
+
+const TWINS: EmbeddedMigrations = embed_migrations!("tests/migrations/twins");
+
+#[tokio::test]
+async fn two_migrations_with_one_version_are_refused_not_silently_skipped() {
+    let test_db = TestDb::create().await;
+    let admin = test_db.admin_url();
+    let err = tokio::task::spawn_blocking(move || {
+        let config = db::provision(&admin, "twins", &db::RolePasswords::default()).unwrap();
+        let migrator = config.migration_database_url.unwrap();
+        let mut conn = db::connect(migrator.expose()).unwrap();
+        db::run_migrations(&mut conn, "twins", TWINS).unwrap_err()
+    })
+    .await
+    .unwrap();
+    assert!(
+        err.to_string().contains("share version 20260101000000"),
+        "{err}"
+    );
+}

@@ -632,3 +632,34 @@ async fn service_principals_need_listed_audiences_and_long_secrets() {
         .await
         .expect("listed, long enough");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_request_ids_are_purged_after_their_retention() {
+    let app = TestApp::spawn().await;
+    for n in 0..3 {
+        app.client()
+            .register(pb::RegisterRequest {
+                email: format!("keyed{n}@example.com"),
+                password: PASSWORD.into(),
+                display_name: "Keyed".into(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+            })
+            .await
+            .unwrap();
+    }
+    let now = backroom_shared::clock::Clock::now(&app.clock);
+    let kept = app
+        .pool
+        .run(move |conn| backroom_shared::idempotency::purge_expired(conn, now))
+        .await
+        .unwrap();
+    assert_eq!(kept, 0, "young request ids stay");
+    app.clock.advance(Duration::hours(25));
+    let now = backroom_shared::clock::Clock::now(&app.clock);
+    let purged = app
+        .pool
+        .run(move |conn| backroom_shared::idempotency::purge_expired(conn, now))
+        .await
+        .unwrap();
+    assert_eq!(purged, 3, "a day later they go");
+}

@@ -230,11 +230,33 @@ pub fn run_migrations(
     result
 }
 
+/// Two migrations with one version would be taken for one: diesel records
+/// versions, so the second would silently never run. Refuse instead.
+fn check_unique_versions(sets: &[&EmbeddedMigrations]) -> Result<(), DbError> {
+    use diesel::migration::MigrationSource;
+    let mut seen = std::collections::BTreeMap::<String, String>::new();
+    for set in sets {
+        let migrations = MigrationSource::<diesel::pg::Pg>::migrations(*set)
+            .map_err(|err| DbError::Other(anyhow::anyhow!("cannot list migrations: {err}")))?;
+        for migration in migrations {
+            let name = migration.name().to_string();
+            let version = migration.name().version().to_string();
+            if let Some(other) = seen.insert(version.clone(), name.clone()) {
+                return Err(DbError::Other(anyhow::anyhow!(
+                    "migrations {other} and {name} share version {version}: rename one"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn apply_migrations(
     conn: &mut PgConnection,
     schema: &str,
     migrations: EmbeddedMigrations,
 ) -> Result<Vec<String>, DbError> {
+    check_unique_versions(&[&crate::idempotency::MIGRATIONS, &migrations])?;
     let mut applied = Vec::new();
     for set in [crate::idempotency::MIGRATIONS, migrations] {
         let versions = conn
