@@ -260,12 +260,6 @@ impl Deps {
         pool: Pool,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
-        let verifier = Verifier::for_service(
-            auth,
-            audience::PAYMENT,
-            config.service_client_id.as_deref(),
-            config.service_client_secret.as_ref(),
-        )?;
         let choice = config.processor()?;
         if choice == ProcessorChoice::Simulator {
             tracing::warn!(
@@ -275,6 +269,12 @@ impl Deps {
                  serve real customers with it"
             );
         }
+        let verifier = Verifier::for_service(
+            auth,
+            audience::PAYMENT,
+            config.service_client_id.as_deref(),
+            config.service_client_secret.as_ref(),
+        )?;
         Self::with(config, pool, clock, verifier, choice.build())
     }
 }
