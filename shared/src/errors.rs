@@ -104,7 +104,69 @@ impl Violations {
             Err(self.0)
         }
     }
+
+    /// Ends parsing: the values [`Self::check`] kept — a tuple of
+    /// `Option`s, each `None` only where a violation was recorded — or
+    /// every violation. So a command is built from its fields without an
+    /// `unwrap` or `unreachable!`:
+    ///
+    /// ```
+    /// # use backroom_shared::errors::{FieldViolation, Violations};
+    /// let mut v = Violations::default();
+    /// let a = v.check(Ok::<_, FieldViolation>(1));
+    /// let b = v.check(Err::<u8, _>(FieldViolation::new("b", "is required")));
+    /// assert_eq!(v.finish_with((a, b)).unwrap_err()[0].field, "b");
+    /// ```
+    pub fn finish_with<T: Parsed>(self, values: T) -> Result<T::Value, Vec<FieldViolation>> {
+        if !self.0.is_empty() {
+            return Err(self.0);
+        }
+        // A `None` without a violation means a parser returned neither a
+        // value nor a reason: still the caller's bad input, never a panic.
+        values
+            .all()
+            .ok_or_else(|| vec![FieldViolation::new("request", "is not valid")])
+    }
 }
+
+/// A tuple of parsed fields (`Option`s) that is either complete or not; see
+/// [`Violations::finish_with`].
+pub trait Parsed {
+    /// The tuple of values.
+    type Value;
+    /// Every value, if every field parsed.
+    fn all(self) -> Option<Self::Value>;
+}
+
+impl<A> Parsed for Option<A> {
+    type Value = A;
+    fn all(self) -> Option<A> {
+        self
+    }
+}
+
+macro_rules! parsed_tuple {
+    ($($name:ident),+) => {
+        impl<$($name),+> Parsed for ($(Option<$name>,)+) {
+            type Value = ($($name,)+);
+            #[allow(non_snake_case)]
+            fn all(self) -> Option<Self::Value> {
+                let ($($name,)+) = self;
+                Some(($($name?,)+))
+            }
+        }
+    };
+}
+
+parsed_tuple!(A, B);
+parsed_tuple!(A, B, C);
+parsed_tuple!(A, B, C, D);
+parsed_tuple!(A, B, C, D, E);
+parsed_tuple!(A, B, C, D, E, F);
+parsed_tuple!(A, B, C, D, E, F, G);
+parsed_tuple!(A, B, C, D, E, F, G, H);
+parsed_tuple!(A, B, C, D, E, F, G, H, I);
+parsed_tuple!(A, B, C, D, E, F, G, H, I, J);
 
 /// `INVALID_ARGUMENT` with a `BadRequest` listing every offending field and an
 /// `ErrorInfo` with reason `INVALID_ARGUMENT`. The message names the fields too,

@@ -14,6 +14,10 @@
 //! - [`errors`]: `tonic::Status` with `google.rpc` details;
 //! - [`idempotency`]: AIP-155 request ids, stored with the mutation;
 //! - [`paging`]: AIP-158 page sizes and tokens;
+//! - [`money`]: the one money type (ISO-4217 currency, minor units);
+//! - [`names`]: resource names (AIP-122);
+//! - [`stored`]: enums stored as text ([`stored_enum!`]);
+//! - [`store`]: a handler's database work (reads, retried writes, idempotent writes);
 //! - [`streams`]: per-caller caps on open server streams, their end statuses;
 //! - [`clock`]: injectable time;
 //! - [`testing`] (feature `testing`): throwaway Postgres and test servers.
@@ -27,9 +31,13 @@ pub mod db;
 pub mod deadline;
 pub mod errors;
 pub mod idempotency;
+pub mod money;
+pub mod names;
 pub mod paging;
 pub mod ratelimit;
 pub mod server;
+pub mod store;
+pub mod stored;
 pub mod streams;
 pub mod telemetry;
 #[cfg(feature = "testing")]

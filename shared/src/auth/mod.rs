@@ -23,11 +23,13 @@
 //! JWT parsing and signature checks are jsonwebtoken's (a well-kept library),
 //! not ours.
 
+pub mod access;
 pub mod credentials;
 pub mod layer;
 pub mod revocation;
 pub mod verifier;
 
+pub use access::{Access, AccessDenied, required};
 pub use credentials::ServiceCredentials;
 pub use layer::{Auth, AuthLayer};
 pub use revocation::{RevocationFetcher, Revocations};
@@ -238,53 +240,6 @@ impl Caller {
     /// The status for `err` in this caller's service domain.
     pub fn token_status(&self, err: TokenError) -> Status {
         err.into_status(self.domain)
-    }
-
-    fn denied(&self, required: &str) -> Status {
-        with_reason(
-            Code::PermissionDenied,
-            self.domain,
-            "ACCESS_DENIED",
-            format!("this call requires {required}"),
-            [("required".to_owned(), required.to_owned())],
-        )
-    }
-
-    /// PERMISSION_DENIED unless the caller has `role`.
-    pub fn require_role(&self, role: &str) -> Result<(), Status> {
-        if self.claims.has_role(role) {
-            Ok(())
-        } else {
-            Err(self.denied(&format!("role {role}")))
-        }
-    }
-
-    /// PERMISSION_DENIED unless the caller is a service principal.
-    pub fn require_service(&self) -> Result<(), Status> {
-        if self.is_service() {
-            Ok(())
-        } else {
-            Err(self.denied("role service"))
-        }
-    }
-
-    /// PERMISSION_DENIED unless the caller owns `account` or is an admin.
-    pub fn require_owner_or_admin(&self, account: Uuid) -> Result<(), Status> {
-        if self.account_id() == Some(account) || self.is_admin() {
-            Ok(())
-        } else {
-            Err(self.denied("owner or role admin"))
-        }
-    }
-
-    /// PERMISSION_DENIED unless the caller owns `account`, is an admin, or is
-    /// a service principal.
-    pub fn require_owner_admin_or_service(&self, account: Uuid) -> Result<(), Status> {
-        if self.account_id() == Some(account) || self.is_admin() || self.is_service() {
-            Ok(())
-        } else {
-            Err(self.denied("owner, role admin or role service"))
-        }
     }
 }
 
