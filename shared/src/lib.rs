@@ -18,6 +18,7 @@
 //! - [`names`]: resource names (AIP-122);
 //! - [`stored`]: enums stored as text ([`stored_enum!`]);
 //! - [`store`]: a handler's database work (reads, retried writes, idempotent writes);
+//! - [`service`]: the one `main` of every service binary, and the shutdown signal;
 //! - [`streams`]: per-caller caps on open server streams, their end statuses;
 //! - [`clock`]: injectable time;
 //! - [`testing`] (feature `testing`): throwaway Postgres and test servers.
@@ -36,6 +37,7 @@ pub mod names;
 pub mod paging;
 pub mod ratelimit;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod stored;
 pub mod streams;
