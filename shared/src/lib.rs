@@ -15,6 +15,7 @@
 //! - [`idempotency`]: AIP-155 request ids, stored with the mutation;
 //! - [`paging`]: AIP-158 page sizes and tokens;
 //! - [`money`]: the one money type (ISO-4217 currency, minor units);
+//! - [`catalog`]: SKUs, line quantities and line limits (inventory and checkout);
 //! - [`names`]: resource names (AIP-122);
 //! - [`stored`]: enums stored as text ([`stored_enum!`]);
 //! - [`store`]: a handler's database work (reads, retried writes, idempotent writes);
@@ -24,6 +25,7 @@
 //! - [`testing`] (feature `testing`): throwaway Postgres and test servers.
 
 pub mod auth;
+pub mod catalog;
 pub mod client;
 pub mod clock;
 pub mod concurrency;

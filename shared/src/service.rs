@@ -106,7 +106,11 @@ pub async fn run<S: Service>() -> anyhow::Result<()> {
         Command::Serve => serve::<S>(&cli).await,
     };
     if let Err(err) = &result {
-        tracing::error!(error = format!("{err:#}"), service = S::NAME, "the service failed");
+        tracing::error!(
+            error = format!("{err:#}"),
+            service = S::NAME,
+            "the service failed"
+        );
     }
     telemetry.shutdown();
     result

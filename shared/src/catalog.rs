@@ -1,0 +1,103 @@
+//! The catalogue vocabulary more than one service speaks: a [`Sku`], a line
+//! [`Quantity`] and the limits of an order's lines. Inventory owns products;
+//! checkout validates the lines of an order with these same rules before it
+//! asks inventory, so both refuse the same input the same way.
+
+use std::fmt;
+
+use crate::errors::FieldViolation;
+
+/// Most lines in a quote, reservation or order.
+pub const MAX_LINES: usize = 100;
+/// Largest quantity of one line.
+pub const MAX_QUANTITY: i64 = 10_000;
+
+/// A product's SKU: 1–64 of `A–Z 0–9 - _`, starting with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Sku(String);
+
+impl Sku {
+    /// Checks `raw`; `field` names it in the violation.
+    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldViolation> {
+        let bytes = raw.as_bytes();
+        let ok = (1..=64).contains(&bytes.len())
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_');
+        if raw.is_empty() {
+            Err(FieldViolation::new(field, "is required"))
+        } else if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(FieldViolation::new(
+                field,
+                "must be 1-64 characters of A-Z, 0-9, '-' and '_', starting with a letter or digit",
+            ))
+        }
+    }
+
+    /// Wraps a SKU read back from the database (checked by its constraint).
+    pub fn from_stored(sku: String) -> Self {
+        Self(sku)
+    }
+
+    /// The SKU.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Sku {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Units of one line: 1–[`MAX_QUANTITY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Quantity(i64);
+
+impl Quantity {
+    /// Checks `raw`; `field` names it in the violation.
+    pub fn parse(field: &str, raw: i64) -> Result<Self, FieldViolation> {
+        if (1..=MAX_QUANTITY).contains(&raw) {
+            Ok(Self(raw))
+        } else {
+            Err(FieldViolation::new(
+                field,
+                format!("must be between 1 and {MAX_QUANTITY}"),
+            ))
+        }
+    }
+
+    /// Wraps a quantity read back from the database (checked by its
+    /// constraint).
+    pub fn from_stored(raw: i64) -> Self {
+        Self(raw)
+    }
+
+    /// The number of units.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skus_and_quantities_parse_by_one_rule() {
+        assert_eq!(Sku::parse("sku", "MUG-1").unwrap().as_str(), "MUG-1");
+        for bad in ["", "mug-1", "-MUG", &"A".repeat(65), "MUG 1"] {
+            assert_eq!(
+                Sku::parse("lines[0].sku", bad).unwrap_err().field,
+                "lines[0].sku"
+            );
+        }
+        assert_eq!(Quantity::parse("q", 1).unwrap().get(), 1);
+        assert!(Quantity::parse("q", 0).is_err());
+        assert!(Quantity::parse("q", MAX_QUANTITY + 1).is_err());
+    }
+}
