@@ -22,7 +22,10 @@
 //! - [`service`]: the one `main` of every service binary, and the shutdown signal;
 //! - [`streams`]: per-caller caps on open server streams, their end statuses;
 //! - [`clock`]: injectable time;
-//! - [`testing`] (feature `testing`): throwaway Postgres and test servers.
+//! - [`local_postgres`] (feature `local-postgres`): a throwaway local
+//!   Postgres cluster (`backroom up`, tests);
+//! - [`testing`] (feature `testing`): the test kit — databases per test,
+//!   test servers, the deploy contract, trace and log capture.
 
 pub mod auth;
 pub mod catalog;
@@ -34,6 +37,8 @@ pub mod db;
 pub mod deadline;
 pub mod errors;
 pub mod idempotency;
+#[cfg(feature = "local-postgres")]
+pub mod local_postgres;
 pub mod money;
 pub mod names;
 pub mod paging;

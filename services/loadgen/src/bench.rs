@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use backroom_shared::testing::PostgresCluster;
+use backroom_shared::local_postgres::PostgresCluster;
 use diesel::connection::SimpleConnection as _;
 
 use crate::{

@@ -16,9 +16,9 @@ use backroom_shared::{
     clock,
     config::{AuthConfig, DbConfig, Secret, ServerConfig, TelemetryConfig},
     db::{self, Pool},
+    local_postgres::PostgresCluster,
     server::{GrpcServer, shutdown_signal},
     telemetry,
-    testing::PostgresCluster,
 };
 use clap::{Parser, Subcommand};
 use diesel::connection::SimpleConnection as _;

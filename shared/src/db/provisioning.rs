@@ -36,6 +36,19 @@ pub struct RolePasswords {
 }
 
 impl RolePasswords {
+    /// The config of `service` on the database of `admin_url` with these
+    /// passwords: the runtime role's URL, and the migrator's as the
+    /// migration URL (roles and schema as [`provision`] leaves them).
+    pub fn urls(&self, admin_url: &str, service: &str) -> anyhow::Result<DbConfig> {
+        let url = |role: String, password: &Option<Secret>| {
+            url_with_credentials(admin_url, &role, password.as_ref().map(Secret::expose))
+        };
+        Ok(
+            DbConfig::for_url(url(runtime_role_name(service), &self.runtime)?)
+                .with_migration_url(url(migrator_role_name(service), &self.migrator)?),
+        )
+    }
+
     /// A fresh random password for each role (UUIDv4: 122 bits from the
     /// OS's CSPRNG).
     pub fn random() -> Self {
@@ -156,13 +169,7 @@ pub fn provision(
 ) -> anyhow::Result<DbConfig> {
     let mut admin = connect(admin_url)?;
     provision_service(&mut admin, service, passwords)?;
-    let url = |role: String, password: &Option<Secret>| {
-        url_with_credentials(admin_url, &role, password.as_ref().map(Secret::expose))
-    };
-    Ok(
-        DbConfig::for_url(url(runtime_role_name(service), &passwords.runtime)?)
-            .with_migration_url(url(migrator_role_name(service), &passwords.migrator)?),
-    )
+    passwords.urls(admin_url, service)
 }
 
 /// Who a migration run is connected as, and who owns the schema.

@@ -1,6 +1,7 @@
 //! One trace id spans client → server A → server B, checked with an
-//! in-process OTLP/gRPC receiver. Its own test binary: it installs the
-//! process-global subscriber and propagator.
+//! in-process OTLP/gRPC receiver. It installs the process-global subscriber
+//! and propagator, so it counts only the spans of its own trace (other tests
+//! of this binary call Echo too).
 
 use backroom_proto::testing::v1::{
     EchoRequest, EchoResponse,
@@ -79,6 +80,7 @@ async fn one_trace_spans_client_server_and_second_server_with_correct_parents() 
     let rpc_spans: Vec<&Span> = spans
         .iter()
         .filter(|s| s.name == "backroom.testing.v1.EchoService/Echo")
+        .filter(|s| hex_id(&s.trace_id) == trace_id)
         .collect();
     // test client → A server → A client → B server
     assert_eq!(rpc_spans.len(), 4, "{rpc_spans:#?}");

@@ -559,3 +559,40 @@ async fn two_migrations_with_one_version_are_refused_not_silently_skipped() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn databases_cloned_from_a_template_are_migrated_and_independent() {
+    let first = TestDb::with_services([("alpha", ALPHA)]).await;
+    let second = TestDb::with_services([("alpha", ALPHA)]).await;
+    assert_ne!(first.name, second.name);
+    let mut pools = Vec::new();
+    for db in [&first, &second] {
+        let config = db.service_config("alpha", ALPHA).await;
+        pools.push(Pool::new(&config, "alpha"));
+    }
+    pools[0]
+        .run(|conn| {
+            conn.batch_execute("INSERT INTO alpha.widgets (label) VALUES ('only in the first')")?;
+            Ok::<_, DbError>(())
+        })
+        .await
+        .unwrap();
+    for (pool, expected) in pools.iter().zip([1_i64, 0]) {
+        let count = pool
+            .run(|conn| {
+                #[derive(diesel::QueryableByName)]
+                struct Count {
+                    #[diesel(sql_type = diesel::sql_types::BigInt)]
+                    n: i64,
+                }
+                Ok::<_, DbError>(
+                    sql_query("SELECT count(*) AS n FROM alpha.widgets")
+                        .get_result::<Count>(conn)?
+                        .n,
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(count, expected, "each clone is its own database");
+    }
+}

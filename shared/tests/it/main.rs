@@ -1,0 +1,6 @@
+//! The shared crate against real servers and a real Postgres: one test
+//! binary, a module per area.
+
+mod db;
+mod server;
+mod trace;
