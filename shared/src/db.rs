@@ -29,7 +29,9 @@
 //! create in `public`.
 //!
 //! Why r2d2 + `spawn_blocking` rather than an async driver: diesel is the
-//! house ORM, and NOTES.md measured this path at parity with diesel-async.
+//! house ORM, and a probe on this kind of machine measured this path at
+//! parity with diesel-async (≈17k point reads/s each, see BENCHMARKS.md for
+//! today's figures).
 
 use std::{
     sync::{
@@ -294,8 +296,8 @@ impl Pool {
         let inner = r2d2::Pool::builder()
             .max_size(config.pool_size)
             .min_idle(Some(config.pool_min_idle.min(config.pool_size)))
-            // NOTES.md: the health query on every checkout costs ~24 % of a
-            // point read; broken connections are caught by diesel's
+            // Measured on this kind of machine: the health query on every
+            // checkout costs ~24 % of a point read; broken connections are caught by diesel's
             // `has_broken` on return and by error mapping instead.
             .test_on_check_out(false)
             .connection_timeout(config.checkout_timeout())

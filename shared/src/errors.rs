@@ -169,7 +169,7 @@ parsed_tuple!(A, B, C, D, E, F, G, H, I);
 parsed_tuple!(A, B, C, D, E, F, G, H, I, J);
 
 /// `INVALID_ARGUMENT` with a `BadRequest` listing every offending field and an
-/// `ErrorInfo` with reason `INVALID_ARGUMENT`. The message names the fields too,
+/// `ErrorInfo` with reason `VALIDATION_FAILED`. The message names the fields too,
 /// so a person reading grpcurl output sees them without decoding details.
 pub fn invalid_argument(domain: Domain, violations: &[FieldViolation]) -> Status {
     invalid_argument_with_reason(domain, "VALIDATION_FAILED", violations)

@@ -3,7 +3,7 @@
 //! - [`serve_echo`]: a bare tonic server answering `EchoService/Echo`;
 //! - [`serve_pk_select`]: a bare tonic server whose `Echo` reads one row by
 //!   primary key through diesel + r2d2 on the blocking pool (the same shape
-//!   as a service's point read: NOTES.md's settings, checkout test off).
+//!   as a service's point read: the same pool settings, checkout test off).
 
 use std::time::Duration;
 
