@@ -46,7 +46,7 @@ impl AccountApi {
     }
 
     fn now(&self) -> DateTime<Utc> {
-        self.deps.clock.now()
+        self.deps.store.now()
     }
 
     /// Runs `work` in a transaction guarded by the request id (AIP-155).
@@ -62,7 +62,8 @@ impl AccountApi {
     {
         let now = self.now();
         self.deps
-            .pool
+            .store
+            .pool()
             .run(move |conn| {
                 Ok::<_, Error>(idempotency::run(
                     conn,
@@ -83,7 +84,7 @@ impl AccountApi {
         T: Send + 'static,
         F: FnOnce(&mut PgConnection) -> Result<T, Error> + Send + 'static,
     {
-        self.deps.pool.run(work).await.map_err(status)
+        self.deps.store.read(work).await
     }
 
     /// A new session for `account`: an access token for every audience and
@@ -194,6 +195,12 @@ impl AccountApi {
 
 fn validation(violations: Vec<FieldViolation>) -> Status {
     invalid_argument(DOMAIN, &violations)
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        status(err)
+    }
 }
 
 /// The one mapping of domain errors to statuses; exhaustive on purpose.

@@ -12,6 +12,7 @@ use backroom_shared::{
     clock::ManualClock,
     config::{AuthConfig, RateLimitConfig, Secret, ServerConfig},
     db::Pool,
+    service::Shutdown,
     testing::{TestDb, TestServer},
 };
 use std::sync::Arc;
@@ -30,6 +31,14 @@ pub struct TestApp {
     pub pool: Pool,
     pub db: TestDb,
     pub keys_pem: String,
+    /// Stops the server's background purges when the test ends.
+    pub shutdown: Shutdown,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
 }
 
 impl TestApp {
@@ -78,7 +87,8 @@ impl TestApp {
         bootstrap_admin(&deps, &config)
             .await
             .expect("bootstrap admin");
-        let server = TestServer::spawn(server(server_config, deps)).await;
+        let shutdown = Shutdown::default();
+        let server = TestServer::spawn(server(server_config, deps, shutdown.clone())).await;
         let client = AccountServiceClient::new(server.channel.clone());
         Self {
             server,
@@ -87,6 +97,7 @@ impl TestApp {
             pool,
             db,
             keys_pem,
+            shutdown,
         }
     }
 
