@@ -1,8 +1,6 @@
 //! `TestApp`: a real account server on 127.0.0.1:0 with its own database,
 //! a manual clock and a connected generated client.
 
-#![allow(dead_code)]
-
 use backroom_account::{
     AccountConfig, Deps, MIGRATIONS, SERVICE, bootstrap_admin, domain::tokens::SigningKeys, server,
 };
@@ -29,7 +27,8 @@ pub struct TestApp {
     pub client: AccountServiceClient<TracedChannel>,
     pub clock: ManualClock,
     pub pool: Pool,
-    pub db: TestDb,
+    /// The test's own database, dropped with the app.
+    _db: TestDb,
     pub keys_pem: String,
     /// Stops the server's background purges when the test ends.
     pub shutdown: Shutdown,
@@ -95,7 +94,7 @@ impl TestApp {
             client,
             clock,
             pool,
-            db,
+            _db: db,
             keys_pem,
             shutdown,
         }
