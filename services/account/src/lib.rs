@@ -2,11 +2,15 @@
 //! shipping addresses, and the keys that sign every Backroom access token.
 //!
 //! Layout:
-//! - [`api`]: the tonic `AccountService` impl, the only place proto ⇄ domain
-//!   conversions and `Error` → `Status` happen;
-//! - [`domain`]: values, the `Error` enum, password hashing, tokens, lockout;
-//! - [`db`]: diesel schema, rows, repository functions;
-//! - [`AccountConfig`] and [`server`]: how `main` and `backroom up` build it.
+//! - [`api`]: the tonic `AccountService` impl, one module per resource, the
+//!   only place proto ⇄ domain conversions and `Error` → `Status` happen;
+//! - [`domain`]: values, entities and their rules, the `Error` enum,
+//!   password hashing, tokens, lockout;
+//! - [`db`]: diesel schema, rows ⇄ domain, repository functions per
+//!   aggregate;
+//! - here: [`Cli`] and [`AccountConfig`], [`Deps`], [`AccountService`] (what
+//!   the shared service main runs) and [`server`] (what it and `backroom up`
+//!   serve).
 
 pub mod api;
 pub mod db;
@@ -32,11 +36,13 @@ use tokio::net::TcpListener;
 pub use backroom_shared::service::Command;
 
 use crate::{
-    db::repo::{self, Bootstrap, SessionLifetime},
+    db::repo,
     domain::{
-        Email, Password,
+        Bootstrap, Email, Password,
         lockout::LockoutPolicy,
         passwords::{DEFAULT_QUEUE_DEPTH, Hasher, default_params},
+        service_clients::{ServiceClient, ServiceClients},
+        sessions::SessionLifetime,
         tokens::{SigningKeys, TokenIssuer},
     },
 };
@@ -291,18 +297,7 @@ pub struct Deps {
     /// Failed-login policy.
     pub lockout: LockoutPolicy,
     /// Service principals, secrets kept only hashed.
-    pub clients: Arc<Vec<ServiceClient>>,
-}
-
-/// A service principal from configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceClient {
-    /// The client id, e.g. `payment`.
-    pub id: String,
-    /// Argon2id hash of its secret.
-    pub secret_hash: String,
-    /// The audiences it may ask tokens for.
-    pub audiences: Vec<String>,
+    pub clients: Arc<ServiceClients>,
 }
 
 /// Parses `client_id=aud|aud,…`.
@@ -363,7 +358,7 @@ impl Deps {
             issuer,
             sessions,
             lockout: LockoutPolicy::default(),
-            clients: Arc::new(clients),
+            clients: Arc::new(clients.into()),
         })
     }
 }
