@@ -410,27 +410,16 @@ pub(super) async fn disable_account(
     request: Request<pb::DisableAccountRequest>,
 ) -> Result<Response<pb::Account>, Status> {
     let caller = api.caller(&request).await?;
-    let access = caller.access();
-    access.require_admin().map_err(Error::from)?;
+    caller.access().require_admin().map_err(Error::from)?;
     let cmd = DisableAccount::try_from(request.into_inner())?;
-    let id = cmd.account.resolve("name", &caller).map_err(Error::from)?;
-    record_account(id);
-    SelfAction::Disable.check(access.account, id)?;
-    let key = cmd.request_id.key("DisableAccount", Some(&caller))?;
-    let fingerprint = idempotency::fingerprint(&pb::DisableAccountRequest {
-        name: account_name(id),
-        reason: cmd.reason.clone(),
-        request_id: String::new(),
-    });
-    let reason = cmd.reason;
-    let account = api
-        .deps
-        .store
-        .idempotent(key, fingerprint, move |conn, now| {
-            let account = repo::set_disabled(conn, id, true, &reason, now)?;
-            Ok::<_, Error>(account_to_proto(&account, now))
-        })
-        .await?;
+    let account = change_state(
+        api,
+        &caller,
+        cmd.account,
+        StateChange::Disable(cmd.reason),
+        &cmd.request_id,
+    )
+    .await?;
     tracing::info!(account = %account.name, "account disabled");
     Ok(Response::new(account))
 }
@@ -463,24 +452,67 @@ pub(super) async fn enable_account(
     request: Request<pb::EnableAccountRequest>,
 ) -> Result<Response<pb::Account>, Status> {
     let caller = api.caller(&request).await?;
-    let access = caller.access();
-    access.require_admin().map_err(Error::from)?;
+    caller.access().require_admin().map_err(Error::from)?;
     let cmd = EnableAccount::try_from(request.into_inner())?;
-    let id = cmd.account.resolve("name", &caller).map_err(Error::from)?;
+    let account = change_state(
+        api,
+        &caller,
+        cmd.account,
+        StateChange::Enable,
+        &cmd.request_id,
+    )
+    .await?;
+    Ok(Response::new(account))
+}
+
+/// What DisableAccount (with its reason) and EnableAccount change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StateChange {
+    Disable(String),
+    Enable,
+}
+
+/// The part DisableAccount and EnableAccount share, once the caller is
+/// known to be an admin: `target` resolved, never the caller's own
+/// account, the change made once per request id.
+async fn change_state(
+    api: &AccountApi,
+    caller: &Caller,
+    target: AccountRef,
+    change: StateChange,
+    request_id: &RequestId,
+) -> Result<pb::Account, Status> {
+    let id = target.resolve("name", caller).map_err(Error::from)?;
     record_account(id);
-    SelfAction::Enable.check(access.account, id)?;
-    let key = cmd.request_id.key("EnableAccount", Some(&caller))?;
-    let fingerprint = idempotency::fingerprint(&pb::EnableAccountRequest {
-        name: account_name(id),
-        request_id: String::new(),
-    });
-    let account = api
-        .deps
+    let (action, method, fingerprint) = match &change {
+        StateChange::Disable(reason) => (
+            SelfAction::Disable,
+            "DisableAccount",
+            idempotency::fingerprint(&pb::DisableAccountRequest {
+                name: account_name(id),
+                reason: reason.clone(),
+                request_id: String::new(),
+            }),
+        ),
+        StateChange::Enable => (
+            SelfAction::Enable,
+            "EnableAccount",
+            idempotency::fingerprint(&pb::EnableAccountRequest {
+                name: account_name(id),
+                request_id: String::new(),
+            }),
+        ),
+    };
+    action.check(caller.access().account, id)?;
+    let key = request_id.key(method, Some(caller))?;
+    api.deps
         .store
         .idempotent(key, fingerprint, move |conn, now| {
-            let account = repo::set_disabled(conn, id, false, "", now)?;
+            let account = match &change {
+                StateChange::Disable(reason) => repo::set_disabled(conn, id, true, reason, now)?,
+                StateChange::Enable => repo::set_disabled(conn, id, false, "", now)?,
+            };
             Ok::<_, Error>(account_to_proto(&account, now))
         })
-        .await?;
-    Ok(Response::new(account))
+        .await
 }

@@ -199,30 +199,37 @@ pub(super) async fn login(
     )?))
 }
 
-/// The stored form of a refresh token presented in `refresh_token`.
-fn presented_refresh_token(raw: &str) -> Result<Vec<u8>, FieldViolation> {
-    if raw.is_empty() || raw.len() > 256 {
-        return Err(FieldViolation::new(
-            "refresh_token",
-            "is required (at most 256 characters)",
-        ));
-    }
-    Ok(tokens::hash_refresh_token(raw))
-}
-
-/// A RefreshSession request, parsed.
+/// A refresh token presented by RefreshSession or Logout, in its stored
+/// form (its hash).
 #[derive(Debug)]
-struct RefreshSession {
-    presented: Vec<u8>,
+struct PresentedRefreshToken(Vec<u8>);
+
+impl PresentedRefreshToken {
+    fn parse(raw: &str) -> Result<Self, Error> {
+        if raw.is_empty() || raw.len() > 256 {
+            return Err(FieldViolation::new(
+                "refresh_token",
+                "is required (at most 256 characters)",
+            )
+            .into());
+        }
+        Ok(Self(tokens::hash_refresh_token(raw)))
+    }
 }
 
-impl TryFrom<pb::RefreshSessionRequest> for RefreshSession {
+impl TryFrom<pb::RefreshSessionRequest> for PresentedRefreshToken {
     type Error = Error;
 
     fn try_from(req: pb::RefreshSessionRequest) -> Result<Self, Error> {
-        Ok(Self {
-            presented: presented_refresh_token(&req.refresh_token)?,
-        })
+        Self::parse(&req.refresh_token)
+    }
+}
+
+impl TryFrom<pb::LogoutRequest> for PresentedRefreshToken {
+    type Error = Error;
+
+    fn try_from(req: pb::LogoutRequest) -> Result<Self, Error> {
+        Self::parse(&req.refresh_token)
     }
 }
 
@@ -231,7 +238,7 @@ pub(super) async fn refresh_session(
     api: &AccountApi,
     request: Request<pb::RefreshSessionRequest>,
 ) -> Result<Response<pb::Session>, Status> {
-    let RefreshSession { presented } = RefreshSession::try_from(request.into_inner())?;
+    let PresentedRefreshToken(presented) = PresentedRefreshToken::try_from(request.into_inner())?;
     let (refresh_token, refresh_hash) = tokens::new_refresh_token();
     let lifetime = api.deps.sessions;
     let (rotation, now) = api
@@ -259,28 +266,12 @@ pub(super) async fn refresh_session(
     }
 }
 
-/// A Logout request, parsed.
-#[derive(Debug)]
-struct Logout {
-    presented: Vec<u8>,
-}
-
-impl TryFrom<pb::LogoutRequest> for Logout {
-    type Error = Error;
-
-    fn try_from(req: pb::LogoutRequest) -> Result<Self, Error> {
-        Ok(Self {
-            presented: presented_refresh_token(&req.refresh_token)?,
-        })
-    }
-}
-
 #[instrument(skip_all)]
 pub(super) async fn logout(
     api: &AccountApi,
     request: Request<pb::LogoutRequest>,
 ) -> Result<Response<()>, Status> {
-    let Logout { presented } = Logout::try_from(request.into_inner())?;
+    let PresentedRefreshToken(presented) = PresentedRefreshToken::try_from(request.into_inner())?;
     api.deps
         .store
         .write(move |conn, now| repo::revoke_family_of(conn, &presented, now))

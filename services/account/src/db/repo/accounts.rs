@@ -59,18 +59,22 @@ pub fn email_taken(conn: &mut PgConnection, email: &Email) -> Result<bool, Error
 }
 
 /// The account registered with `email` and its password hash.
-#[instrument(skip_all)]
+#[instrument(skip_all, fields(account = tracing::field::Empty))]
 pub fn find_by_email(
     conn: &mut PgConnection,
     email: &Email,
 ) -> Result<Option<(Account, String)>, Error> {
-    Ok(accounts::table
+    let found = accounts::table
         .filter(accounts::email.eq(email.as_str()))
         .select(AccountRow::as_select())
         .first(conn)
         .optional()?
         .map(AccountRow::into_parts)
-        .transpose()?)
+        .transpose()?;
+    if let Some((account, _)) = &found {
+        tracing::Span::current().record("account", tracing::field::display(account.id));
+    }
+    Ok(found)
 }
 
 /// The account with `id`, with its lock across clients.

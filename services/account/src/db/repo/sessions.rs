@@ -118,7 +118,7 @@ fn revoke_family(conn: &mut PgConnection, family: Uuid, now: DateTime<Utc>) -> R
 }
 
 /// Revokes the family of `token_hash`, if the token exists.
-#[instrument(skip_all)]
+#[instrument(skip_all, fields(family = tracing::field::Empty))]
 pub fn revoke_family_of(
     conn: &mut PgConnection,
     token_hash: &[u8],
@@ -130,6 +130,7 @@ pub fn revoke_family_of(
         .first::<Uuid>(conn)
         .optional()?;
     if let Some(family) = family {
+        tracing::Span::current().record("family", tracing::field::display(family));
         revoke_family(conn, family, now)?;
     }
     Ok(())
