@@ -130,9 +130,10 @@ impl Service for AccountService {
         _listener: &TcpListener,
         shutdown: Shutdown,
     ) -> anyhow::Result<GrpcServer> {
-        let deps = Deps::new(&cli.common.auth, &cli.account, pool, clock::system()).await?;
+        let mut deps = Deps::new(&cli.common.auth, &cli.account, pool, clock::system()).await?;
+        deps.shutdown = shutdown;
         bootstrap_admin(&deps, &cli.account).await?;
-        Ok(server(cli.common.server.clone(), deps, shutdown))
+        Ok(server(cli.common.server.clone(), deps))
     }
 }
 
@@ -298,6 +299,9 @@ pub struct Deps {
     pub lockout: LockoutPolicy,
     /// Service principals, secrets kept only hashed.
     pub clients: Arc<ServiceClients>,
+    /// Stops the server's background purges: [`AccountService`] passes the
+    /// binary's; `backroom up` and tests may trigger their own.
+    pub shutdown: Shutdown,
 }
 
 /// Parses `client_id=aud|aud,…`.
@@ -359,6 +363,7 @@ impl Deps {
             sessions,
             lockout: LockoutPolicy::default(),
             clients: Arc::new(clients.into()),
+            shutdown: Shutdown::default(),
         })
     }
 }
@@ -416,8 +421,9 @@ pub async fn bootstrap_admin(
 /// The account gRPC server: the service, the auth layer (verifying with the
 /// service's own keys), a readiness probe on the database, and the purges of
 /// expired request ids, sessions and login counters, which stop on
-/// `shutdown`.
-pub fn server(config: ServerConfig, deps: Deps, shutdown: Shutdown) -> GrpcServer {
+/// `deps.shutdown`.
+pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
+    let shutdown = deps.shutdown.clone();
     let verifier = Arc::new(Verifier::with_keys(
         deps.issuer.issuer(),
         audience::ACCOUNT,

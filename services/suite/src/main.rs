@@ -361,11 +361,8 @@ async fn build(
             let pool = Pool::new(&db, backroom_account::SERVICE);
             let deps = Deps::new(auth, &account, pool, clock::system()).await?;
             backroom_account::bootstrap_admin(&deps, &account).await?;
-            // `on_stop` still carries inventory's own Shutdown type: until it
-            // carries the shared one, the account purges end with the process.
-            let shutdown = backroom_shared::service::Shutdown::default();
             Ok(Built {
-                server: backroom_account::server(config, deps, shutdown),
+                server: backroom_account::server(config, deps),
                 on_stop: None,
             })
         }

@@ -16,7 +16,6 @@ use backroom_shared::{
     clock,
     config::{AuthConfig, DbConfig, ServerConfig},
     db::{self, Pool},
-    service::Shutdown,
     testing::{PostgresCluster, TestServer},
 };
 use diesel::connection::SimpleConnection as _;
@@ -69,7 +68,7 @@ async fn an_outage_fails_fast_reports_not_serving_and_recovers_without_losing_ac
         rate_limit: backroom_shared::config::RateLimitConfig::unlimited(),
         ..ServerConfig::default()
     };
-    let app = TestServer::spawn(server(server_config, deps, Shutdown::default())).await;
+    let app = TestServer::spawn(server(server_config, deps)).await;
     let mut health = HealthClient::new(app.channel.clone())
         .watch(HealthCheckRequest {
             service: String::new(),

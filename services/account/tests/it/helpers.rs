@@ -86,8 +86,8 @@ impl TestApp {
         bootstrap_admin(&deps, &config)
             .await
             .expect("bootstrap admin");
-        let shutdown = Shutdown::default();
-        let server = TestServer::spawn(server(server_config, deps, shutdown.clone())).await;
+        let shutdown = deps.shutdown.clone();
+        let server = TestServer::spawn(server(server_config, deps)).await;
         let client = AccountServiceClient::new(server.channel.clone());
         Self {
             server,
