@@ -2,11 +2,15 @@
 //! shipping addresses, and the keys that sign every Backroom access token.
 //!
 //! Layout:
-//! - [`api`]: the tonic `AccountService` impl, the only place proto ⇄ domain
-//!   conversions and `Error` → `Status` happen;
-//! - [`domain`]: values, the `Error` enum, password hashing, tokens, lockout;
-//! - [`db`]: diesel schema, rows, repository functions;
-//! - [`AccountConfig`] and [`server`]: how `main` and `backroom up` build it.
+//! - [`api`]: the tonic `AccountService` impl, one module per resource, the
+//!   only place proto ⇄ domain conversions and `Error` → `Status` happen;
+//! - [`domain`]: values, entities and their rules, the `Error` enum,
+//!   password hashing, tokens, lockout;
+//! - [`db`]: diesel schema, rows ⇄ domain, repository functions per
+//!   aggregate;
+//! - here: [`Cli`] and [`AccountConfig`], [`Deps`], [`AccountService`] (what
+//!   the shared service main runs) and [`server`] (what it and `backroom up`
+//!   serve).
 
 pub mod api;
 pub mod db;
@@ -17,21 +21,28 @@ use std::{path::PathBuf, sync::Arc};
 use backroom_proto::account::v1::account_service_server::AccountServiceServer;
 use backroom_shared::{
     auth::{AuthLayer, Verifier, audience},
-    clock::SharedClock,
+    clock::{self, SharedClock},
     config::{AuthConfig, Secret, ServerConfig},
     db::Pool,
     errors::Domain,
     ratelimit::RateLimitLayer,
     server::GrpcServer,
+    service::{CommonConfig, Service, Shutdown},
+    store::Store,
 };
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use tokio::net::TcpListener;
+
+pub use backroom_shared::service::Command;
 
 use crate::{
-    db::repo::{self, Bootstrap, SessionLifetime},
+    db::repo,
     domain::{
-        Email, Password,
+        Bootstrap, Email, Password,
         lockout::LockoutPolicy,
         passwords::{DEFAULT_QUEUE_DEPTH, Hasher, default_params},
+        service_clients::{ServiceClient, ServiceClients},
+        sessions::SessionLifetime,
         tokens::{SigningKeys, TokenIssuer},
     },
 };
@@ -79,30 +90,51 @@ pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// gRPC server settings.
+    /// Server, database, telemetry and token settings every service reads.
     #[command(flatten)]
-    pub server: ServerConfig,
-    /// Database settings.
-    #[command(flatten)]
-    pub db: backroom_shared::config::DbConfig,
-    /// Logs, traces, metrics.
-    #[command(flatten)]
-    pub telemetry: backroom_shared::config::TelemetryConfig,
-    /// Token issuer and account endpoint.
-    #[command(flatten)]
-    pub auth: AuthConfig,
+    pub common: CommonConfig,
     /// Account-specific settings.
     #[command(flatten)]
     pub account: AccountConfig,
 }
 
-/// Subcommands of `backroom-account`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
-pub enum Command {
-    /// Serve gRPC (the default).
-    Serve,
-    /// Apply pending migrations to the `account` schema, then exit.
-    Migrate,
+/// The service's part of its binary (see `backroom_shared::service`): the
+/// command line above, the `account` schema, and [`server`] built from
+/// [`Deps`] after the bootstrap admin exists.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountService;
+
+impl Service for AccountService {
+    type Cli = Cli;
+    const NAME: &'static str = SERVICE;
+    const DEFAULT_PORT: u16 = DEFAULT_PORT;
+    const MIGRATIONS: EmbeddedMigrations = MIGRATIONS;
+
+    fn command(cli: &Cli) -> Command {
+        cli.command.unwrap_or_default()
+    }
+
+    fn common(cli: &Cli) -> &CommonConfig {
+        &cli.common
+    }
+
+    /// A missing or unreadable signing key, bad lifetimes or a malformed
+    /// service-principal list stop the binary before it migrates anything.
+    fn preflight(cli: &Cli) -> anyhow::Result<()> {
+        cli.account.check()
+    }
+
+    async fn build(
+        cli: &Cli,
+        pool: Pool,
+        _listener: &TcpListener,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<GrpcServer> {
+        let mut deps = Deps::new(&cli.common.auth, &cli.account, pool, clock::system()).await?;
+        deps.shutdown = shutdown;
+        bootstrap_admin(&deps, &cli.account).await?;
+        Ok(server(cli.common.server.clone(), deps))
+    }
 }
 
 /// Account-specific configuration (see the README's table).
@@ -190,15 +222,73 @@ impl AccountConfig {
         };
         SigningKeys::from_pem(&pem)
     }
+
+    /// Refuses a configuration [`Deps::new`] would refuse, without hashing
+    /// anything (the binary's preflight).
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.sessions()?;
+        self.signing_keys()?;
+        self.service_clients()?;
+        Ok(())
+    }
+
+    fn sessions(&self) -> anyhow::Result<SessionLifetime> {
+        anyhow::ensure!(
+            self.refresh_token_ttl_secs > 0 && self.session_max_lifetime_secs > 0,
+            "BACKROOM_REFRESH_TOKEN_TTL_SECS and BACKROOM_SESSION_MAX_LIFETIME_SECS must be positive"
+        );
+        Ok(SessionLifetime {
+            refresh_ttl: chrono::Duration::seconds(self.refresh_token_ttl_secs),
+            max_lifetime: chrono::Duration::seconds(self.session_max_lifetime_secs),
+        })
+    }
+
+    /// The configured service principals: id, secret (not yet hashed) and
+    /// the audiences each may ask tokens for.
+    fn service_clients(&self) -> anyhow::Result<Vec<(String, Password, Vec<String>)>> {
+        let allowed = parse_audiences(self.service_client_audiences.as_deref().unwrap_or(""))?;
+        let Some(list) = &self.service_clients else {
+            return Ok(Vec::new());
+        };
+        list.expose()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|pair| {
+                let (id, secret) = pair
+                    .split_once(':')
+                    .filter(|(id, secret)| !id.is_empty() && !secret.is_empty())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("BACKROOM_SERVICE_CLIENTS: expected client_id:secret pairs")
+                    })?;
+                anyhow::ensure!(
+                    secret.chars().count() >= MIN_CLIENT_SECRET_LEN,
+                    "BACKROOM_SERVICE_CLIENTS: the secret of {id} must have at least {MIN_CLIENT_SECRET_LEN} characters"
+                );
+                let secret = Password::presented("client_secret", secret).map_err(|v| {
+                    anyhow::anyhow!("BACKROOM_SERVICE_CLIENTS: secret of {id} {}", v.description)
+                })?;
+                // No default: a principal may reach only what it was given.
+                let audiences = allowed
+                    .iter()
+                    .find(|(client, _)| client == id)
+                    .map(|(_, a)| a.clone())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "BACKROOM_SERVICE_CLIENT_AUDIENCES: no entry for service client {id}; list the audiences it may call, e.g. {id}=backroom.account"
+                        )
+                    })?;
+                Ok((id.to_owned(), secret, audiences))
+            })
+            .collect()
+    }
 }
 
 /// Everything the service needs beyond the database, built once.
 #[derive(Debug, Clone)]
 pub struct Deps {
-    /// The pool of the `account` schema.
-    pub pool: Pool,
-    /// Where "now" comes from.
-    pub clock: SharedClock,
+    /// The `account` schema and the service clock.
+    pub store: Store,
     /// Argon2id hashing.
     pub hasher: Hasher,
     /// Token signing.
@@ -208,18 +298,10 @@ pub struct Deps {
     /// Failed-login policy.
     pub lockout: LockoutPolicy,
     /// Service principals, secrets kept only hashed.
-    pub clients: Arc<Vec<ServiceClient>>,
-}
-
-/// A service principal from configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceClient {
-    /// The client id, e.g. `payment`.
-    pub id: String,
-    /// Argon2id hash of its secret.
-    pub secret_hash: String,
-    /// The audiences it may ask tokens for.
-    pub audiences: Vec<String>,
+    pub clients: Arc<ServiceClients>,
+    /// Stops the server's background purges: [`AccountService`] passes the
+    /// binary's; `backroom up` and tests may trigger their own.
+    pub shutdown: Shutdown,
 }
 
 /// Parses `client_id=aud|aud,…`.
@@ -245,7 +327,8 @@ fn parse_audiences(spec: &str) -> anyhow::Result<Vec<(String, Vec<String>)>> {
 }
 
 impl Deps {
-    /// Parses keys, hashes client secrets (secrets are kept only hashed).
+    /// Checks the configuration, starts the hashing threads and hashes the
+    /// client secrets (secrets are kept only hashed).
     pub async fn new(
         auth: &AuthConfig,
         config: &AccountConfig,
@@ -258,66 +341,29 @@ impl Deps {
                 .map_err(backroom_shared::db::DbError::Other)
         })
         .await?;
-        anyhow::ensure!(
-            config.refresh_token_ttl_secs > 0 && config.session_max_lifetime_secs > 0,
-            "BACKROOM_REFRESH_TOKEN_TTL_SECS and BACKROOM_SESSION_MAX_LIFETIME_SECS must be positive"
-        );
+        let sessions = config.sessions()?;
         let issuer = TokenIssuer::new(
             config.signing_keys()?,
             auth.jwt_issuer.clone(),
             chrono::Duration::seconds(config.access_token_ttl_secs),
         );
-        let allowed = parse_audiences(config.service_client_audiences.as_deref().unwrap_or(""))?;
         let mut clients = Vec::new();
-        if let Some(list) = &config.service_clients {
-            for pair in list
-                .expose()
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-            {
-                let (id, secret) = pair
-                    .split_once(':')
-                    .filter(|(id, secret)| !id.is_empty() && !secret.is_empty())
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("BACKROOM_SERVICE_CLIENTS: expected client_id:secret pairs")
-                    })?;
-                anyhow::ensure!(
-                    secret.chars().count() >= MIN_CLIENT_SECRET_LEN,
-                    "BACKROOM_SERVICE_CLIENTS: the secret of {id} must have at least {MIN_CLIENT_SECRET_LEN} characters"
-                );
-                let secret = Password::presented("client_secret", secret).map_err(|v| {
-                    anyhow::anyhow!("BACKROOM_SERVICE_CLIENTS: secret of {id} {}", v.description)
-                })?;
-                let secret_hash = hasher.hash(&secret).await?;
-                // No default: a principal may reach only what it was given.
-                let audiences = allowed
-                    .iter()
-                    .find(|(client, _)| client == id)
-                    .map(|(_, a)| a.clone())
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "BACKROOM_SERVICE_CLIENT_AUDIENCES: no entry for service client {id}; list the audiences it may call, e.g. {id}=backroom.account"
-                        )
-                    })?;
-                clients.push(ServiceClient {
-                    id: id.to_owned(),
-                    secret_hash,
-                    audiences,
-                });
-            }
+        for (id, secret, audiences) in config.service_clients()? {
+            let secret_hash = hasher.hash(&secret).await?;
+            clients.push(ServiceClient {
+                id,
+                secret_hash,
+                audiences,
+            });
         }
         Ok(Self {
-            pool,
-            clock,
+            store: Store::new(pool, clock, DOMAIN),
             hasher,
             issuer,
-            sessions: SessionLifetime {
-                refresh_ttl: chrono::Duration::seconds(config.refresh_token_ttl_secs),
-                max_lifetime: chrono::Duration::seconds(config.session_max_lifetime_secs),
-            },
+            sessions,
             lockout: LockoutPolicy::default(),
-            clients: Arc::new(clients),
+            clients: Arc::new(clients.into()),
+            shutdown: Shutdown::default(),
         })
     }
 }
@@ -346,12 +392,11 @@ pub async fn bootstrap_admin(
     )
     .map_err(|v| anyhow::anyhow!("{}: {}", v.field, v.description))?;
     let hash = deps.hasher.hash(&password).await?;
-    let now = deps.clock.now();
     let stored = email.clone();
     let promote = config.bootstrap_admin_promote_existing;
     let outcome = deps
-        .pool
-        .run(move |conn| repo::ensure_admin(conn, &stored, &hash, promote, now))
+        .store
+        .write(move |conn, now| repo::ensure_admin(conn, &stored, &hash, promote, now))
         .await?;
     match outcome {
         Bootstrap::Created => tracing::info!(email = email.as_str(), "bootstrap admin created"),
@@ -374,21 +419,25 @@ pub async fn bootstrap_admin(
 }
 
 /// The account gRPC server: the service, the auth layer (verifying with the
-/// service's own keys), and a readiness probe on the database.
+/// service's own keys), a readiness probe on the database, and the purges of
+/// expired request ids, sessions and login counters, which stop on
+/// `deps.shutdown`.
 pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
+    let shutdown = deps.shutdown.clone();
     let verifier = Arc::new(Verifier::with_keys(
         deps.issuer.issuer(),
         audience::ACCOUNT,
         &deps.issuer.keys().public_keys(),
     ));
     let max = config.max_message_bytes;
-    let pool = deps.pool.clone();
-    let purge = deps.clone();
-    tokio::spawn(backroom_shared::idempotency::purge_periodically(
-        purge.pool.clone(),
-        purge.clock.clone(),
-    ));
-    tokio::spawn(purge_sessions_periodically(purge));
+    let pool = deps.store.pool().clone();
+    tokio::spawn(
+        shutdown.until(backroom_shared::idempotency::purge_periodically(
+            pool.clone(),
+            deps.store.clock().clone(),
+        )),
+    );
+    tokio::spawn(shutdown.until(purge_sessions_periodically(deps.clone())));
     let rate_limits = RateLimitLayer::new(&config.rate_limit, &RATE_LIMITED_METHODS);
     GrpcServer::new(config)
         // Rate limits before auth: a flood is refused before any token or
@@ -407,16 +456,16 @@ pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
 }
 
 /// Deletes expired refresh tokens and idle failed-login counters every ten
-/// minutes, forever (spawned by [`server`]).
+/// minutes, until shutdown (spawned by [`server`]).
 async fn purge_sessions_periodically(deps: Deps) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (now, policy) = (deps.clock.now(), deps.lockout);
+        let policy = deps.lockout;
         let purged = deps
-            .pool
-            .run(move |conn| {
+            .store
+            .write(move |conn, now| {
                 Ok::<_, domain::Error>((
                     repo::purge_refresh_tokens(conn, now)?,
                     repo::purge_throttles(conn, &policy, now)?,
@@ -432,7 +481,9 @@ async fn purge_sessions_periodically(deps: Deps) {
                     "expired sessions and login counters purged"
                 );
             }
-            Err(err) => tracing::warn!(%err, "purging sessions failed"),
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "purging sessions failed")
+            }
         }
     }
 }

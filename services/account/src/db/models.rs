@@ -1,12 +1,16 @@
-//! Rows and their conversions to domain values (the only place rows and
-//! domain meet).
+//! Rows and their conversions to and from domain values: the only place
+//! rows and domain meet. Each table has its `Row` (read back) and, where
+//! inserts differ, its `NewRow`.
 
+use backroom_shared::stored::UnknownStoredValue;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::schema::account::{accounts, addresses, login_throttles, refresh_tokens};
-use crate::domain::{Email, NewAddress, lockout::LoginFailures};
+use crate::domain::{
+    Account, Address, Email, PostalAddress, Role, lockout::LoginFailures, sessions::RefreshToken,
+};
 
 /// An account as stored.
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
@@ -39,34 +43,28 @@ pub struct NewAccountRow<'a> {
     pub updated_at: DateTime<Utc>,
 }
 
-/// An account as the domain sees it (no password hash).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
-    pub id: Uuid,
-    pub email: Email,
-    pub display_name: String,
-    pub roles: Vec<String>,
-    pub disabled: bool,
-    pub disable_reason: String,
-    /// Raised by a password change, a disable and a role change; tokens
-    /// carry the version they were issued under.
-    pub security_version: i64,
-    /// The lock across all clients (too many failures from everywhere),
-    /// if one is set; filled in by the repository where it is shown.
-    pub locked_until: Option<DateTime<Utc>>,
-    pub version: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+/// The stored form of a role set.
+pub fn stored_roles(roles: &[Role]) -> Vec<Option<String>> {
+    roles.iter().map(|r| Some(r.as_str().to_owned())).collect()
 }
 
 impl AccountRow {
+    /// The roles as stored; a role this code does not know is an error.
+    pub fn roles(&self) -> Result<Vec<Role>, UnknownStoredValue> {
+        self.roles
+            .iter()
+            .flatten()
+            .map(|r| Role::from_stored(r))
+            .collect()
+    }
+
     /// The domain account and the stored password hash.
-    pub fn into_parts(self) -> (Account, String) {
+    pub fn into_parts(self) -> Result<(Account, String), UnknownStoredValue> {
         let account = Account {
+            roles: self.roles()?,
             id: self.id,
             email: Email::from_stored(self.email),
             display_name: self.display_name,
-            roles: self.roles.into_iter().flatten().collect(),
             disabled: self.disabled,
             disable_reason: self.disable_reason,
             security_version: self.security_version,
@@ -75,16 +73,16 @@ impl AccountRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
         };
-        (account, self.password_hash)
+        Ok((account, self.password_hash))
     }
 
     /// The domain account.
-    pub fn into_account(self) -> Account {
-        self.into_parts().0
+    pub fn into_account(self) -> Result<Account, UnknownStoredValue> {
+        Ok(self.into_parts()?.0)
     }
 }
 
-/// A stored address.
+/// A stored address (inserted as is).
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable, Insertable)]
 #[diesel(table_name = addresses, check_for_backend(diesel::pg::Pg))]
 pub struct AddressRow {
@@ -100,20 +98,39 @@ pub struct AddressRow {
     pub created_at: DateTime<Utc>,
 }
 
-impl AddressRow {
-    /// The row for a new address.
-    pub fn new(id: Uuid, account_id: Uuid, address: NewAddress, now: DateTime<Utc>) -> Self {
+impl From<&Address> for AddressRow {
+    fn from(address: &Address) -> Self {
+        let postal = address.postal.clone();
         Self {
-            id,
-            account_id,
-            recipient: address.recipient,
-            line1: address.line1,
-            line2: address.line2,
-            city: address.city,
-            region: address.region,
-            postal_code: address.postal_code,
-            country_code: address.country_code,
-            created_at: now,
+            id: address.id,
+            account_id: address.account_id,
+            recipient: postal.recipient,
+            line1: postal.line1,
+            line2: postal.line2,
+            city: postal.city,
+            region: postal.region,
+            postal_code: postal.postal_code,
+            country_code: postal.country_code,
+            created_at: address.created_at,
+        }
+    }
+}
+
+impl From<AddressRow> for Address {
+    fn from(row: AddressRow) -> Self {
+        Self {
+            id: row.id,
+            account_id: row.account_id,
+            postal: PostalAddress {
+                recipient: row.recipient,
+                line1: row.line1,
+                line2: row.line2,
+                city: row.city,
+                region: row.region,
+                postal_code: row.postal_code,
+                country_code: row.country_code,
+            },
+            created_at: row.created_at,
         }
     }
 }
@@ -130,6 +147,19 @@ pub struct RefreshTokenRow {
     pub rotated_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub session_expires_at: DateTime<Utc>,
+}
+
+impl From<RefreshTokenRow> for RefreshToken {
+    fn from(row: RefreshTokenRow) -> Self {
+        Self {
+            family_id: row.family_id,
+            account_id: row.account_id,
+            expires_at: row.expires_at,
+            rotated_at: row.rotated_at,
+            revoked_at: row.revoked_at,
+            session_expires_at: row.session_expires_at,
+        }
+    }
 }
 
 /// A new refresh token.

@@ -51,7 +51,16 @@ impl Default for LockoutPolicy {
     }
 }
 
-/// The lockout counters stored with an account.
+/// Whether an attempt may check its password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Yes; it has been counted.
+    Granted,
+    /// No: locked until then (for this client, or for every client).
+    Locked(DateTime<Utc>),
+}
+
+/// The lockout counters of one (email, client) pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoginFailures {
     /// Failures in the current window.

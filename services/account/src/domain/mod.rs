@@ -1,23 +1,36 @@
 //! The account domain: values that are valid by construction, the
-//! service's one [`Error`] enum, and the policies (passwords, lockout,
-//! tokens) the repository and API apply.
+//! entities and their rules, the service's one [`Error`] enum, and the
+//! policies (passwords, lockout, tokens) the repository and API apply. No
+//! proto type and no diesel row appears here.
 //!
-//! Layout: [`values`] (emails, passwords, names, addresses, roles),
-//! [`passwords`] (Argon2id on the bounded blocking pool), [`tokens`]
-//! (signing keys, JWTs, refresh tokens), [`lockout`] (failed-login policy).
+//! Layout: [`values`] (emails, passwords, roles), [`accounts`] (the
+//! account, its changes, revocations, admins' self-actions),
+//! [`addresses`], [`sessions`] (refresh-token families and lifetimes),
+//! [`lockout`] (failed-login policy), [`passwords`] (Argon2id on its own
+//! bounded thread pool), [`tokens`] (signing keys, JWTs, refresh tokens),
+//! [`service_clients`] (service principals).
 
+pub mod accounts;
+pub mod addresses;
 pub mod lockout;
 pub mod passwords;
+pub mod service_clients;
+pub mod sessions;
 pub mod tokens;
 pub mod values;
 
-use backroom_shared::{db::DbError, errors::FieldViolation};
+use backroom_shared::{
+    auth::AccessDenied, db::DbError, errors::FieldViolation, stored::UnknownStoredValue,
+};
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
+pub use accounts::{Account, AccountChanges, AccountFilter, Bootstrap, Revocation, SelfAction};
+pub use addresses::{Address, AddressFields, MAX_ADDRESSES, PostalAddress};
 pub use values::*;
 
 /// Everything an account operation can fail with. Mapped to a gRPC status in
-/// exactly one place (`api.rs`), exhaustively.
+/// exactly one place (`impl From<Error> for Status` in `api`), exhaustively.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad input, one violation per field.
@@ -57,10 +70,15 @@ pub enum Error {
     SessionRevoked,
     /// No such account.
     #[error("account {0} not found")]
-    AccountNotFound(String),
-    /// No such address.
-    #[error("address {0} not found")]
-    AddressNotFound(String),
+    AccountNotFound(Uuid),
+    /// No such address of that account.
+    #[error("address {address} of account {account} not found")]
+    AddressNotFound {
+        /// The account named.
+        account: Uuid,
+        /// The address named.
+        address: Uuid,
+    },
     /// The etag sent with an update is stale.
     #[error("etag mismatch")]
     EtagMismatch,
@@ -95,6 +113,9 @@ pub enum Error {
     /// version moved on, account gone).
     #[error("token revoked")]
     TokenRevoked,
+    /// The caller lacks the role or ownership the call requires.
+    #[error(transparent)]
+    AccessDenied(#[from] AccessDenied),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -109,9 +130,21 @@ impl From<diesel::result::Error> for Error {
     }
 }
 
+impl From<UnknownStoredValue> for Error {
+    fn from(err: UnknownStoredValue) -> Self {
+        Error::Db(err.into())
+    }
+}
+
 impl From<FieldViolation> for Error {
     fn from(violation: FieldViolation) -> Self {
         Error::Validation(vec![violation])
+    }
+}
+
+impl From<Vec<FieldViolation>> for Error {
+    fn from(violations: Vec<FieldViolation>) -> Self {
+        Error::Validation(violations)
     }
 }
 
@@ -123,10 +156,5 @@ impl Error {
             .div_euclid(1000)
             .max(1);
         Error::Locked { until, retry_after }
-    }
-
-    /// A single field violation.
-    pub fn field(field: &str, description: impl Into<String>) -> Self {
-        Error::Validation(vec![FieldViolation::new(field, description)])
     }
 }

@@ -2,8 +2,8 @@
 //! per core, never on the async workers.
 //!
 //! Why not tokio's blocking pool with a semaphore: the bound is the same
-//! (a probe on this kind of machine measured ~3× the CPU per hash when dozens of 19 MiB hashes run
-//! at once), but each hash allocates 19 MiB, and spread over tokio's many
+//! (on the 2-core development machines, dozens of 19 MiB hashes at once
+//! cost ~3× the CPU per hash: they thrash the caches), but each hash allocates 19 MiB, and spread over tokio's many
 //! blocking threads the allocator keeps a copy per thread — `backroom up`
 //! grew past 1 GiB under a login storm. A few long-lived threads reuse the
 //! same memory; excess requests queue for them.

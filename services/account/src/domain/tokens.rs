@@ -1,7 +1,10 @@
 //! Token material: the Ed25519 signing keys (from PEM), access-token JWTs,
 //! service tokens, and opaque refresh tokens (stored only as hashes).
 
-use backroom_shared::auth::{Claims, PublicKey};
+use backroom_shared::{
+    auth::{Claims, PublicKey, ROLE_SERVICE, audience},
+    names,
+};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Duration, Utc};
 use ed25519_dalek::{
@@ -13,7 +16,7 @@ use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use super::Error;
+use super::{Account, Error};
 
 /// One signing key: its id, the jsonwebtoken key, and the public half.
 #[derive(Clone)]
@@ -126,6 +129,37 @@ impl TokenIssuer {
     /// The issuer name.
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// A user's access token for `account`: its roles as the database
+    /// holds them, every audience, its current security version.
+    pub fn issue_for_account(
+        &self,
+        account: &Account,
+        now: DateTime<Utc>,
+    ) -> Result<(String, DateTime<Utc>), Error> {
+        self.issue_versioned(
+            names::name("accounts", account.id),
+            account.role_names(),
+            audience::ALL.iter().map(|a| (*a).to_owned()).collect(),
+            account.security_version,
+            now,
+        )
+    }
+
+    /// A service token for the principal `client_id`, for `audience` only.
+    pub fn issue_for_service(
+        &self,
+        client_id: &str,
+        audience: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(String, DateTime<Utc>), Error> {
+        self.issue(
+            names::name("services", client_id),
+            vec![ROLE_SERVICE.to_owned()],
+            vec![audience.to_owned()],
+            now,
+        )
     }
 
     /// Signs a token for `sub` with `roles`, valid for `audiences`, from

@@ -1,14 +1,10 @@
 //! Account values, parsed at the edge and valid by construction: an
-//! [`Email`] is normalised, a [`Password`] meets the policy and never prints,
-//! an [`AccountRef`] is a well-formed resource name.
+//! [`Email`] is normalised, a [`Password`] meets the policy and never
+//! prints, a [`Role`] is one an account may hold.
 
 use std::fmt;
 
-use backroom_shared::{
-    auth::{ROLE_ADMIN, ROLE_CUSTOMER},
-    errors::{FieldViolation, Violations},
-};
-use uuid::Uuid;
+use backroom_shared::errors::FieldViolation;
 
 /// A normalised email address: trimmed, lower-cased, at most 254 bytes, one
 /// `@` with a non-empty local part and a dotted domain.
@@ -85,10 +81,20 @@ impl Password {
                 format!("must be {MIN_PASSWORD_CHARS}–{MAX_PASSWORD_CHARS} characters"),
             ));
         }
-        if email.is_some_and(|email| raw.trim().to_lowercase() == email.as_str()) {
+        match email {
+            Some(email) => Self(raw.to_owned()).not_the_email(field, email),
+            None => Ok(Self(raw.to_owned())),
+        }
+    }
+
+    /// This password, unless it is `email` (the half of the policy that
+    /// needs the account: ChangePassword knows the email only after the
+    /// request parsed).
+    pub fn not_the_email(self, field: &str, email: &Email) -> Result<Self, FieldViolation> {
+        if self.0.trim().to_lowercase() == email.as_str() {
             return Err(FieldViolation::new(field, "must not be the email address"));
         }
-        Ok(Self(raw.to_owned()))
+        Ok(self)
     }
 
     /// A password as presented at login: only bounded in length (the policy
@@ -117,139 +123,40 @@ pub use backroom_shared::validate::{optional_text, required_text};
 /// Longest display name.
 pub const MAX_DISPLAY_NAME: usize = 100;
 
-pub use backroom_shared::auth::AccountRef;
-
-/// `accounts/{id}`.
-pub fn account_name(id: Uuid) -> String {
-    format!("accounts/{id}")
-}
-
-/// `accounts/{account}/addresses/{address}`.
-pub fn address_name(account: Uuid, address: Uuid) -> String {
-    format!("accounts/{account}/addresses/{address}")
-}
-
-/// Parses `accounts/{a}/addresses/{b}` (`accounts/me/...` allowed).
-pub fn parse_address_name(field: &str, name: &str) -> Result<(AccountRef, Uuid), FieldViolation> {
-    let bad = || FieldViolation::new(field, "must be accounts/{account}/addresses/{uuid}");
-    if name.is_empty() {
-        return Err(FieldViolation::new(field, "is required"));
+backroom_shared::stored_enum!(
+    /// A role an account holds, stored as text. (`service` belongs to
+    /// service principals, which are configured, never stored.)
+    pub Role {
+        /// Every account.
+        Customer = "customer",
+        /// Administrators.
+        Admin = "admin",
     }
-    let (account, address) = name.split_once("/addresses/").ok_or_else(bad)?;
-    let account = AccountRef::parse(field, account).map_err(|_| bad())?;
-    let address = Uuid::try_parse(address).map_err(|_| bad())?;
-    Ok((account, address))
-}
-
-/// The etag of a row version.
-pub fn etag(version: i64) -> String {
-    format!("\"{version}\"")
-}
-
-/// Roles an admin may grant.
-pub const ASSIGNABLE_ROLES: [&str; 2] = [ROLE_CUSTOMER, ROLE_ADMIN];
+);
 
 /// Validates a role set for UpdateAccount: known roles, always `customer`,
-/// deduplicated, sorted.
-pub fn parse_roles(field: &str, roles: &[String]) -> Result<Vec<String>, FieldViolation> {
-    let mut parsed: Vec<String> = Vec::new();
-    for role in roles {
-        if !ASSIGNABLE_ROLES.contains(&role.as_str()) {
+/// deduplicated, sorted by name.
+pub fn parse_roles(field: &str, roles: &[String]) -> Result<Vec<Role>, FieldViolation> {
+    let mut parsed: Vec<Role> = Vec::new();
+    for name in roles {
+        let Some(role) = Role::ALL.iter().copied().find(|r| r.as_str() == name) else {
             return Err(FieldViolation::new(
                 field,
-                format!("unknown role {role:?}; allowed: customer, admin"),
+                format!("unknown role {name:?}; allowed: customer, admin"),
             ));
-        }
-        if !parsed.contains(role) {
-            parsed.push(role.clone());
+        };
+        if !parsed.contains(&role) {
+            parsed.push(role);
         }
     }
-    if !parsed.iter().any(|r| r == ROLE_CUSTOMER) {
+    if !parsed.contains(&Role::Customer) {
         return Err(FieldViolation::new(
             field,
             "every account keeps the customer role",
         ));
     }
-    parsed.sort();
+    parsed.sort_by_key(|role| role.as_str());
     Ok(parsed)
-}
-
-/// Most addresses one account may keep.
-pub const MAX_ADDRESSES: i64 = 20;
-
-/// A new shipping address, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewAddress {
-    /// Who receives the parcel.
-    pub recipient: String,
-    /// Street and number.
-    pub line1: String,
-    /// Apartment, floor, c/o.
-    pub line2: String,
-    /// City.
-    pub city: String,
-    /// State or region.
-    pub region: String,
-    /// Postal code.
-    pub postal_code: String,
-    /// ISO-3166-1 alpha-2.
-    pub country_code: String,
-}
-
-/// The raw fields of an address in a request.
-#[derive(Debug, Clone, Copy)]
-pub struct AddressFields<'a> {
-    /// Recipient.
-    pub recipient: &'a str,
-    /// Line 1.
-    pub line1: &'a str,
-    /// Line 2.
-    pub line2: &'a str,
-    /// City.
-    pub city: &'a str,
-    /// Region.
-    pub region: &'a str,
-    /// Postal code.
-    pub postal_code: &'a str,
-    /// Country code.
-    pub country_code: &'a str,
-}
-
-impl NewAddress {
-    /// Validates every field, naming each under `prefix` (e.g. `address.city`).
-    pub fn parse(
-        prefix: &str,
-        raw: AddressFields<'_>,
-        violations: &mut Violations,
-    ) -> Option<Self> {
-        let f = |name: &str| format!("{prefix}.{name}");
-        let recipient = violations.check(required_text(&f("recipient"), raw.recipient, 200));
-        let line1 = violations.check(required_text(&f("line1"), raw.line1, 200));
-        let line2 = violations.check(optional_text(&f("line2"), raw.line2, 200));
-        let city = violations.check(required_text(&f("city"), raw.city, 100));
-        let region = violations.check(optional_text(&f("region"), raw.region, 100));
-        let postal_code = violations.check(optional_text(&f("postal_code"), raw.postal_code, 20));
-        let country = raw.country_code.trim();
-        let country_code = if country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase())
-        {
-            Some(country.to_owned())
-        } else {
-            violations.push(
-                f("country_code"),
-                "must be an ISO-3166-1 alpha-2 code like \"DE\"",
-            );
-            None
-        };
-        Some(Self {
-            recipient: recipient?,
-            line1: line1?,
-            line2: line2?,
-            city: city?,
-            region: region?,
-            postal_code: postal_code?,
-            country_code: country_code?,
-        })
-    }
 }
 
 #[cfg(test)]
@@ -294,25 +201,6 @@ mod tests {
     }
 
     #[test]
-    fn names_parse_and_reject_garbage() {
-        let id = Uuid::now_v7();
-        assert_eq!(
-            AccountRef::parse("name", &format!("accounts/{id}")).unwrap(),
-            AccountRef::Id(id)
-        );
-        assert_eq!(
-            AccountRef::parse("name", "accounts/me").unwrap(),
-            AccountRef::Me
-        );
-        assert!(AccountRef::parse("name", "accounts/123").is_err());
-        assert!(AccountRef::parse("name", "users/me").is_err());
-        let address = Uuid::now_v7();
-        let (account, parsed) = parse_address_name("name", &address_name(id, address)).unwrap();
-        assert_eq!((account, parsed), (AccountRef::Id(id), address));
-        assert!(parse_address_name("name", "accounts/me/addresses/x").is_err());
-    }
-
-    #[test]
     fn roles_must_be_known_and_keep_customer() {
         assert_eq!(
             parse_roles(
@@ -320,9 +208,15 @@ mod tests {
                 &["admin".into(), "customer".into(), "admin".into()]
             )
             .unwrap(),
-            ["admin", "customer"]
+            [Role::Admin, Role::Customer]
         );
         assert!(parse_roles("roles", &["admin".into()]).is_err());
         assert!(parse_roles("roles", &["customer".into(), "service".into()]).is_err());
+        // The stored names are the token's role names.
+        assert_eq!(
+            Role::Customer.as_str(),
+            backroom_shared::auth::ROLE_CUSTOMER
+        );
+        assert_eq!(Role::Admin.as_str(), backroom_shared::auth::ROLE_ADMIN);
     }
 }

@@ -10,40 +10,42 @@ use uuid::Uuid;
 use super::{sessions::revoke_all_sessions, throttles::attach_locks};
 use crate::{
     db::{
-        models::{Account, AccountRow, NewAccountRow},
+        models::{AccountRow, NewAccountRow, stored_roles},
         schema::account::accounts,
     },
-    domain::{Email, Error, account_name},
+    domain::{Account, AccountChanges, AccountFilter, Bootstrap, Email, Error, Revocation, Role},
 };
 
 /// Inserts a new account; a taken email is [`Error::EmailTaken`].
-#[instrument(skip_all)]
+#[instrument(skip_all, fields(account = tracing::field::Empty))]
 pub fn insert_account(
     conn: &mut PgConnection,
     email: &Email,
     display_name: &str,
     password_hash: &str,
-    roles: &[&str],
+    roles: &[Role],
     now: DateTime<Utc>,
 ) -> Result<Account, Error> {
+    let id = Uuid::now_v7();
+    tracing::Span::current().record("account", tracing::field::display(id));
     let row = NewAccountRow {
-        id: Uuid::now_v7(),
+        id,
         email: email.as_str(),
         display_name,
         password_hash,
-        roles: roles.iter().map(|r| Some((*r).to_owned())).collect(),
+        roles: stored_roles(roles),
         created_at: now,
         updated_at: now,
     };
-    diesel::insert_into(accounts::table)
+    let inserted = diesel::insert_into(accounts::table)
         .values(&row)
         .returning(AccountRow::as_returning())
         .get_result(conn)
-        .map(AccountRow::into_account)
         .map_err(|err| match DbError::from(err) {
             DbError::Conflict { .. } => Error::EmailTaken,
             other => Error::Db(other),
-        })
+        })?;
+    Ok(inserted.into_account()?)
 }
 
 /// Whether an account with `email` exists (Register's check before it
@@ -57,23 +59,28 @@ pub fn email_taken(conn: &mut PgConnection, email: &Email) -> Result<bool, Error
 }
 
 /// The account registered with `email` and its password hash.
-#[instrument(skip_all)]
+#[instrument(skip_all, fields(account = tracing::field::Empty))]
 pub fn find_by_email(
     conn: &mut PgConnection,
     email: &Email,
 ) -> Result<Option<(Account, String)>, Error> {
-    Ok(accounts::table
+    let found = accounts::table
         .filter(accounts::email.eq(email.as_str()))
         .select(AccountRow::as_select())
         .first(conn)
         .optional()?
-        .map(AccountRow::into_parts))
+        .map(AccountRow::into_parts)
+        .transpose()?;
+    if let Some((account, _)) = &found {
+        tracing::Span::current().record("account", tracing::field::display(account.id));
+    }
+    Ok(found)
 }
 
 /// The account with `id`, with its lock across clients.
 #[instrument(skip_all, fields(account = %id))]
 pub fn get_account(conn: &mut PgConnection, id: Uuid) -> Result<Account, Error> {
-    let account = get_row(conn, id, false)?.into_account();
+    let account = get_row(conn, id, false)?.into_account()?;
     Ok(attach_locks(conn, vec![account])?.remove(0))
 }
 
@@ -86,7 +93,8 @@ pub fn find_account(conn: &mut PgConnection, id: Uuid) -> Result<Option<Account>
         .select(AccountRow::as_select())
         .first(conn)
         .optional()?
-        .map(AccountRow::into_account))
+        .map(AccountRow::into_account)
+        .transpose()?)
 }
 
 pub(super) fn get_row(
@@ -100,7 +108,7 @@ pub(super) fn get_row(
     } else {
         query.first(conn).optional()?
     };
-    row.ok_or_else(|| Error::AccountNotFound(account_name(id)))
+    row.ok_or(Error::AccountNotFound(id))
 }
 
 /// Raises the security version of `id`: every access token issued before
@@ -125,7 +133,7 @@ pub fn password_hash_for_update(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<(Account, String), Error> {
-    Ok(get_row(conn, id, true)?.into_parts())
+    Ok(get_row(conn, id, true)?.into_parts()?)
 }
 
 /// Stores a rehash of the same password (new parameters); changes nothing
@@ -158,15 +166,6 @@ pub fn set_password(
     revoke_all_sessions(conn, id, now)
 }
 
-/// The changes of an UpdateAccount.
-#[derive(Debug, Clone, Default)]
-pub struct AccountChanges {
-    /// New display name.
-    pub display_name: Option<String>,
-    /// New roles.
-    pub roles: Option<Vec<String>>,
-}
-
 /// Applies `changes` if the account is at `expected_version` (when given).
 /// A change of roles revokes the account's earlier access tokens.
 #[instrument(skip_all, fields(account = %id))]
@@ -181,18 +180,16 @@ pub fn update_account(
     if expected_version.is_some_and(|v| v != current.version) {
         return Err(Error::EtagMismatch);
     }
+    let old_roles = current.roles()?;
     let display_name = changes.display_name.unwrap_or(current.display_name);
     let roles_changed = changes.roles.as_ref().is_some_and(|roles| {
-        let mut new: Vec<&str> = roles.iter().map(String::as_str).collect();
-        let mut old: Vec<&str> = current.roles.iter().flatten().map(String::as_str).collect();
+        let mut new: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        let mut old: Vec<&str> = old_roles.iter().map(|r| r.as_str()).collect();
         new.sort_unstable();
         old.sort_unstable();
         new != old
     });
-    let roles = changes
-        .roles
-        .map(|roles| roles.into_iter().map(Some).collect())
-        .unwrap_or(current.roles);
+    let roles = stored_roles(changes.roles.as_deref().unwrap_or(&old_roles));
     diesel::update(accounts::table.find(id))
         .set((
             accounts::display_name.eq(display_name),
@@ -209,7 +206,7 @@ pub fn update_account(
 
 /// Disables (revoking every session and access token) or re-enables an
 /// account. A no-op change returns the account unchanged.
-#[instrument(skip_all, fields(account = %id, disabled))]
+#[instrument(skip_all, fields(account = %id, disabled = disabled))]
 pub fn set_disabled(
     conn: &mut PgConnection,
     id: Uuid,
@@ -234,15 +231,6 @@ pub fn set_disabled(
         revoke_all_sessions(conn, id, now)?;
     }
     get_account(conn, id)
-}
-
-/// Filters of ListAccounts.
-#[derive(Debug, Clone, Default)]
-pub struct AccountFilter {
-    /// Only disabled (`Some(true)`) or only active (`Some(false)`) accounts.
-    pub disabled: Option<bool>,
-    /// Email prefix, lower-cased.
-    pub email_prefix: Option<String>,
 }
 
 /// A page of accounts in creation order.
@@ -276,19 +264,8 @@ pub fn list_accounts(
         .load(conn)?
         .into_iter()
         .map(AccountRow::into_account)
-        .collect();
+        .collect::<Result<_, _>>()?;
     attach_locks(conn, accounts)
-}
-
-/// One entry of the revocation list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Revocation {
-    /// The account.
-    pub account: Uuid,
-    /// Its current security version: tokens below it no longer count.
-    pub min_security_version: i64,
-    /// When it last changed.
-    pub changed_at: DateTime<Utc>,
 }
 
 /// A page (by account id) of the accounts whose security version changed
@@ -324,23 +301,10 @@ pub fn list_revocations(
         .collect())
 }
 
-/// What start-up did about the bootstrap admin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bootstrap {
-    /// The admin account was created.
-    Created,
-    /// An account with the email already was an admin: nothing changed.
-    AlreadyAdmin,
-    /// An existing account was promoted to admin (only when asked to).
-    Promoted,
-    /// An account with the email exists but is not an admin, and promoting
-    /// it was not asked for: nothing changed.
-    RefusedToPromote,
-}
-
 /// Makes sure an admin account with `email` exists: creates it with
 /// `password_hash`; never touches an existing account's password; promotes
-/// an existing non-admin account only if `promote_existing`.
+/// an existing non-admin account only if `promote_existing`. Run it in a
+/// transaction (`Store::write`).
 #[instrument(skip_all)]
 pub fn ensure_admin(
     conn: &mut PgConnection,
@@ -349,15 +313,13 @@ pub fn ensure_admin(
     promote_existing: bool,
     now: DateTime<Utc>,
 ) -> Result<Bootstrap, Error> {
-    conn.transaction(|conn| match find_by_email(conn, email)? {
-        Some((account, _)) if account.roles.iter().any(|r| r == "admin") => {
-            Ok(Bootstrap::AlreadyAdmin)
-        }
+    match find_by_email(conn, email)? {
+        Some((account, _)) if account.has_role(Role::Admin) => Ok(Bootstrap::AlreadyAdmin),
         Some(_) if !promote_existing => Ok(Bootstrap::RefusedToPromote),
         Some((account, _)) => {
             let mut roles = account.roles.clone();
-            roles.push("admin".into());
-            roles.sort();
+            roles.push(Role::Admin);
+            roles.sort_by_key(|role| role.as_str());
             update_account(
                 conn,
                 account.id,
@@ -376,10 +338,10 @@ pub fn ensure_admin(
                 email,
                 "Administrator",
                 password_hash,
-                &["admin", "customer"],
+                &[Role::Admin, Role::Customer],
                 now,
             )?;
             Ok(Bootstrap::Created)
         }
-    })
+    }
 }

@@ -8,42 +8,43 @@ use uuid::Uuid;
 use super::accounts::get_row;
 use crate::{
     db::{models::AddressRow, schema::account::addresses},
-    domain::{Error, MAX_ADDRESSES, address_name},
+    domain::{Address, Error, MAX_ADDRESSES},
 };
 
-/// Adds an address unless the account already has [`MAX_ADDRESSES`].
-#[instrument(skip_all, fields(account = %row.account_id))]
-pub fn insert_address(conn: &mut PgConnection, row: &AddressRow) -> Result<AddressRow, Error> {
-    // Lock the account row so two concurrent creates cannot both pass the
-    // limit check.
-    get_row(conn, row.account_id, true)?;
+/// Adds an address unless the account already has [`MAX_ADDRESSES`]. Run
+/// it in a transaction (`Store::write`): the account row's lock is what
+/// keeps two concurrent creates from both passing the limit.
+#[instrument(skip_all, fields(account = %address.account_id, address = %address.id))]
+pub fn insert_address(conn: &mut PgConnection, address: &Address) -> Result<Address, Error> {
+    get_row(conn, address.account_id, true)?;
     let count: i64 = addresses::table
-        .filter(addresses::account_id.eq(row.account_id))
+        .filter(addresses::account_id.eq(address.account_id))
         .count()
         .get_result(conn)?;
     if count >= MAX_ADDRESSES {
         return Err(Error::AddressLimitReached);
     }
     Ok(diesel::insert_into(addresses::table)
-        .values(row)
+        .values(AddressRow::from(address))
         .returning(AddressRow::as_returning())
-        .get_result(conn)?)
+        .get_result(conn)?
+        .into())
 }
 
 /// One address of an account.
 #[instrument(skip_all, fields(account = %account_id, address = %id))]
-pub fn get_address(
-    conn: &mut PgConnection,
-    account_id: Uuid,
-    id: Uuid,
-) -> Result<AddressRow, Error> {
+pub fn get_address(conn: &mut PgConnection, account_id: Uuid, id: Uuid) -> Result<Address, Error> {
     addresses::table
         .filter(addresses::account_id.eq(account_id))
         .filter(addresses::id.eq(id))
         .select(AddressRow::as_select())
         .first(conn)
         .optional()?
-        .ok_or_else(|| Error::AddressNotFound(address_name(account_id, id)))
+        .map(Address::from)
+        .ok_or(Error::AddressNotFound {
+            account: account_id,
+            address: id,
+        })
 }
 
 /// A page of an account's addresses, oldest first.
@@ -53,7 +54,7 @@ pub fn list_addresses(
     account_id: Uuid,
     page: &PageRequest,
     after: Option<Uuid>,
-) -> Result<Vec<AddressRow>, Error> {
+) -> Result<Vec<Address>, Error> {
     get_row(conn, account_id, false)?;
     let mut query = addresses::table
         .filter(addresses::account_id.eq(account_id))
@@ -64,7 +65,7 @@ pub fn list_addresses(
     if let Some(after) = after {
         query = query.filter(addresses::id.gt(after));
     }
-    Ok(query.load(conn)?)
+    Ok(query.load(conn)?.into_iter().map(Address::from).collect())
 }
 
 /// Deletes an address.
@@ -77,7 +78,10 @@ pub fn delete_address(conn: &mut PgConnection, account_id: Uuid, id: Uuid) -> Re
     )
     .execute(conn)?;
     if deleted == 0 {
-        return Err(Error::AddressNotFound(address_name(account_id, id)));
+        return Err(Error::AddressNotFound {
+            account: account_id,
+            address: id,
+        });
     }
     Ok(())
 }

@@ -9,20 +9,14 @@ use uuid::Uuid;
 use super::accounts::get_row;
 use crate::{
     db::{
-        models::{Account, AccountRow, NewRefreshTokenRow, RefreshTokenRow},
+        models::{NewRefreshTokenRow, RefreshTokenRow},
         schema::account::refresh_tokens,
     },
-    domain::Error,
+    domain::{
+        Error,
+        sessions::{RefreshToken, Rotation, SessionLifetime},
+    },
 };
-
-/// When a session's tokens expire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionLifetime {
-    /// How long one refresh token lives unused (the idle timeout).
-    pub refresh_ttl: Duration,
-    /// How long a session lives from its Login, however often refreshed.
-    pub max_lifetime: Duration,
-}
 
 /// Opens a session after a successful login: a new refresh-token family
 /// whose first token is `token_hash`. Returns when that token expires.
@@ -34,8 +28,7 @@ pub fn start_session(
     lifetime: SessionLifetime,
     now: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, Error> {
-    let session_expires_at = now + lifetime.max_lifetime;
-    let expires_at = (now + lifetime.refresh_ttl).min(session_expires_at);
+    let (expires_at, session_expires_at) = lifetime.opened(now);
     insert_refresh_token(
         conn,
         &NewRefreshTokenRow {
@@ -60,71 +53,57 @@ fn insert_refresh_token(
     Ok(())
 }
 
-/// What presenting a refresh token led to. A rejection may still have
-/// changed state (reuse revokes the family), so both outcomes commit.
-#[derive(Debug)]
-pub enum Rotation {
-    /// The token was exchanged for the new one, which expires then; the
-    /// session's account.
-    Rotated(Account, DateTime<Utc>),
-    /// The token was refused, for this reason.
-    Rejected(Error),
-}
-
 /// Exchanges the refresh token `presented` for `new_hash` in the same family.
 /// The row lock makes concurrent uses of one token serial: the first
-/// rotates it, every later one sees a rotated token, which is reuse.
-#[instrument(skip_all)]
+/// rotates it, every later one sees a rotated token, which is reuse. Run it
+/// in a transaction (`Store::write`): a refusal commits too (reuse revokes
+/// the family).
+#[instrument(skip_all, fields(account = tracing::field::Empty))]
 pub fn rotate_refresh_token(
     conn: &mut PgConnection,
     presented: &[u8],
     new_hash: &[u8],
-    refresh_ttl: Duration,
+    lifetime: SessionLifetime,
     now: DateTime<Utc>,
 ) -> Result<Rotation, Error> {
-    conn.transaction(|conn| {
-        let Some(token) = refresh_tokens::table
-            .find(presented)
-            .select(RefreshTokenRow::as_select())
-            .for_update()
-            .first(conn)
-            .optional()?
-        else {
-            return Ok(Rotation::Rejected(Error::InvalidRefreshToken));
-        };
-        if token.revoked_at.is_some() {
-            return Ok(Rotation::Rejected(Error::SessionRevoked));
-        }
-        if token.rotated_at.is_some() {
+    let Some(token) = refresh_tokens::table
+        .find(presented)
+        .select(RefreshTokenRow::as_select())
+        .for_update()
+        .first(conn)
+        .optional()?
+        .map(RefreshToken::from)
+    else {
+        return Ok(Rotation::Rejected(Error::InvalidRefreshToken));
+    };
+    tracing::Span::current().record("account", tracing::field::display(token.account_id));
+    if let Some(refusal) = token.refusal(now) {
+        if matches!(refusal, Error::RefreshTokenReused) {
             tracing::warn!(family = %token.family_id, "refresh token reused: revoking the family");
             revoke_family(conn, token.family_id, now)?;
-            return Ok(Rotation::Rejected(Error::RefreshTokenReused));
         }
-        if token.expires_at <= now || token.session_expires_at <= now {
-            return Ok(Rotation::Rejected(Error::RefreshTokenExpired));
-        }
-        let account = get_row(conn, token.account_id, false).map(AccountRow::into_account)?;
-        if account.disabled {
-            return Ok(Rotation::Rejected(Error::Disabled));
-        }
-        diesel::update(refresh_tokens::table.find(presented))
-            .set(refresh_tokens::rotated_at.eq(now))
-            .execute(conn)?;
-        // The successor never outlives the session.
-        let expires_at = (now + refresh_ttl).min(token.session_expires_at);
-        insert_refresh_token(
-            conn,
-            &NewRefreshTokenRow {
-                token_hash: new_hash,
-                family_id: token.family_id,
-                account_id: token.account_id,
-                created_at: now,
-                expires_at,
-                session_expires_at: token.session_expires_at,
-            },
-        )?;
-        Ok(Rotation::Rotated(account, expires_at))
-    })
+        return Ok(Rotation::Rejected(refusal));
+    }
+    let account = get_row(conn, token.account_id, false)?.into_account()?;
+    if account.disabled {
+        return Ok(Rotation::Rejected(Error::Disabled));
+    }
+    diesel::update(refresh_tokens::table.find(presented))
+        .set(refresh_tokens::rotated_at.eq(now))
+        .execute(conn)?;
+    let expires_at = lifetime.successor(now, token.session_expires_at);
+    insert_refresh_token(
+        conn,
+        &NewRefreshTokenRow {
+            token_hash: new_hash,
+            family_id: token.family_id,
+            account_id: token.account_id,
+            created_at: now,
+            expires_at,
+            session_expires_at: token.session_expires_at,
+        },
+    )?;
+    Ok(Rotation::Rotated(account, expires_at))
 }
 
 fn revoke_family(conn: &mut PgConnection, family: Uuid, now: DateTime<Utc>) -> Result<(), Error> {
@@ -139,7 +118,7 @@ fn revoke_family(conn: &mut PgConnection, family: Uuid, now: DateTime<Utc>) -> R
 }
 
 /// Revokes the family of `token_hash`, if the token exists.
-#[instrument(skip_all)]
+#[instrument(skip_all, fields(family = tracing::field::Empty))]
 pub fn revoke_family_of(
     conn: &mut PgConnection,
     token_hash: &[u8],
@@ -151,6 +130,7 @@ pub fn revoke_family_of(
         .first::<Uuid>(conn)
         .optional()?;
     if let Some(family) = family {
+        tracing::Span::current().record("family", tracing::field::display(family));
         revoke_family(conn, family, now)?;
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! clients (client [`ALL_CLIENTS`]); the policy is `domain::lockout`.
 //!
 //! An attempt is admitted — and counted — before its password is checked,
-//! in one transaction that locks both rows: concurrent guesses serialise
+//! in one transaction (the caller's `Store::write`) that locks both rows: concurrent guesses serialise
 //! here, so no more of them are checked than the policy allows. Rows are
 //! keyed by the email's hash whether or not an account has that email, so
 //! unknown and known emails behave the same.
@@ -12,27 +12,15 @@ use diesel::prelude::*;
 use tracing::instrument;
 
 use crate::{
-    db::{
-        models::{Account, LoginThrottleRow},
-        schema::account::login_throttles,
-    },
+    db::{models::LoginThrottleRow, schema::account::login_throttles},
     domain::{
-        Error,
-        lockout::{LockoutPolicy, email_hash},
+        Account, Error,
+        lockout::{Admission, LockoutPolicy, email_hash},
     },
 };
 
 /// The client key of the ceiling row (no address looks like it).
 pub const ALL_CLIENTS: &str = "*";
-
-/// Whether an attempt may check its password.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// Yes; it has been counted.
-    Granted,
-    /// No: locked until then (for this client, or for every client).
-    Locked(DateTime<Utc>),
-}
 
 fn fresh(email_hash: &[u8], client: &str, now: DateTime<Utc>) -> LoginThrottleRow {
     LoginThrottleRow {
@@ -47,8 +35,9 @@ fn fresh(email_hash: &[u8], client: &str, now: DateTime<Utc>) -> LoginThrottleRo
 }
 
 /// Admits and counts one login attempt for `email_hash` from `client`, or
-/// refuses it while either counter is locked.
-#[instrument(skip_all, fields(client))]
+/// refuses it while either counter is locked. Run it in a transaction
+/// (`Store::write`): the row locks are what serialise concurrent guesses.
+#[instrument(skip_all, fields(client = %client))]
 pub fn begin_attempt(
     conn: &mut PgConnection,
     email_hash: &[u8],
@@ -56,54 +45,52 @@ pub fn begin_attempt(
     policy: &LockoutPolicy,
     now: DateTime<Utc>,
 ) -> Result<Admission, Error> {
-    conn.transaction(|conn| {
-        diesel::insert_into(login_throttles::table)
-            .values([
-                fresh(email_hash, ALL_CLIENTS, now),
-                fresh(email_hash, client, now),
-            ])
-            .on_conflict_do_nothing()
+    diesel::insert_into(login_throttles::table)
+        .values([
+            fresh(email_hash, ALL_CLIENTS, now),
+            fresh(email_hash, client, now),
+        ])
+        .on_conflict_do_nothing()
+        .execute(conn)?;
+    // Locked in key order ('*' first): concurrent attempts cannot
+    // deadlock.
+    let rows: Vec<LoginThrottleRow> = login_throttles::table
+        .filter(login_throttles::email_hash.eq(email_hash))
+        .filter(login_throttles::client.eq_any([ALL_CLIENTS, client]))
+        .order(login_throttles::client.asc())
+        .select(LoginThrottleRow::as_select())
+        .for_update()
+        .load(conn)?;
+    let locked = rows
+        .iter()
+        .filter_map(|row| row.failures().lock_at(now))
+        .max();
+    if let Some(until) = locked {
+        return Ok(Admission::Locked(until));
+    }
+    for row in rows {
+        let limit = if row.client == ALL_CLIENTS {
+            policy.ceiling
+        } else {
+            policy.max_failures
+        };
+        let next = policy.after_attempt(row.failures(), now, limit);
+        if next.lock_at(now).is_some() {
+            tracing::warn!(
+                scope = if row.client == ALL_CLIENTS {
+                    "every client"
+                } else {
+                    "one client"
+                },
+                "login locked after repeated attempts"
+            );
+        }
+        let updated = row.with_failures(next, now);
+        diesel::update(login_throttles::table.find((&updated.email_hash, &updated.client)))
+            .set(&updated)
             .execute(conn)?;
-        // Locked in key order ('*' first): concurrent attempts cannot
-        // deadlock.
-        let rows: Vec<LoginThrottleRow> = login_throttles::table
-            .filter(login_throttles::email_hash.eq(email_hash))
-            .filter(login_throttles::client.eq_any([ALL_CLIENTS, client]))
-            .order(login_throttles::client.asc())
-            .select(LoginThrottleRow::as_select())
-            .for_update()
-            .load(conn)?;
-        let locked = rows
-            .iter()
-            .filter_map(|row| row.failures().lock_at(now))
-            .max();
-        if let Some(until) = locked {
-            return Ok(Admission::Locked(until));
-        }
-        for row in rows {
-            let limit = if row.client == ALL_CLIENTS {
-                policy.ceiling
-            } else {
-                policy.max_failures
-            };
-            let next = policy.after_attempt(row.failures(), now, limit);
-            if next.lock_at(now).is_some() {
-                tracing::warn!(
-                    scope = if row.client == ALL_CLIENTS {
-                        "every client"
-                    } else {
-                        "one client"
-                    },
-                    "login locked after repeated attempts"
-                );
-            }
-            let updated = row.with_failures(next, now);
-            diesel::update(login_throttles::table.find((&updated.email_hash, &updated.client)))
-                .set(&updated)
-                .execute(conn)?;
-        }
-        Ok(Admission::Granted)
-    })
+    }
+    Ok(Admission::Granted)
 }
 
 fn uncount(
@@ -128,7 +115,7 @@ fn uncount(
 
 /// Takes back an admitted attempt whose password was never checked (the
 /// hashing queue was full, the caller gave up).
-#[instrument(skip_all, fields(client))]
+#[instrument(skip_all, fields(client = %client))]
 pub fn cancel_attempt(
     conn: &mut PgConnection,
     email_hash: &[u8],
@@ -140,7 +127,7 @@ pub fn cancel_attempt(
 
 /// After a successful login: the client's counters start over; the
 /// successful attempt no longer counts toward the ceiling.
-#[instrument(skip_all, fields(client))]
+#[instrument(skip_all, fields(client = %client))]
 pub fn clear_client(
     conn: &mut PgConnection,
     email_hash: &[u8],
@@ -152,6 +139,7 @@ pub fn clear_client(
 }
 
 /// Fills in each account's lock across all clients.
+#[instrument(skip_all)]
 pub fn attach_locks(
     conn: &mut PgConnection,
     mut accounts: Vec<Account>,

@@ -1,12 +1,10 @@
 //! AccountService through the generated client against a real server and
 //! a real Postgres: every RPC, its happy path and its documented errors.
 
-mod common;
-
+use crate::helpers::{ADMIN_EMAIL, PASSWORD, TestApp, authed, fields, reason};
 use backroom_proto::account::v1 as pb;
 use backroom_shared::auth::{Claims, Verifier, audience};
 use chrono::Duration;
-use common::{ADMIN_EMAIL, PASSWORD, TestApp, authed, fields, reason};
 use diesel::{QueryDsl as _, RunQueryDsl as _};
 use tonic::Code;
 
@@ -989,7 +987,7 @@ async fn addresses_are_created_listed_read_and_deleted_by_their_owner_only() {
         .client()
         .issue_service_token(pb::IssueServiceTokenRequest {
             client_id: "payment".into(),
-            client_secret: common::PAYMENT_SECRET.into(),
+            client_secret: crate::helpers::PAYMENT_SECRET.into(),
             audience: "backroom.account".into(),
         })
         .await
@@ -1074,7 +1072,7 @@ async fn service_principals_get_service_tokens_for_known_audiences_only() {
         .client()
         .issue_service_token(issue(
             "inventory",
-            common::INVENTORY_SECRET,
+            crate::helpers::INVENTORY_SECRET,
             "backroom.account",
         ))
         .await
@@ -1106,7 +1104,7 @@ async fn service_principals_get_service_tokens_for_known_audiences_only() {
 
     for (id, secret) in [
         ("inventory", "wrong-secret-123"),
-        ("nobody", common::INVENTORY_SECRET),
+        ("nobody", crate::helpers::INVENTORY_SECRET),
     ] {
         let status = app
             .client()
@@ -1122,7 +1120,7 @@ async fn service_principals_get_service_tokens_for_known_audiences_only() {
         .client()
         .issue_service_token(issue(
             "inventory",
-            common::INVENTORY_SECRET,
+            crate::helpers::INVENTORY_SECRET,
             "backroom.shipping",
         ))
         .await
@@ -1137,7 +1135,7 @@ async fn service_principals_get_service_tokens_for_known_audiences_only() {
         .client()
         .issue_service_token(issue(
             "inventory",
-            common::INVENTORY_SECRET,
+            crate::helpers::INVENTORY_SECRET,
             "backroom.payment",
         ))
         .await
@@ -1149,7 +1147,7 @@ async fn service_principals_get_service_tokens_for_known_audiences_only() {
     app.client()
         .issue_service_token(issue(
             "payment",
-            common::PAYMENT_SECRET,
+            crate::helpers::PAYMENT_SECRET,
             "backroom.inventory",
         ))
         .await

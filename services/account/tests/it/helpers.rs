@@ -1,8 +1,6 @@
 //! `TestApp`: a real account server on 127.0.0.1:0 with its own database,
 //! a manual clock and a connected generated client.
 
-#![allow(dead_code)]
-
 use backroom_account::{
     AccountConfig, Deps, MIGRATIONS, SERVICE, bootstrap_admin, domain::tokens::SigningKeys, server,
 };
@@ -12,6 +10,7 @@ use backroom_shared::{
     clock::ManualClock,
     config::{AuthConfig, RateLimitConfig, Secret, ServerConfig},
     db::Pool,
+    service::Shutdown,
     testing::{TestDb, TestServer},
 };
 use std::sync::Arc;
@@ -28,8 +27,17 @@ pub struct TestApp {
     pub client: AccountServiceClient<TracedChannel>,
     pub clock: ManualClock,
     pub pool: Pool,
-    pub db: TestDb,
+    /// The test's own database, dropped with the app.
+    _db: TestDb,
     pub keys_pem: String,
+    /// Stops the server's background purges when the test ends.
+    pub shutdown: Shutdown,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
 }
 
 impl TestApp {
@@ -78,6 +86,7 @@ impl TestApp {
         bootstrap_admin(&deps, &config)
             .await
             .expect("bootstrap admin");
+        let shutdown = deps.shutdown.clone();
         let server = TestServer::spawn(server(server_config, deps)).await;
         let client = AccountServiceClient::new(server.channel.clone());
         Self {
@@ -85,8 +94,9 @@ impl TestApp {
             client,
             clock,
             pool,
-            db,
+            _db: db,
             keys_pem,
+            shutdown,
         }
     }
 

@@ -4,8 +4,7 @@
 //! server on 127.0.0.1:0, real Postgres, generated clients; several client
 //! addresses from 127.0.0.0/8.
 
-mod common;
-
+use crate::helpers::{ADMIN_EMAIL, PASSWORD, TestApp, authed, reason};
 use backroom_account::{AccountConfig, Deps, bootstrap_admin, db::repo};
 use backroom_proto::account::v1 as pb;
 use backroom_shared::{
@@ -13,7 +12,6 @@ use backroom_shared::{
     errors::reason_of,
 };
 use chrono::Duration;
-use common::{ADMIN_EMAIL, PASSWORD, TestApp, authed, reason};
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 

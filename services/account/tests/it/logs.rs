@@ -1,11 +1,10 @@
 //! No password, hash or token ever reaches a log line: the whole account
 //! flow runs with every log level and span event captured, then the capture
-//! is searched for each secret. Its own test binary (global subscriber).
+//! is searched for each secret. The capture is the process's global
+//! subscriber: the other tests running meanwhile are searched too.
 
-mod common;
-
+use crate::helpers::{PASSWORD, TestApp, authed};
 use backroom_proto::account::v1 as pb;
-use common::{PASSWORD, TestApp, authed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_password_hash_or_token_appears_in_any_log_line() {
@@ -49,7 +48,7 @@ async fn no_password_hash_or_token_appears_in_any_log_line() {
         .client()
         .issue_service_token(pb::IssueServiceTokenRequest {
             client_id: "payment".into(),
-            client_secret: common::PAYMENT_SECRET.into(),
+            client_secret: crate::helpers::PAYMENT_SECRET.into(),
             audience: "backroom.payment".into(),
         })
         .await
@@ -80,7 +79,7 @@ async fn no_password_hash_or_token_appears_in_any_log_line() {
         ("password", PASSWORD.to_owned()),
         ("new password", new_password.to_owned()),
         ("wrong password", "wrong password 42".to_owned()),
-        ("client secret", common::PAYMENT_SECRET.to_owned()),
+        ("client secret", crate::helpers::PAYMENT_SECRET.to_owned()),
         ("password hash", hash.clone()),
         (
             "hash salt+digest",

@@ -1,13 +1,11 @@
 //! The shared auth layer, in front of the real account server, refuses
 //! every kind of bad token with UNAUTHENTICATED.
 
-mod common;
-
+use crate::helpers::{TestApp, authed, reason};
 use backroom_account::domain::tokens::SigningKeys;
 use backroom_proto::account::v1 as pb;
 use backroom_shared::auth::Claims;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{TestApp, authed, reason};
 use ed25519_dalek::pkcs8::DecodePrivateKey as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tonic::Code;
