@@ -59,7 +59,7 @@ impl TestApp {
         server_config: ServerConfig,
         configure: impl FnOnce(&mut AccountConfig),
     ) -> Self {
-        let db = TestDb::create().await;
+        let db = TestDb::with_services([(SERVICE, MIGRATIONS)]).await;
         let db_config = db.service_config(SERVICE, MIGRATIONS).await;
         let pool = Pool::new(&db_config, SERVICE);
         let keys_pem = SigningKeys::generate_pem();
