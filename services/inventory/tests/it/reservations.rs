@@ -3,14 +3,14 @@
 //! manual clock, and the concurrency guarantees (no oversell, no deadlock,
 //! one reservation per order, a log that replays to the levels).
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use backroom_inventory::sweep_expired;
+use crate::helpers::{
+    TestApp, assert_error, authed, fields, metadata, order_id, reason, reserve_request,
+};
+use backroom_inventory::db::repo::reservations::sweep_expired;
 use backroom_proto::inventory::v1 as pb;
 use backroom_shared::clock::Clock as _;
-use common::{TestApp, assert_error, authed, fields, metadata, order_id, reason, reserve_request};
 use futures_util::future::join_all;
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 use tonic::Code;

@@ -3,8 +3,6 @@
 //! connected generated client. [`Options`] changes the pool, the server
 //! config, the inventory config or the verifier for one test.
 
-#![allow(dead_code)]
-
 use std::{sync::Arc, time::Duration};
 
 use backroom_account::domain::tokens::{SigningKeys, TokenIssuer};

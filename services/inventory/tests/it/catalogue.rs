@@ -2,10 +2,8 @@
 //! through the generated client against a real server and a real Postgres:
 //! happy paths and every documented error.
 
-mod common;
-
+use crate::helpers::{TestApp, assert_error, authed, fields, metadata, product, reason};
 use backroom_proto::{common::v1::Money, inventory::v1 as pb};
-use common::{TestApp, assert_error, authed, fields, metadata, product, reason};
 use futures_util::StreamExt as _;
 use tonic::Code;
 
