@@ -333,6 +333,12 @@ impl TestApp {
     }
 }
 
+/// (on_hand, available, reserved, committed) of `sku@location`.
+pub async fn units(app: &TestApp, sku: &str, location: &str) -> (i64, i64, i64, i64) {
+    let l = app.level(sku, location).await;
+    (l.on_hand, l.available, l.reserved, l.committed)
+}
+
 fn account() -> String {
     format!("accounts/{}", uuid::Uuid::now_v7())
 }

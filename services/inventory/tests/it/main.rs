@@ -3,14 +3,20 @@
 //! generated client.
 //!
 //! Layout: [`helpers`] (the `TestApp` and fixtures), then one module per
-//! area — [`catalogue`] (products, stock, movements, quotes, shipping),
-//! [`reservations`], [`watch`] (WatchStock under pressure),
+//! area — [`products`], [`stock`] (levels, AdjustStock, movements,
+//! WatchStock's contract), [`quotes`] (QuoteOrder, shipping rules),
+//! [`access`] (tokens and roles), [`reservations`], [`concurrency`]
+//! (oversell, deadlock, replay), [`watch`] (WatchStock under pressure),
 //! [`db_privileges`] (the runtime role), [`deploy_contract`] (the
 //! manifests against the binary's flags).
 
-mod catalogue;
+mod access;
+mod concurrency;
 mod db_privileges;
 mod deploy_contract;
 mod helpers;
+mod products;
+mod quotes;
 mod reservations;
+mod stock;
 mod watch;
