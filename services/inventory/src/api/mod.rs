@@ -1,12 +1,12 @@
 //! The tonic `InventoryService`: the only place proto ⇄ domain conversions
 //! and `Error` → `Status` happen. Every handler reads the same way: who
-//! ([`caller`]) → parse (a command's `TryFrom<pb::…Request>`) → act through
+//! (`caller`) → parse (a command's `TryFrom<pb::…Request>`) → act through
 //! the domain in a [`Store`] transaction → convert back.
 //!
 //! Layout: the thin `impl InventoryService for InventoryApi` here delegates
-//! to one module per resource — [`products`], [`stock`] (levels,
-//! AdjustStock, movements), [`quotes`] (QuoteOrder, shipping rules),
-//! [`reservations`], [`watch`] (WatchStock and its hub) — and
+//! to one module per resource — `products`, `stock` (levels,
+//! AdjustStock, movements), `quotes` (QuoteOrder, shipping rules),
+//! `reservations`, [`watch`] (WatchStock and its hub) — and
 //! `impl From<Error> for Status`, the one exhaustive mapping, closes it.
 
 mod products;
@@ -52,7 +52,7 @@ impl InventoryApi {
 }
 
 /// Who: the verified caller of `request`, if `rule` admits it
-/// (`Access::require_admin`, …; [`anyone`] for every authenticated caller).
+/// (`Access::require_admin`, …; `anyone` for every authenticated caller).
 fn caller<T>(
     request: &Request<T>,
     rule: impl FnOnce(Access) -> Result<(), AccessDenied>,

@@ -303,6 +303,7 @@ pub fn expire_due(
 /// Expires every ACTIVE reservation past its expiry at `now`, returning its
 /// units (EXPIRE movements); returns how many it expired. Idempotent and
 /// safe to run on several replicas at once (`FOR UPDATE SKIP LOCKED`).
+#[instrument(skip_all, fields(due_by = %now))]
 pub async fn sweep_expired(pool: &Pool, now: DateTime<Utc>) -> Result<usize, DbError> {
     let mut total = 0;
     loop {
