@@ -28,6 +28,8 @@ use backroom_shared::{
     idempotency::{IdempotencyKey, request_key},
     store::Store,
 };
+use chrono::{DateTime, Utc};
+use diesel::PgConnection;
 use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status};
 use tracing::instrument;
@@ -88,6 +90,25 @@ struct Mutation<C> {
     key: Option<IdempotencyKey>,
     fingerprint: Vec<u8>,
     cmd: C,
+}
+
+impl<C: Send + 'static> Mutation<C> {
+    /// Acts: runs `act` on the command in a transaction, once per request
+    /// id (a retry replays the first outcome; a lost race runs again).
+    async fn run<R, F>(self, store: &Store, act: F) -> Result<R, Status>
+    where
+        R: prost::Message + Default + Send + 'static,
+        F: Fn(&mut PgConnection, &C, DateTime<Utc>) -> Result<R, Error> + Send + 'static,
+    {
+        let Self {
+            key,
+            fingerprint,
+            cmd,
+        } = self;
+        store
+            .idempotent(key, fingerprint, move |conn, now| act(conn, &cmd, now))
+            .await
+    }
 }
 
 /// Parses a retryable mutation of `caller`: every violation of the request

@@ -13,7 +13,7 @@ use backroom_shared::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{InventoryApi, Mutation, Retryable, anyone, caller, mutation, one_violation};
+use super::{InventoryApi, Retryable, anyone, caller, mutation, one_violation};
 use crate::{
     db::repo,
     domain::{
@@ -31,15 +31,10 @@ pub(super) async fn create(
     request: Request<pb::CreateProductRequest>,
 ) -> Result<Response<pb::Product>, Status> {
     let caller = caller(&request, Access::require_admin)?;
-    let Mutation {
-        key,
-        fingerprint,
-        cmd,
-    } = mutation::<_, CreateProduct>(&caller, request.into_inner())?;
-    let created = api
-        .store()
-        .idempotent(key, fingerprint, move |conn, now| {
-            Ok::<_, Error>(pb::Product::from(repo::products::insert(conn, &cmd, now)?))
+    let create = mutation::<_, CreateProduct>(&caller, request.into_inner())?;
+    let created: pb::Product = create
+        .run(api.store(), |conn, cmd, now| {
+            Ok(repo::products::insert(conn, cmd, now)?.into())
         })
         .await?;
     tracing::info!(product = %created.name, "product created");
@@ -82,15 +77,10 @@ pub(super) async fn update(
     request: Request<pb::UpdateProductRequest>,
 ) -> Result<Response<pb::Product>, Status> {
     let caller = caller(&request, Access::require_admin)?;
-    let Mutation {
-        key,
-        fingerprint,
-        cmd,
-    } = mutation::<_, UpdateProduct>(&caller, request.into_inner())?;
-    let updated = api
-        .store()
-        .idempotent(key, fingerprint, move |conn, now| {
-            Ok::<_, Error>(pb::Product::from(repo::products::update(conn, &cmd, now)?))
+    let update = mutation::<_, UpdateProduct>(&caller, request.into_inner())?;
+    let updated = update
+        .run(api.store(), |conn, cmd, now| {
+            Ok(repo::products::update(conn, cmd, now)?.into())
         })
         .await?;
     Ok(Response::new(updated))

@@ -8,7 +8,7 @@ use backroom_shared::{
 use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 
-use super::{InventoryApi, Mutation, Retryable, caller, mutation, one_violation};
+use super::{InventoryApi, Retryable, caller, mutation, one_violation};
 use crate::{
     db::repo,
     domain::{
@@ -26,16 +26,10 @@ pub(super) async fn reserve(
     request: Request<pb::ReserveStockRequest>,
 ) -> Result<Response<pb::Reservation>, Status> {
     let caller = caller(&request, Access::require_service)?;
-    let Mutation {
-        key,
-        fingerprint,
-        cmd,
-    } = mutation::<_, ReserveStock>(&caller, request.into_inner())?;
-    let reservation = api
-        .store()
-        .idempotent(key, fingerprint, move |conn, now| {
-            let reservation = repo::reservations::reserve(conn, &cmd, now)?;
-            Ok::<_, Error>(to_proto(&reservation, now))
+    let reserve = mutation::<_, ReserveStock>(&caller, request.into_inner())?;
+    let reservation = reserve
+        .run(api.store(), |conn, cmd, now| {
+            Ok(to_proto(&repo::reservations::reserve(conn, cmd, now)?, now))
         })
         .await?;
     Ok(Response::new(reservation))
@@ -66,24 +60,16 @@ where
     TransitionReservation: TryFrom<M, Error = Error>,
 {
     let caller = caller(&request, Access::require_service)?;
-    let Mutation {
-        key,
-        fingerprint,
-        cmd,
-    } = mutation::<_, TransitionReservation>(&caller, request.into_inner())?;
-    let reservation = api
-        .store()
-        .idempotent(key, fingerprint, move |conn, now| {
+    let change = mutation::<_, TransitionReservation>(&caller, request.into_inner())?;
+    let transition = change.cmd.transition;
+    let reservation = change
+        .run(api.store(), |conn, cmd, now| {
             let reservation =
                 repo::reservations::transition(conn, cmd.order_id, cmd.transition, now)?;
-            Ok::<_, Error>(to_proto(&reservation, now))
+            Ok(to_proto(&reservation, now))
         })
         .await?;
-    tracing::info!(
-        reservation = %reservation.name,
-        transition = ?cmd.transition,
-        "reservation transition done"
-    );
+    tracing::info!(reservation = %reservation.name, ?transition, "reservation transitioned");
     Ok(Response::new(reservation))
 }
 
@@ -162,71 +148,53 @@ impl TryFrom<pb::ReserveStockRequest> for ReserveStock {
     }
 }
 
-/// The fingerprint of a Commit/Release request: its reservation, in
-/// canonical form (the request id left out).
-fn transition_fingerprint<M: prost::Message>(
-    name: &str,
-    request: impl FnOnce(String) -> M,
-) -> Vec<u8> {
-    let name = OrderId::parse_reservation_name("name", name)
-        .map_or_else(|_| name.to_owned(), OrderId::reservation_name);
-    idempotency::fingerprint(&request(name))
+/// Commit and Release requests name a reservation and nothing else: the
+/// same parsing, and the same fingerprint (the reservation in canonical
+/// form, the request id left out).
+macro_rules! transition_request {
+    ($request:ty, $method:literal, $transition:expr) => {
+        impl Retryable for $request {
+            const METHOD: &'static str = $method;
+
+            fn request_id(&self) -> &str {
+                &self.request_id
+            }
+
+            fn fingerprint(&self) -> Vec<u8> {
+                let name = OrderId::parse_reservation_name("name", &self.name)
+                    .map_or_else(|_| self.name.clone(), OrderId::reservation_name);
+                idempotency::fingerprint(&Self {
+                    name,
+                    request_id: String::new(),
+                })
+            }
+        }
+
+        impl TryFrom<$request> for TransitionReservation {
+            type Error = Error;
+
+            fn try_from(req: $request) -> Result<Self, Error> {
+                let order_id =
+                    OrderId::parse_reservation_name("name", &req.name).map_err(one_violation)?;
+                Ok(Self {
+                    order_id,
+                    transition: $transition,
+                })
+            }
+        }
+    };
 }
 
-/// Parses the reservation a Commit/Release request names.
-fn parse_transition(name: &str, transition: Transition) -> Result<TransitionReservation, Error> {
-    let order_id = OrderId::parse_reservation_name("name", name).map_err(one_violation)?;
-    Ok(TransitionReservation {
-        order_id,
-        transition,
-    })
-}
-
-impl Retryable for pb::CommitReservationRequest {
-    const METHOD: &'static str = "CommitReservation";
-
-    fn request_id(&self) -> &str {
-        &self.request_id
-    }
-
-    fn fingerprint(&self) -> Vec<u8> {
-        transition_fingerprint(&self.name, |name| Self {
-            name,
-            request_id: String::new(),
-        })
-    }
-}
-
-impl TryFrom<pb::CommitReservationRequest> for TransitionReservation {
-    type Error = Error;
-
-    fn try_from(req: pb::CommitReservationRequest) -> Result<Self, Error> {
-        parse_transition(&req.name, Transition::Commit)
-    }
-}
-
-impl Retryable for pb::ReleaseReservationRequest {
-    const METHOD: &'static str = "ReleaseReservation";
-
-    fn request_id(&self) -> &str {
-        &self.request_id
-    }
-
-    fn fingerprint(&self) -> Vec<u8> {
-        transition_fingerprint(&self.name, |name| Self {
-            name,
-            request_id: String::new(),
-        })
-    }
-}
-
-impl TryFrom<pb::ReleaseReservationRequest> for TransitionReservation {
-    type Error = Error;
-
-    fn try_from(req: pb::ReleaseReservationRequest) -> Result<Self, Error> {
-        parse_transition(&req.name, Transition::Release)
-    }
-}
+transition_request!(
+    pb::CommitReservationRequest,
+    "CommitReservation",
+    Transition::Commit
+);
+transition_request!(
+    pb::ReleaseReservationRequest,
+    "ReleaseReservation",
+    Transition::Release
+);
 
 /// The wire form of `reservation` as clients see it at `now` (an ACTIVE
 /// one past its expiry is EXPIRED).

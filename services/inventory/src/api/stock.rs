@@ -11,7 +11,7 @@ use backroom_shared::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{InventoryApi, Mutation, Retryable, anyone, caller, mutation, one_violation};
+use super::{InventoryApi, Retryable, anyone, caller, mutation, one_violation};
 use crate::{
     db::repo::{self, Lock},
     domain::{
@@ -75,15 +75,10 @@ pub(super) async fn adjust(
     request: Request<pb::AdjustStockRequest>,
 ) -> Result<Response<pb::StockLevel>, Status> {
     let caller = caller(&request, Access::require_admin)?;
-    let Mutation {
-        key,
-        fingerprint,
-        cmd,
-    } = mutation::<_, AdjustStock>(&caller, request.into_inner())?;
-    let level = api
-        .store()
-        .idempotent(key, fingerprint, move |conn, now| {
-            Ok::<_, Error>(pb::StockLevel::from(&repo::stock::adjust(conn, &cmd, now)?))
+    let adjustment = mutation::<_, AdjustStock>(&caller, request.into_inner())?;
+    let level = adjustment
+        .run(api.store(), |conn, cmd, now| {
+            Ok(pb::StockLevel::from(&repo::stock::adjust(conn, cmd, now)?))
         })
         .await?;
     tracing::info!(level = %level.name, version = level.version, "stock adjusted");
