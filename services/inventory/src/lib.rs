@@ -3,40 +3,44 @@
 //! reservations for the checkout saga.
 //!
 //! Layout:
-//! - [`api`]: the tonic `InventoryService` impl, the only place proto ⇄
-//!   domain conversions and `Error` → `Status` happen;
-//! - [`domain`]: values, the `Error` enum, shipping-band selection;
-//! - [`db`]: diesel schema, rows, repository functions (the concurrency
-//!   rules are in [`db::repo`]'s docs);
-//! - [`watch`]: the WatchStock hub, the one poller that feeds every stream;
-//! - [`Cli`], [`Deps`], [`server`], [`sweep_expired`]: how `main` and
-//!   `backroom up` build and run it.
+//! - [`api`]: the tonic `InventoryService`, one module per resource, the
+//!   only place proto ⇄ domain conversions and `Error` → `Status` happen;
+//!   WatchStock's hub ([`api::watch::hub`]);
+//! - [`domain`]: entities, commands, rules and state machines, the `Error`
+//!   enum;
+//! - [`db`]: diesel schema, rows and their conversions, repository
+//!   functions per aggregate (the concurrency rules are in [`db::repo`]'s
+//!   docs);
+//! - here: [`Cli`], [`InventoryConfig`], [`Deps`], [`server`] and
+//!   [`InventoryService`], how the binary (`backroom_shared::service::main`)
+//!   and `backroom up` build and run it.
 //!
 //! Background work started by [`server`]: the reservation expiry sweeper,
-//! the purge of old request ids and the WatchStock hub; all stop when
-//! [`Shutdown::trigger`] is called (WatchStock streams then end with
+//! the purge of old request ids and the WatchStock hub; all stop when the
+//! deps' [`Shutdown`] triggers (WatchStock streams then end with
 //! UNAVAILABLE).
 
 pub mod api;
 pub mod db;
 pub mod domain;
-pub mod watch;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use backroom_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use backroom_shared::{
     auth::{AuthLayer, Verifier, audience},
-    clock::SharedClock,
-    config::{AuthConfig, DbConfig, Secret, ServerConfig, TelemetryConfig},
-    db::{DbError, Pool},
+    clock::{self, SharedClock},
+    config::{AuthConfig, Secret, ServerConfig},
+    db::Pool,
     errors::Domain,
     server::GrpcServer,
+    service::{Command, CommonConfig, Service, Shutdown},
+    store::Store,
 };
-use chrono::{DateTime, Utc};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use tokio::net::TcpListener;
 
-use crate::db::repo;
+use crate::{api::watch::WatchHub, db::repo::reservations::sweep_expired};
 
 /// The service's name, schema and role suffix.
 pub const SERVICE: &str = "inventory";
@@ -63,30 +67,12 @@ pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// gRPC server settings.
+    /// Server, database, telemetry and token settings.
     #[command(flatten)]
-    pub server: ServerConfig,
-    /// Database settings.
-    #[command(flatten)]
-    pub db: DbConfig,
-    /// Logs, traces, metrics.
-    #[command(flatten)]
-    pub telemetry: TelemetryConfig,
-    /// Token issuer and account endpoint.
-    #[command(flatten)]
-    pub auth: AuthConfig,
+    pub common: CommonConfig,
     /// Inventory-specific settings.
     #[command(flatten)]
     pub inventory: InventoryConfig,
-}
-
-/// Subcommands of `backroom-inventory`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
-pub enum Command {
-    /// Serve gRPC (the default).
-    Serve,
-    /// Apply pending migrations to the `inventory` schema, then exit.
-    Migrate,
 }
 
 /// Inventory-specific configuration.
@@ -155,60 +141,24 @@ impl Default for InventoryConfig {
     }
 }
 
-/// Tells background tasks and open streams that the server is shutting
-/// down. Cheap to clone; every clone triggers the same signal.
-#[derive(Debug, Clone)]
-pub struct Shutdown(Arc<tokio::sync::watch::Sender<bool>>);
-
-impl Default for Shutdown {
-    fn default() -> Self {
-        Self(Arc::new(tokio::sync::watch::channel(false).0))
-    }
-}
-
-impl Shutdown {
-    /// Signals shutdown (idempotent).
-    pub fn trigger(&self) {
-        self.0.send_replace(true);
-    }
-
-    /// Resolves once [`Self::trigger`] was called.
-    pub async fn triggered(&self) {
-        let mut rx = self.0.subscribe();
-        // The sender lives in `self`, so the channel cannot close first.
-        let _ = rx.wait_for(|down| *down).await;
-    }
-
-    /// `signal`, then trigger: pass the result to `GrpcServer::serve` as its
-    /// shutdown future so streams end and background tasks stop with it.
-    pub fn after<F: Future<Output = ()>>(&self, signal: F) -> impl Future<Output = ()> + use<F> {
-        let this = self.clone();
-        async move {
-            signal.await;
-            this.trigger();
-        }
-    }
-}
-
 /// Everything the service needs, built once.
 #[derive(Debug, Clone)]
 pub struct Deps {
-    /// The pool of the `inventory` schema.
-    pub pool: Pool,
-    /// Where "now" comes from.
-    pub clock: SharedClock,
+    /// The `inventory` schema and the clock "now" comes from.
+    pub store: Store,
     /// Verifies bearer tokens (audience `backroom.inventory`).
     pub verifier: Arc<Verifier>,
     /// Sweeper period; `None` disables the sweeper (tests sweep by hand).
     pub sweep_interval: Option<Duration>,
     /// WatchStock's hub: its one poller, subscribers and per-caller cap.
-    pub watch: watch::WatchHub,
-    /// Shutdown signal for background tasks and streams.
+    pub watch: WatchHub,
+    /// Stops the background tasks and ends the streams.
     pub shutdown: Shutdown,
 }
 
 impl Deps {
-    /// Dependencies with `config`'s intervals.
+    /// Dependencies with `config`'s intervals, stopping on a shutdown
+    /// signal of their own (set [`Self::shutdown`] to share one).
     pub fn new(
         config: &InventoryConfig,
         pool: Pool,
@@ -216,12 +166,11 @@ impl Deps {
         verifier: Arc<Verifier>,
     ) -> Self {
         Self {
-            pool,
-            clock,
+            store: Store::new(pool, clock, DOMAIN),
             verifier,
             sweep_interval: (config.reservation_sweep_interval_ms > 0)
                 .then(|| Duration::from_millis(config.reservation_sweep_interval_ms)),
-            watch: watch::WatchHub::new(watch::WatchConfig {
+            watch: WatchHub::new(api::watch::WatchConfig {
                 poll_interval: Duration::from_millis(config.watch_poll_interval_ms.max(10)),
                 streams_per_caller: usize::try_from(config.watch_streams_per_caller)
                     .unwrap_or(usize::MAX),
@@ -247,26 +196,24 @@ pub fn verifier(auth: &AuthConfig, config: &InventoryConfig) -> anyhow::Result<A
 /// The inventory gRPC server: the service behind the auth layer, a
 /// readiness probe on the database, and the background tasks (sweeper,
 /// request-id purge, WatchStock hub), which must be spawned inside a tokio
-/// runtime.
+/// runtime and stop on `deps.shutdown`.
 pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
     let max = config.max_message_bytes;
-    let pool = deps.pool.clone();
-    if let Some(interval) = deps.sweep_interval {
-        tokio::spawn(api::run_sweeper(deps.clone(), interval));
-    }
-    tokio::spawn(
-        deps.watch
-            .clone()
-            .run(deps.pool.clone(), deps.shutdown.clone()),
+    let (pool, clock, shutdown) = (
+        deps.store.pool().clone(),
+        deps.store.clock().clone(),
+        deps.shutdown.clone(),
     );
-    let (pool_for_purge, clock, shutdown) =
-        (deps.pool.clone(), deps.clock.clone(), deps.shutdown.clone());
-    tokio::spawn(async move {
-        tokio::select! {
-            () = backroom_shared::idempotency::purge_periodically(pool_for_purge, clock) => {}
-            () = shutdown.triggered() => {}
-        }
-    });
+    if let Some(interval) = deps.sweep_interval {
+        tokio::spawn(shutdown.until(sweep_periodically(deps.store.clone(), interval)));
+    }
+    tokio::spawn(deps.watch.clone().run(pool.clone(), shutdown.clone()));
+    tokio::spawn(
+        shutdown.until(backroom_shared::idempotency::purge_periodically(
+            pool.clone(),
+            clock,
+        )),
+    );
     GrpcServer::new(config)
         .with_layer(AuthLayer::new(
             deps.verifier.clone(),
@@ -284,23 +231,56 @@ pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
         )
 }
 
-/// Expires every ACTIVE reservation past its expiry at `now`, returning its
-/// units (EXPIRE movements); returns how many it expired. Idempotent and
-/// safe to run on several replicas at once (`FOR UPDATE SKIP LOCKED`).
-pub async fn sweep_expired(pool: &Pool, now: DateTime<Utc>) -> Result<usize, DbError> {
-    let mut total = 0;
+/// Sweeps expired reservations every `interval`, forever (spawn it under
+/// [`Shutdown::until`]).
+async fn sweep_periodically(store: Store, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let expired = pool
-            .transaction(move |conn| {
-                repo::expire_due(conn, None, now, repo::Lock::SkipLocked).map_err(|err| match err {
-                    domain::Error::Db(err) => err,
-                    other => DbError::Other(anyhow::anyhow!("{other}")),
-                })
-            })
-            .await?;
-        total += expired;
-        if i64::try_from(expired).unwrap_or(i64::MAX) < repo::EXPIRY_BATCH {
-            return Ok(total);
+        tick.tick().await;
+        match sweep_expired(store.pool(), store.now()).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "expired reservations swept"),
+            Err(err) => tracing::warn!(%err, "sweeping expired reservations failed"),
         }
+    }
+}
+
+/// The inventory service, as the shared `main` runs it.
+#[derive(Debug, Clone, Copy)]
+pub struct InventoryService;
+
+impl Service for InventoryService {
+    type Cli = Cli;
+    const NAME: &'static str = SERVICE;
+    const DEFAULT_PORT: u16 = DEFAULT_PORT;
+    const MIGRATIONS: EmbeddedMigrations = MIGRATIONS;
+
+    fn command(cli: &Cli) -> Command {
+        cli.command.unwrap_or_default()
+    }
+
+    fn common(cli: &Cli) -> &CommonConfig {
+        &cli.common
+    }
+
+    /// Refuses to start (before migrating) without the credentials that
+    /// read the revocation list.
+    fn preflight(cli: &Cli) -> anyhow::Result<()> {
+        verifier(&cli.common.auth, &cli.inventory).map(drop)
+    }
+
+    async fn build(
+        cli: &Cli,
+        pool: Pool,
+        _listener: &TcpListener,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<GrpcServer> {
+        let verifier = verifier(&cli.common.auth, &cli.inventory)?;
+        let deps = Deps {
+            shutdown,
+            ..Deps::new(&cli.inventory, pool, clock::system(), verifier)
+        };
+        Ok(server(cli.common.server.clone(), deps))
     }
 }

@@ -338,7 +338,7 @@ struct Built {
     server: GrpcServer,
     /// Ends open streams and background tasks (inventory's watchers and
     /// sweeper) when shutdown begins.
-    on_stop: Option<backroom_inventory::Shutdown>,
+    on_stop: Option<backroom_shared::service::Shutdown>,
 }
 
 /// Builds the server of one slot.

@@ -1,38 +1,67 @@
-//! The inventory domain: values that are valid by construction
-//! ([`values`]), shipping-price selection ([`shipping`]), and the service's
-//! one [`Error`] enum.
+//! The inventory domain: the entities, commands and rules of each aggregate,
+//! and the service's one [`Error`] enum. Nothing here sees a proto type or a
+//! diesel row: `api` parses requests into the commands here, `db` converts
+//! rows into the entities here.
+//!
+//! Layout:
+//! - [`values`]: location ids, country codes, order ids, resource names,
+//!   the lines of a quote or reservation;
+//! - [`products`]: the catalogue entity, its commands, the "every product
+//!   found, every product active" rules;
+//! - [`stock`]: levels (`on_hand = available + reserved + committed`),
+//!   movement kinds and their deltas, AdjustStock's compare-and-swap rules;
+//! - [`reservations`]: all-or-nothing holds, TTL bounds, expiry, the
+//!   Commit/Release state machine;
+//! - [`quotes`] and [`shipping`]: pricing an order, zones and weight bands.
 
+pub mod products;
+pub mod quotes;
+pub mod reservations;
 pub mod shipping;
+pub mod stock;
 pub mod values;
 
 use backroom_shared::{
-    auth::TokenError, db::DbError, errors::FieldViolation, streams::TooManyStreams,
+    auth::{AccessDenied, TokenError},
+    catalog::Sku,
+    db::DbError,
+    errors::FieldViolation,
+    money::Currency,
+    stored::UnknownStoredValue,
+    streams::TooManyStreams,
 };
 
-pub use values::*;
+use self::{
+    stock::LevelKey,
+    values::{CountryCode, OrderId},
+};
 
 /// Everything an inventory operation can fail with. Mapped to a gRPC status
-/// in exactly one place (`api::status`), exhaustively.
+/// in exactly one place (`impl From<Error> for Status` in `api`),
+/// exhaustively.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad input, one violation per field.
     #[error("invalid request: {0:?}")]
     Validation(Vec<FieldViolation>),
+    /// The caller lacks the role the call requires.
+    #[error(transparent)]
+    AccessDenied(#[from] AccessDenied),
     /// CreateProduct with a SKU that exists.
     #[error("product {0} already exists")]
-    ProductAlreadyExists(String),
+    ProductAlreadyExists(Sku),
     /// These SKUs do not exist (ascending).
     #[error("products not found: {0:?}")]
-    ProductNotFound(Vec<String>),
+    ProductNotFound(Vec<Sku>),
     /// These products are inactive (ascending).
     #[error("products inactive: {0:?}")]
-    ProductInactive(Vec<String>),
+    ProductInactive(Vec<Sku>),
     /// UpdateProduct with a stale etag.
     #[error("etag mismatch")]
     EtagMismatch,
-    /// No stock level with this resource name.
+    /// No such stock level.
     #[error("{0} not found")]
-    StockLevelNotFound(String),
+    StockLevelNotFound(LevelKey),
     /// AdjustStock with a stale expected_version.
     #[error("stock level is at version {current}")]
     VersionMismatch {
@@ -43,29 +72,29 @@ pub enum Error {
     #[error("insufficient stock: {skus:?}")]
     InsufficientStock {
         /// The short SKUs, ascending.
-        skus: Vec<String>,
+        skus: Vec<Sku>,
         /// AdjustStock: the units available at the level.
         available: Option<i64>,
     },
     /// QuoteOrder: these products are priced in another currency.
     #[error("currency mismatch: {0:?}")]
-    CurrencyMismatch(Vec<String>),
+    CurrencyMismatch(Vec<Sku>),
     /// QuoteOrder: the destination is not served in this currency and weight.
-    #[error("no shipping rule for {country_code} {currency_code} {total_weight_grams} g")]
+    #[error("no shipping rule for {country} {currency} {total_weight_grams} g")]
     NoShippingRule {
         /// The destination country.
-        country_code: String,
+        country: CountryCode,
         /// The quote currency.
-        currency_code: String,
+        currency: Currency,
         /// The order's total weight.
         total_weight_grams: i64,
     },
     /// ReserveStock: the order already has a reservation with other lines.
     #[error("order id reused with different lines")]
     OrderIdReused,
-    /// No reservation for this order (the resource name).
-    #[error("{0} not found")]
-    ReservationNotFound(String),
+    /// No reservation for this order.
+    #[error("reservation of order {0} not found")]
+    ReservationNotFound(OrderId),
     /// Commit of a reservation past its expiry.
     #[error("reservation expired")]
     ReservationExpired,
@@ -100,6 +129,18 @@ pub enum Error {
 impl From<diesel::result::Error> for Error {
     fn from(err: diesel::result::Error) -> Self {
         Error::Db(err.into())
+    }
+}
+
+impl From<UnknownStoredValue> for Error {
+    fn from(err: UnknownStoredValue) -> Self {
+        Error::Db(err.into())
+    }
+}
+
+impl From<Vec<FieldViolation>> for Error {
+    fn from(violations: Vec<FieldViolation>) -> Self {
+        Error::Validation(violations)
     }
 }
 

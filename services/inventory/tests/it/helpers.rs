@@ -3,8 +3,6 @@
 //! connected generated client. [`Options`] changes the pool, the server
 //! config, the inventory config or the verifier for one test.
 
-#![allow(dead_code)]
-
 use std::{sync::Arc, time::Duration};
 
 use backroom_account::domain::tokens::{SigningKeys, TokenIssuer};
@@ -333,6 +331,12 @@ impl TestApp {
             page_token = page.next_page_token;
         }
     }
+}
+
+/// (on_hand, available, reserved, committed) of `sku@location`.
+pub async fn units(app: &TestApp, sku: &str, location: &str) -> (i64, i64, i64, i64) {
+    let l = app.level(sku, location).await;
+    (l.on_hand, l.available, l.reserved, l.committed)
 }
 
 fn account() -> String {

@@ -55,7 +55,9 @@ use std::{
 
 use backroom_shared::{
     auth::Caller,
+    catalog::Sku,
     db::Pool,
+    service::Shutdown,
     streams::{StreamSlot, StreamSlots},
 };
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -63,9 +65,12 @@ use tokio_stream::Stream;
 use tracing::instrument;
 
 use crate::{
-    Shutdown,
-    db::{models::StockLevelRow, repo},
-    domain::{Error, LocationId, Sku},
+    db::repo,
+    domain::{
+        Error,
+        stock::{LevelKey, StockLevel, WatchStock},
+        values::LocationId,
+    },
 };
 
 /// Polls' worth of changes a subscriber may have queued before it is ended
@@ -130,9 +135,9 @@ struct Inner {
 struct State {
     subscribers: HashMap<u64, Subscriber>,
     /// SKU → how many subscribers watch it: the union the poller reads.
-    watched: HashMap<String, usize>,
-    /// (sku, location) → the version the last poll read.
-    versions: HashMap<(String, String), i64>,
+    watched: HashMap<Sku, usize>,
+    /// Level → the version the last poll read.
+    versions: HashMap<LevelKey, i64>,
     next_id: u64,
     /// Polls begun; a subscriber's first poll is the next one to begin.
     polls_begun: u64,
@@ -143,7 +148,7 @@ struct State {
 
 struct Subscriber {
     caller: Caller,
-    skus: HashSet<String>,
+    skus: HashSet<Sku>,
     location: Option<LocationId>,
     /// The first poll whose readings it may use (its snapshot).
     first_poll: u64,
@@ -154,17 +159,17 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    fn wants(&self, level: &StockLevelRow) -> bool {
-        self.skus.contains(&level.sku)
+    fn wants(&self, level: &StockLevel) -> bool {
+        self.skus.contains(&level.key.sku)
             && self
                 .location
                 .as_ref()
-                .is_none_or(|at| at.as_str() == level.location)
+                .is_none_or(|at| *at == level.key.location)
     }
 }
 
 /// The levels one poll has for one subscriber, in (sku, location) order.
-type Batch = Vec<Arc<StockLevelRow>>;
+type Batch = Vec<Arc<StockLevel>>;
 
 impl State {
     /// Removes a subscriber, telling it why when there is a `reason` (none:
@@ -217,19 +222,20 @@ impl WatchHub {
         Ok(self.inner.slots.acquire(&caller.claims.sub)?)
     }
 
-    /// Subscribes to the levels of `skus` (at `location`, or every
-    /// location): the snapshot at the next poll, then every change. The
-    /// stream holds `slot` until it ends. Refused once the hub has stopped.
+    /// Subscribes to the levels `watch` names (its SKUs, at its location or
+    /// every location): the snapshot at the next poll, then every change.
+    /// The stream holds `slot` until it ends. Refused once the hub has
+    /// stopped.
     pub fn subscribe(
         &self,
         slot: StreamSlot,
         caller: Caller,
-        skus: Vec<Sku>,
-        location: Option<LocationId>,
+        watch: WatchStock,
     ) -> Result<LevelStream, Error> {
         let (batch_tx, batch_rx) = mpsc::channel(QUEUE_DEPTH);
         let (end_tx, end_rx) = oneshot::channel();
-        let skus: HashSet<String> = skus.iter().map(|sku| sku.as_str().to_owned()).collect();
+        let WatchStock { skus, location } = watch;
+        let skus: HashSet<Sku> = skus.into_iter().collect();
         let id = {
             let mut state = self.inner.lock();
             if state.closed {
@@ -322,7 +328,7 @@ impl Inner {
                 let mut state = self.lock();
                 let poll = state.polls_begun;
                 state.polls_begun += 1;
-                let mut skus: Vec<String> = state.watched.keys().cloned().collect();
+                let mut skus: Vec<Sku> = state.watched.keys().cloned().collect();
                 skus.sort_unstable();
                 (poll, skus)
             };
@@ -340,13 +346,13 @@ impl Inner {
     }
 
     /// Hands one poll's readings to every subscriber that may use them.
-    fn fan_out(&self, poll: u64, levels: Vec<StockLevelRow>) {
-        let levels: Vec<Arc<StockLevelRow>> = levels.into_iter().map(Arc::new).collect();
+    fn fan_out(&self, poll: u64, levels: Vec<StockLevel>) {
+        let levels: Vec<Arc<StockLevel>> = levels.into_iter().map(Arc::new).collect();
         let mut state = self.lock();
         let mut versions = HashMap::with_capacity(levels.len());
         let mut changed = Vec::new();
         for level in &levels {
-            let key = (level.sku.clone(), level.location.clone());
+            let key = level.key.clone();
             if state
                 .versions
                 .get(&key)
@@ -441,8 +447,8 @@ impl Inner {
 
 /// One query for the levels of every watched SKU, on the blocking pool.
 #[instrument(skip_all, fields(skus = skus.len()))]
-async fn read_levels(pool: &Pool, skus: Vec<String>) -> Result<Vec<StockLevelRow>, Error> {
-    pool.run(move |conn| repo::levels_of(conn, &skus, None))
+async fn read_levels(pool: &Pool, skus: Vec<Sku>) -> Result<Vec<StockLevel>, Error> {
+    pool.run(move |conn| repo::stock::levels_of(conn, &skus, None))
         .await
 }
 
@@ -483,7 +489,7 @@ impl Drop for Subscription {
 pub struct LevelStream {
     batches: mpsc::Receiver<Batch>,
     end: oneshot::Receiver<Error>,
-    current: std::vec::IntoIter<Arc<StockLevelRow>>,
+    current: std::vec::IntoIter<Arc<StockLevel>>,
     /// `None` once the stream has ended.
     subscription: Option<Subscription>,
 }
@@ -499,14 +505,14 @@ impl std::fmt::Debug for LevelStream {
 impl LevelStream {
     /// Ends the stream with `reason`, freeing its subscription and slot now
     /// rather than when the transport drops the stream.
-    fn finish(&mut self, reason: Error) -> Poll<Option<Result<Arc<StockLevelRow>, Error>>> {
+    fn finish(&mut self, reason: Error) -> Poll<Option<Result<Arc<StockLevel>, Error>>> {
         self.subscription = None;
         Poll::Ready(Some(Err(reason)))
     }
 }
 
 impl Stream for LevelStream {
-    type Item = Result<Arc<StockLevelRow>, Error>;
+    type Item = Result<Arc<StockLevel>, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();

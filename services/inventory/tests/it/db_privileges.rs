@@ -3,10 +3,8 @@
 //! matter of privilege — UPDATE and DELETE are refused before the trigger
 //! is even asked — with the guards out of the role's reach.
 
-mod common;
-
+use crate::helpers::TestApp;
 use backroom_shared::testing::{assert_refused_for_privilege, attempt_statement};
-use common::TestApp;
 
 #[tokio::test]
 async fn the_runtime_role_appends_stock_movements_but_has_no_privilege_to_rewrite_them() {

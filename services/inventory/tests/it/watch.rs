@@ -3,14 +3,12 @@
 //! count against the concurrency limit, slow readers ended instead of
 //! buffered, and streams that end with their caller's token.
 
-mod common;
-
 use std::time::Duration;
 
-use backroom_inventory::watch::WatchStats;
+use crate::helpers::{Options, TestApp, assert_error, authed, metadata, reason};
+use backroom_inventory::api::watch::WatchStats;
 use backroom_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 use backroom_shared::config::ServerConfig;
-use common::{Options, TestApp, assert_error, authed, metadata, reason};
 use tonic::{Code, Status, Streaming};
 
 /// Longest wait for any one stream message in these tests.
