@@ -75,7 +75,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> Self {
-        let db = TestDb::create().await;
+        let db = TestDb::with_services([(SERVICE, MIGRATIONS)]).await;
         let mut db_config = db.service_config(SERVICE, MIGRATIONS).await;
         db_config.pool_size = options.pool_size;
         db_config.pool_min_idle = db_config.pool_min_idle.min(options.pool_size);
