@@ -2,12 +2,10 @@
 //! exceed captures, and a randomized concurrent run leaves a ledger that
 //! audits clean and no card number anywhere in the database.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::helpers::*;
 use backroom_proto::payment::v1 as pb;
-use common::*;
 use futures_util::future::join_all;
 use prost::Message as _;
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};

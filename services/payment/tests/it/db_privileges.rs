@@ -3,10 +3,8 @@
 //! on privilege grounds — not merely by the append-only trigger — when it
 //! tries to rewrite the ledger or remove the guards around it.
 
-mod common;
-
+use crate::helpers::{self, TestApp};
 use backroom_shared::testing::{assert_refused_for_privilege, attempt_statement};
-use common::TestApp;
 
 #[tokio::test]
 async fn the_runtime_role_appends_to_the_ledger_but_has_no_privilege_to_rewrite_it() {
@@ -16,12 +14,12 @@ async fn the_runtime_role_appends_to_the_ledger_but_has_no_privilege_to_rewrite_
     // step posts journals and entries as the runtime role.
     let intent = app.captured(&ada, 1_000).await;
     app.client()
-        .create_refund(common::authed(
+        .create_refund(helpers::authed(
             &app.admin().token,
             backroom_proto::payment::v1::CreateRefundRequest {
                 parent: intent.name.clone(),
-                amount: common::eur(300),
-                request_id: common::request_id(),
+                amount: helpers::eur(300),
+                request_id: helpers::request_id(),
                 ..Default::default()
             },
         ))

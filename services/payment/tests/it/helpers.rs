@@ -2,8 +2,6 @@
 //! manual clock, a shared processor simulator, tokens minted by the account
 //! crate's issuer, and a connected generated client.
 
-#![allow(dead_code)]
-
 use std::sync::Arc;
 
 use backroom_account::domain::tokens::{SigningKeys, TokenIssuer};
@@ -22,6 +20,7 @@ use backroom_shared::{
     clock::ManualClock,
     config::ServerConfig,
     db::{DbError, Pool},
+    service::Shutdown,
     testing::{TestDb, TestServer},
 };
 use chrono::Datelike as _;
@@ -51,7 +50,8 @@ pub const ALL_TEST_CARDS: [&str; 8] = [
 ];
 
 pub struct TestApp {
-    pub server: TestServer,
+    /// Held: dropping it stops the server.
+    _server: TestServer,
     pub client: PaymentServiceClient<TracedChannel>,
     pub clock: ManualClock,
     pub pool: Pool,
@@ -66,7 +66,6 @@ pub struct TestApp {
 pub struct User {
     pub token: String,
     pub name: String,
-    pub id: Uuid,
 }
 
 impl TestApp {
@@ -101,10 +100,15 @@ impl TestApp {
             simulator.clone(),
         )
         .expect("deps");
-        let server = TestServer::spawn(server(ServerConfig::default(), deps.clone())).await;
-        let client = PaymentServiceClient::new(server.channel.clone());
+        let served = TestServer::spawn(server(
+            ServerConfig::default(),
+            deps.clone(),
+            Shutdown::default(),
+        ))
+        .await;
+        let client = PaymentServiceClient::new(served.channel.clone());
         Self {
-            server,
+            _server: served,
             client,
             clock,
             pool,
@@ -143,7 +147,6 @@ impl TestApp {
         User {
             token: self.token(name.clone(), &["customer"]),
             name,
-            id,
         }
     }
 
@@ -153,7 +156,6 @@ impl TestApp {
         User {
             token: self.token(name.clone(), &["customer", "admin"]),
             name,
-            id,
         }
     }
 
@@ -161,16 +163,6 @@ impl TestApp {
         User {
             token: self.token("services/checkout".into(), &["service"]),
             name: String::new(),
-            id: Uuid::nil(),
-        }
-    }
-
-    /// Another service principal (role service, not checkout).
-    pub fn other_service(&self) -> User {
-        User {
-            token: self.token("services/inventory".into(), &["service"]),
-            name: String::new(),
-            id: Uuid::nil(),
         }
     }
 
@@ -254,7 +246,7 @@ impl TestApp {
     /// The ledger audit: problems found (empty = healthy).
     pub async fn audit(&self) -> Vec<String> {
         self.pool
-            .run(backroom_payment::ledger::audit)
+            .run(backroom_payment::db::repo::ledger::audit)
             .await
             .expect("audit")
     }

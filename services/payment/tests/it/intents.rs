@@ -1,12 +1,10 @@
 //! Payment intents end to end: the state machine, test cards, captures,
 //! cancels, refunds, expiry, the ledger RPCs, validation and authorization.
 
-mod common;
-
 use std::collections::HashMap;
 
+use crate::helpers::*;
 use backroom_proto::payment::v1 as pb;
-use common::*;
 use prost::Message as _;
 use tonic::Code;
 

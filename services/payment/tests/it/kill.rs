@@ -401,7 +401,7 @@ async fn killing_the_payment_process_mid_checkout_loses_nothing_and_doubles_noth
     // Ledger and intents: balanced, one capture per completed order, no
     // authorization left open.
     let problems = payment_pool
-        .run(backroom_payment::ledger::audit)
+        .run(backroom_payment::db::repo::ledger::audit)
         .await
         .unwrap();
     assert!(problems.is_empty(), "{problems:#?}");

@@ -1,12 +1,12 @@
 //! No card number or CVC ever reaches a log line or the database: every test
 //! card is attached (and some bad ones refused) and confirmed with every log
 //! level and span event captured, then the capture and every column of the
-//! payment schema are searched. Its own test binary (global subscriber).
+//! payment schema are searched. The capture is the binary's global
+//! subscriber, so it sees every other test's log lines too: none may hold a
+//! card number either.
 
-mod common;
-
+use crate::helpers::*;
 use backroom_proto::payment::v1 as pb;
-use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_card_number_or_cvc_appears_in_any_log_line_or_table() {

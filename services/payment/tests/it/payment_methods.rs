@@ -2,10 +2,8 @@
 //! DetachPaymentMethod: validation, brands, fingerprints, ownership, auth,
 //! idempotency.
 
-mod common;
-
+use crate::helpers::*;
 use backroom_proto::payment::v1 as pb;
-use common::*;
 use prost::Message as _;
 use tonic::Code;
 

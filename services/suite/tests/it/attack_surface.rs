@@ -13,11 +13,9 @@
 //! added later that a customer can reach fails the test until it gets an
 //! ownership case.
 
-mod suite;
-
+use crate::harness::{self, Suite};
 use backroom_account::domain::tokens::{SigningKeys, TokenIssuer};
 use backroom_shared::client::TracedChannel;
-use suite::Suite;
 use tokio_stream::StreamExt as _;
 use tonic::Code;
 use tonic_reflection::pb::v1::{
@@ -88,7 +86,7 @@ async fn call(channel: TracedChannel, path: &str, token: Option<&str>) -> Code {
         .iter()
         .map(|b| ("authorization", b.as_str()))
         .collect();
-    suite::code_of(&suite::raw_call(channel, path, &metadata, Vec::new(), false).await)
+    harness::code_of(&harness::raw_call(channel, path, &metadata, Vec::new(), false).await)
 }
 
 #[tokio::test]
@@ -215,7 +213,7 @@ async fn call_with<M: prost::Message>(
     message: M,
 ) -> (Code, String) {
     let bearer = format!("Bearer {token}");
-    let outcome = suite::raw_call(
+    let outcome = harness::raw_call(
         channel,
         path,
         &[("authorization", &bearer)],
@@ -228,7 +226,7 @@ async fn call_with<M: prost::Message>(
         .err()
         .and_then(backroom_shared::errors::reason_of)
         .unwrap_or_default();
-    (suite::code_of(&outcome), reason)
+    (harness::code_of(&outcome), reason)
 }
 
 #[tokio::test]
@@ -236,8 +234,8 @@ async fn a_customer_cannot_reach_another_customers_resources() {
     use backroom_proto::{account::v1 as account_pb, payment::v1 as pb};
     let suite = Suite::spawn().await;
     suite.product("MUG", 1000, 10).await;
-    let victim = suite.customer("victim@example.com", suite::VISA).await;
-    let attacker = suite.customer("attacker@example.com", suite::VISA).await;
+    let victim = suite.customer("victim@example.com", harness::VISA).await;
+    let attacker = suite.customer("attacker@example.com", harness::VISA).await;
     let order = suite
         .place(
             &victim,
@@ -295,7 +293,7 @@ async fn a_customer_cannot_reach_another_customers_resources() {
             t,
             account_pb::ChangePasswordRequest {
                 name: victim.name.clone(),
-                current_password: suite::PASSWORD.into(),
+                current_password: harness::PASSWORD.into(),
                 new_password: "attacker chosen password".into(),
                 request_id: String::new(),
             },
@@ -504,7 +502,7 @@ async fn a_customer_cannot_reach_another_customers_resources() {
             pb::AttachPaymentMethodRequest {
                 customer: victim.name.clone(),
                 card: Some(pb::Card {
-                    number: suite::VISA.into(),
+                    number: harness::VISA.into(),
                     exp_month: 12,
                     exp_year: 2099,
                     cvc: "123".into(),
@@ -517,7 +515,7 @@ async fn a_customer_cannot_reach_another_customers_resources() {
     ));
     let intent_for = |customer: &str, card: &str| pb::CreatePaymentIntentRequest {
         customer: customer.to_owned(),
-        amount: suite::eur(100),
+        amount: harness::eur(100),
         capture_method: pb::CaptureMethod::Automatic as i32,
         payment_method: card.to_owned(),
         confirm: true,
@@ -578,7 +576,7 @@ async fn a_customer_cannot_reach_another_customers_resources() {
     let paid = suite
         .payments
         .clone()
-        .create_payment_intent(suite::authed(
+        .create_payment_intent(harness::authed(
             &victim.token,
             intent_for("accounts/me", &victim.card),
         ))
@@ -588,11 +586,11 @@ async fn a_customer_cannot_reach_another_customers_resources() {
     let refund = suite
         .payments
         .clone()
-        .create_refund(suite::authed(
+        .create_refund(harness::authed(
             &suite.admin,
             pb::CreateRefundRequest {
                 parent: paid.name.clone(),
-                amount: suite::eur(100),
+                amount: harness::eur(100),
                 reason: pb::RefundReason::RequestedByCustomer as i32,
                 request_id: uuid::Uuid::new_v4().to_string(),
             },

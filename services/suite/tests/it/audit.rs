@@ -3,12 +3,9 @@
 //! stock level and a held reservation, and reports an order that needs
 //! attention (its stock committed, its payment voided after the pivot).
 
-#[path = "../../payment/tests/suite/mod.rs"]
-mod suite;
-
+use crate::harness::{self, DECLINE, Suite, VISA};
 use backroom::audit::{Tolerances, audit};
 use diesel::connection::SimpleConnection as _;
-use suite::{DECLINE, Suite, VISA};
 
 async fn findings(suite: &Suite, tolerances: Tolerances) -> Vec<String> {
     let url = suite.admin_url.clone();
@@ -97,7 +94,7 @@ async fn an_order_whose_payment_was_voided_after_the_pivot_is_reported_as_needin
     suite
         .payments
         .clone()
-        .cancel_payment_intent(suite::authed(
+        .cancel_payment_intent(harness::authed(
             &suite.service_token("payment", "backroom.payment"),
             pb::CancelPaymentIntentRequest {
                 name: order.payment_intent.clone(),

@@ -2,13 +2,11 @@
 //! compensation, idempotent replays, crash recovery at every step boundary,
 //! a dependency outage, and 100 orders racing for 30 units.
 
-mod suite;
-
 use std::time::Duration;
 
+use crate::harness::{DECLINE, Suite, VISA, authed};
 use backroom_payment::checkout::saga::{Fault, SagaConfig, State};
 use backroom_proto::payment::v1 as pb;
-use suite::{DECLINE, Suite, VISA, authed};
 use tonic::Code;
 
 fn request_id() -> String {

@@ -1,12 +1,12 @@
 //! One trace per order: PlaceOrder and every downstream call and database
 //! transaction, across the three services, in one trace with correct
-//! parent/child links — checked with an in-process OTLP receiver. Its own
-//! test binary (it installs the global subscriber).
-
-mod suite;
+//! parent/child links — checked with an in-process OTLP receiver. It
+//! installs the binary's global subscriber (the only test here that does)
+//! and reads only the spans of its own trace.
 
 use std::collections::HashMap;
 
+use crate::harness::{Suite, VISA};
 use backroom_proto::payment::v1 as pb;
 use backroom_shared::{
     config::TelemetryConfig,
@@ -14,7 +14,6 @@ use backroom_shared::{
     testing::{SpanCollector, hex_id, span_attribute},
 };
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use suite::{Suite, VISA};
 use tracing::Instrument as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,15 +1,15 @@
 //! `Suite`: the three real services on 127.0.0.1:0 — account, inventory and
 //! payment with checkout — sharing one Postgres database (a schema and role
 //! each, as in production), tokens verified through the account JWKS, and
-//! connected generated clients.
-
-#![allow(dead_code)]
+//! connected generated clients. The three-service tests of this binary
+//! share it; loadgen's tests drive the service binaries as processes
+//! instead (`backroom_loadgen::stack`), so it stays here.
 
 use std::{sync::Arc, time::Duration};
 
 use backroom_account::{AccountConfig, domain::tokens::SigningKeys};
 use backroom_payment::{
-    CheckoutDeps, PaymentConfig,
+    CheckoutConfig, CheckoutDeps, PaymentConfig,
     checkout::saga::{Downstream, Saga, SagaConfig},
 };
 use backroom_proto::{
@@ -27,6 +27,8 @@ use backroom_shared::{
     clock::{self, ManualClock},
     config::{AuthConfig, Secret, ServerConfig},
     db::{DbError, Pool},
+    service::Shutdown,
+    store::Store,
     testing::{TestDb, TestServer},
 };
 use tonic::Request;
@@ -38,6 +40,9 @@ pub const VISA: &str = "4242424242424242";
 /// The payment principal's client secret (at least 32 characters).
 pub const PAYMENT_CLIENT_SECRET: &str = "payment-secret-0123456789abcdefghij";
 pub const DECLINE: &str = "4000000000000002";
+/// CheckoutService's concurrency limit in the suite: the 100 orders of the
+/// race test all get in (2 × 100 + 2 ≤ the server's default limit of 256).
+pub const RACE_ORDERS: usize = 100;
 
 pub struct Suite {
     pub clock: ManualClock,
@@ -59,8 +64,7 @@ pub struct Suite {
     /// Superuser URL of the database holding the three schemas (audits).
     pub admin_url: String,
     downstream: Downstream,
-    saga_config: SagaConfig,
-    payment_pool_for_saga: Pool,
+    payment_store: Store,
 }
 
 /// A registered customer with an address and a card.
@@ -107,6 +111,18 @@ impl Suite {
     pub async fn spawn_configured(
         saga_config: SagaConfig,
         configure: impl FnOnce(&mut PaymentConfig),
+    ) -> Self {
+        Self::spawn_limited(saga_config, configure, ServerConfig::default(), RACE_ORDERS).await
+    }
+
+    /// The suite with the payment server configured by `server` (its
+    /// concurrency limit) and CheckoutService limited to
+    /// `checkout_limit` calls in flight.
+    pub async fn spawn_limited(
+        saga_config: SagaConfig,
+        configure: impl FnOnce(&mut PaymentConfig),
+        server: ServerConfig,
+        checkout_limit: usize,
     ) -> Self {
         let db = TestDb::create().await;
         let clock = ManualClock::new();
@@ -184,8 +200,11 @@ impl Suite {
         );
         payment_config.service_client_id = Some("payment".into());
         payment_config.service_client_secret = Some(Secret::new(PAYMENT_CLIENT_SECRET));
-        payment_config.inventory_endpoint = Some(inventory.endpoint());
         configure(&mut payment_config);
+        let checkout_config = CheckoutConfig {
+            checkout_concurrency_limit: Some(checkout_limit),
+            ..CheckoutConfig::new(inventory.endpoint())
+        };
         let payment_deps = backroom_payment::Deps::with(
             &payment_config,
             payment_pool.clone(),
@@ -199,18 +218,21 @@ impl Suite {
         let checkout = CheckoutDeps::new(
             &auth,
             &payment_config,
+            &checkout_config,
+            &server,
             &payment_deps,
             &self_endpoint,
-            saga_config.clone(),
+            saga_config,
         )
         .unwrap();
         let saga = checkout.saga.clone();
         let payment = TestServer::spawn_on(
             listener,
             backroom_payment::server_with_checkout(
-                ServerConfig::default(),
+                server,
                 payment_deps.clone(),
                 checkout,
+                Shutdown::default(),
             ),
         )
         .await;
@@ -252,7 +274,7 @@ impl Suite {
             account,
             inventory: tokio::sync::Mutex::new(Some(inventory)),
             payment,
-            payment_pool_for_saga: payment_pool.clone(),
+            payment_store: payment_deps.store.clone(),
             payment_pool,
             inventory_pool,
             saga,
@@ -261,7 +283,6 @@ impl Suite {
             keys_pem,
             admin_url: db.admin_url(),
             downstream,
-            saga_config,
         }
     }
 
@@ -295,8 +316,7 @@ impl Suite {
     /// A second saga worker, as a restarted payment process would have.
     pub fn restarted_saga(&self) -> Saga {
         Saga::new(
-            self.payment_pool_for_saga.clone(),
-            Arc::new(self.clock.clone()),
+            self.payment_store.clone(),
             self.downstream.clone(),
             // As configured, with the margin CheckoutDeps derived.
             self.saga.config().clone(),
@@ -311,12 +331,7 @@ impl Suite {
         downstream.payment = PaymentServiceClient::new(
             channel(&ClientConfig::new(payment_endpoint.to_owned())).unwrap(),
         );
-        Saga::new(
-            self.payment_pool_for_saga.clone(),
-            Arc::new(self.clock.clone()),
-            downstream,
-            config,
-        )
+        Saga::new(self.payment_store.clone(), downstream, config)
     }
 
     /// A product with `units` in stock at location "main".
@@ -510,7 +525,7 @@ impl Suite {
     pub async fn audit(&self) {
         let problems = self
             .payment_pool
-            .run(backroom_payment::ledger::audit)
+            .run(backroom_payment::db::repo::ledger::audit)
             .await
             .unwrap();
         assert!(problems.is_empty(), "ledger audit: {problems:#?}");

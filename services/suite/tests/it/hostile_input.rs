@@ -22,10 +22,9 @@
 //! more); `PROPTEST_RNG_SEED` pins the cases (CI pins them; otherwise each
 //! run draws a seed and prints it).
 
-mod suite;
-
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
+use crate::harness::{self, Suite};
 use backroom_proto::{account::v1 as account_pb, payment::v1 as pb};
 use backroom_shared::client::TracedChannel;
 use diesel::{Connection as _, PgConnection, QueryableByName, RunQueryDsl as _, sql_types::Text};
@@ -38,7 +37,6 @@ use prost_reflect::{
     DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor,
     MethodDescriptor, Value,
 };
-use suite::Suite;
 use tonic::{Code, Status};
 
 /// Refusals a hostile request may get. Anything else but OK fails the test.
@@ -58,7 +56,7 @@ const DOCUMENTED: [Code; 9] = [
 const HANG: Duration = Duration::from_secs(20);
 
 /// Calls `method` with `body` as `token`; the outcome (see
-/// [`suite::raw_call`]), or DEADLINE_EXCEEDED when the client gave up
+/// [`harness::raw_call`]), or DEADLINE_EXCEEDED when the client gave up
 /// waiting (a hang).
 async fn send(
     channel: TracedChannel,
@@ -73,7 +71,7 @@ async fn send(
         ("authorization", bearer.as_str()),
         ("grpc-timeout", grpc_timeout.as_str()),
     ];
-    let call = suite::raw_call(
+    let call = harness::raw_call(
         channel,
         &path,
         &metadata,
@@ -530,7 +528,7 @@ async fn every_field_of_every_request_survives_hostile_values() {
     let suite = Suite::spawn().await;
     suite.product("MUG", 1000, 50).await;
     suite.product("TEA", 250, 0).await;
-    let customer = suite.customer("fuzz@example.com", suite::VISA).await;
+    let customer = suite.customer("fuzz@example.com", harness::VISA).await;
     let order = suite
         .place(
             &customer,
@@ -550,7 +548,7 @@ async fn every_field_of_every_request_survives_hostile_values() {
         let token = accounts
             .issue_service_token(account_pb::IssueServiceTokenRequest {
                 client_id: "payment".into(),
-                client_secret: suite::PAYMENT_CLIENT_SECRET.into(),
+                client_secret: harness::PAYMENT_CLIENT_SECRET.into(),
                 audience: audience.into(),
             })
             .await
@@ -562,7 +560,7 @@ async fn every_field_of_every_request_survives_hostile_values() {
     let page_token = suite
         .checkout
         .clone()
-        .list_orders(suite::authed(
+        .list_orders(harness::authed(
             &suite.admin,
             pb::ListOrdersRequest {
                 page_size: 1,
@@ -587,8 +585,8 @@ async fn every_field_of_every_request_survives_hostile_values() {
         "XXX",
         "DE",
         "fuzz@example.com",
-        suite::ADMIN_EMAIL,
-        suite::PASSWORD,
+        harness::ADMIN_EMAIL,
+        harness::PASSWORD,
         "payment",
         "backroom.inventory",
         "accounts/00000000-0000-7000-8000-000000000000",
@@ -796,11 +794,11 @@ type MetadataCase<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a [Code]);
 async fn call_with_metadata(channel: TracedChannel, path: &str, metadata: &[(&str, &str)]) -> Code {
     match tokio::time::timeout(
         HANG,
-        suite::raw_call(channel, path, metadata, Vec::new(), false),
+        harness::raw_call(channel, path, metadata, Vec::new(), false),
     )
     .await
     {
-        Ok(outcome) => suite::code_of(&outcome),
+        Ok(outcome) => harness::code_of(&outcome),
         Err(_) => Code::DeadlineExceeded,
     }
 }

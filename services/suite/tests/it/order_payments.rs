@@ -7,11 +7,9 @@
 //! (feature `fault-injection`), the state the attacker's short deadlines
 //! produced.
 
-mod suite;
-
+use crate::harness::{self, Customer, Suite, VISA, authed};
 use backroom_payment::checkout::saga::{Fault, SagaConfig, State};
 use backroom_proto::payment::v1 as pb;
-use suite::{Customer, Suite, VISA, authed};
 use tonic::Code;
 
 fn request_id() -> String {
@@ -51,7 +49,7 @@ async fn own_authorized_payment(suite: &Suite, customer: &Customer) -> pb::Payme
             &customer.token,
             pb::CreatePaymentIntentRequest {
                 customer: "accounts/me".into(),
-                amount: suite::eur(500),
+                amount: harness::eur(500),
                 capture_method: pb::CaptureMethod::Manual as i32,
                 payment_method: customer.card.clone(),
                 confirm: true,
@@ -132,7 +130,7 @@ async fn refund(suite: &Suite, token: &str, intent: &str) -> Result<pb::Refund, 
             token,
             pb::CreateRefundRequest {
                 parent: intent.into(),
-                amount: suite::eur(100),
+                amount: harness::eur(100),
                 reason: pb::RefundReason::RequestedByCustomer as i32,
                 request_id: request_id(),
             },
@@ -213,7 +211,7 @@ async fn an_orders_payment_refuses_its_customer_an_admin_and_other_services() {
                 token,
                 pb::CreatePaymentIntentRequest {
                     customer: ada.name.clone(),
-                    amount: suite::eur(100),
+                    amount: harness::eur(100),
                     payment_method: ada.card.clone(),
                     order: order.name.clone(),
                     request_id: request_id(),
@@ -249,7 +247,7 @@ async fn an_orders_payment_refuses_its_customer_an_admin_and_other_services() {
             "refund",
         );
     }
-    assert_eq!(suite.intent(&done).await.amount_refunded, suite::eur(0));
+    assert_eq!(suite.intent(&done).await.amount_refunded, harness::eur(0));
     assert_eq!(suite.reservation_state(&done).await, "COMMITTED");
     suite.audit().await;
 
@@ -315,7 +313,7 @@ async fn failed_and_undone(suite: &Suite, order: &pb::Order, reason: &str) -> pb
     assert_eq!((level.committed, level.reserved), (0, 0), "{level:#?}");
     let intent = suite.intent(&order).await;
     assert_eq!(intent.status, pb::PaymentIntentStatus::Canceled as i32);
-    assert_eq!(intent.amount_received, suite::eur(0));
+    assert_eq!(intent.amount_received, harness::eur(0));
     suite.audit().await;
     order
 }
@@ -467,7 +465,7 @@ async fn a_payment_voided_after_the_pivot_sends_the_order_to_needs_attention_at_
     assert_eq!(failure.metadata["payment_intent"], order.payment_intent);
     // The stock stays committed (the goods are promised); nothing was paid.
     assert_eq!(suite.level("MUG").await.committed, 1);
-    assert_eq!(suite.intent(&stuck).await.amount_received, suite::eur(0));
+    assert_eq!(suite.intent(&stuck).await.amount_received, harness::eur(0));
     // Terminal for the saga: no worker picks it up again.
     suite.clock.advance(chrono::Duration::minutes(5));
     assert_eq!(suite.restarted_saga().recover_due().await.unwrap(), 0);
