@@ -1,6 +1,7 @@
 //! CheckoutService against the three real services: the saga's happy path,
 //! compensation, idempotent replays, crash recovery at every step boundary,
-//! a dependency outage, and 100 orders racing for 30 units.
+//! a dependency outage, 100 orders racing for 30 units, and a burst of
+//! orders past checkout's own concurrency limit.
 
 use std::time::Duration;
 
@@ -489,5 +490,84 @@ async fn a_hundred_orders_racing_for_thirty_units_complete_exactly_thirty() {
         }
     }
     assert_eq!(charged, 30);
+    suite.audit().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_orders_past_checkouts_limit_is_shed_and_payment_service_keeps_answering() {
+    // 2 × 3 + 2 = 8: three orders in flight and their sagas' calls to
+    // PaymentService leave it two slots however many orders arrive.
+    let server = backroom_shared::config::ServerConfig {
+        concurrency_limit: 8,
+        ..Default::default()
+    };
+    let suite = Suite::spawn_limited(
+        SagaConfig {
+            recovery_interval: Duration::from_secs(3600),
+            ..SagaConfig::default()
+        },
+        |_| {},
+        server,
+        3,
+    )
+    .await;
+    suite.product("BURST", 500, 100).await;
+    let ada = suite.customer("burst@example.com", VISA).await;
+    let shed = |outcome: &Result<pb::Order, tonic::Status>| {
+        outcome.as_ref().is_err_and(|status| {
+            status.code() == Code::ResourceExhausted
+                && backroom_shared::errors::reason_of(status).as_deref() == Some("OVERLOADED")
+        })
+    };
+    let first_shed = tokio::sync::Notify::new();
+    let burst = (0..12).map(|_| async {
+        let outcome = suite
+            .place(&ada, &ada.card, &[("BURST", 1)], &request_id())
+            .await;
+        if shed(&outcome) {
+            first_shed.notify_one();
+        }
+        outcome
+    });
+    // Once orders are being shed, the customer's PaymentService calls are
+    // still served, one after another, while the admitted orders run.
+    let customer_calls = async {
+        first_shed.notified().await;
+        for _ in 0..20 {
+            suite
+                .payments
+                .clone()
+                .list_payment_methods(authed(
+                    &ada.token,
+                    pb::ListPaymentMethodsRequest {
+                        customer: "accounts/me".into(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .expect("PaymentService answers during a burst of orders");
+        }
+    };
+    let (outcomes, ()) = tokio::join!(futures_util::future::join_all(burst), customer_calls);
+    let completed: Vec<&pb::Order> = outcomes
+        .iter()
+        .filter_map(|outcome| outcome.as_ref().ok())
+        .collect();
+    let shed_count = outcomes.iter().filter(|outcome| shed(outcome)).count();
+    assert_eq!(
+        completed.len() + shed_count,
+        outcomes.len(),
+        "every order is served or shed at once: {outcomes:#?}"
+    );
+    assert!(shed_count >= 1, "twelve orders at once exceed a limit of 3");
+    assert!(!completed.is_empty(), "admitted orders are served");
+    // The admitted orders' sagas got their PaymentService calls through.
+    for order in completed {
+        assert_eq!(order.state, pb::OrderState::Completed as i32, "{order:#?}");
+        assert_eq!(
+            suite.intent(order).await.status,
+            pb::PaymentIntentStatus::Succeeded as i32
+        );
+    }
     suite.audit().await;
 }
