@@ -3,8 +3,6 @@
 //! the RELEASE journal posted — every `BACKROOM_AUTHORIZATION_SWEEP_INTERVAL_SECS`,
 //! until the server shuts down.
 
-use std::sync::Arc;
-
 use backroom_shared::service::Shutdown;
 use chrono::{DateTime, Utc};
 use diesel::Connection as _;
@@ -12,10 +10,7 @@ use diesel::Connection as _;
 use crate::{
     Deps,
     db::repo,
-    domain::{
-        Error,
-        intents::{CancellationReason, Engine},
-    },
+    domain::{Error, intents::CancellationReason},
 };
 
 /// How many expired authorizations one sweeper transaction handles.
@@ -33,18 +28,12 @@ pub async fn sweep_expired_authorizations(
 ) -> Result<usize, tonic::Status> {
     let mut total = 0;
     loop {
-        let processor = Arc::clone(&deps.processor);
-        let ttl = deps.authorization_ttl;
+        let engine = deps.engine(now);
         let (canceled, full) = deps
             .store
             .pool()
             .run(move |conn| {
                 conn.transaction::<_, Error, _>(|conn| {
-                    let engine = Engine {
-                        processor: processor.as_ref(),
-                        now,
-                        authorization_ttl: ttl,
-                    };
                     let expired =
                         repo::intents::lock_expired_authorizations(conn, now, SWEEP_BATCH)?;
                     let full = i64::try_from(expired.len()).unwrap_or(i64::MAX) >= SWEEP_BATCH;

@@ -225,6 +225,15 @@ impl Deps {
         )?;
         Self::with(config, pool, clock, verifier, choice.build())
     }
+
+    /// The intent state machine at `now`.
+    pub fn engine(&self, now: chrono::DateTime<chrono::Utc>) -> domain::intents::Engine {
+        domain::intents::Engine {
+            processor: Arc::clone(&self.processor),
+            now,
+            authorization_ttl: self.authorization_ttl,
+        }
+    }
 }
 
 /// The payment gRPC server: the service, the auth layer, a readiness probe

@@ -20,7 +20,7 @@ use crate::{
         Error, IntentId, OrderId, PaymentMethodId,
         intents::{
             self, CancelIntent, CancellationReason, CaptureIntent, CaptureMethod, ConfirmIntent,
-            CreateIntent, GetIntent, Intent, IntentStatus, ListIntents, resolve_customer,
+            CreateIntent, GetIntent, Intent, IntentStatus, ListIntents, Reach, resolve_customer,
         },
         values::{Metadata, parse_description},
     },
@@ -395,8 +395,8 @@ impl PaymentApi {
         });
         let intent = self
             .transition(key, fingerprint, move |conn, engine, failed| {
-                let intent = intents::lock_visible(conn, access, cmd.id)?;
-                authority.may_manage(&intent)?;
+                let intent =
+                    intents::lock_to_manage(conn, cmd.id, Reach::Visible(access), authority)?;
                 let intent =
                     engine.confirm(conn, access, intent, cmd.payment_method, false, failed)?;
                 Ok(intent_to_proto(&intent))
@@ -428,8 +428,7 @@ impl PaymentApi {
         });
         let intent = self
             .transition(key, fingerprint, move |conn, engine, _| {
-                let intent = intents::lock(conn, cmd.id)?;
-                authority.may_manage(&intent)?;
+                let intent = intents::lock_to_manage(conn, cmd.id, Reach::Any, authority)?;
                 Ok(intent_to_proto(&engine.capture(conn, intent, cmd.amount)?))
             })
             .await?;
@@ -455,8 +454,8 @@ impl PaymentApi {
         });
         let intent = self
             .transition(key, fingerprint, move |conn, engine, _| {
-                let intent = intents::lock_visible(conn, access, cmd.id)?;
-                authority.may_manage(&intent)?;
+                let intent =
+                    intents::lock_to_manage(conn, cmd.id, Reach::Visible(access), authority)?;
                 Ok(intent_to_proto(&engine.cancel(conn, intent, cmd.reason)?))
             })
             .await?;

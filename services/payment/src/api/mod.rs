@@ -21,8 +21,6 @@ mod ledger;
 mod payment_methods;
 mod refunds;
 
-use std::sync::Arc;
-
 use backroom_proto::{
     common::v1::Money as ProtoMoney,
     payment::v1::{self as pb, payment_service_server::PaymentService},
@@ -93,26 +91,20 @@ impl PaymentApi {
     ) -> Result<R, Status>
     where
         R: prost::Message + Default + Send + 'static,
-        F: FnOnce(&mut PgConnection, Engine<'_>, &mut Option<FailedAttempt>) -> Result<R, Error>
+        F: FnOnce(&mut PgConnection, &Engine, &mut Option<FailedAttempt>) -> Result<R, Error>
             + Send
             + 'static,
     {
         let now = self.store().now();
-        let processor = Arc::clone(&self.deps.processor);
-        let ttl = self.deps.authorization_ttl;
+        let engine = self.deps.engine(now);
         self.store()
             .pool()
             .run(move |conn| {
                 conn.transaction::<_, Error, _>(|conn| {
-                    let engine = Engine {
-                        processor: processor.as_ref(),
-                        now,
-                        authorization_ttl: ttl,
-                    };
                     let mut failed = None;
                     let outcome =
                         idempotency::run(conn, DOMAIN, key.as_ref(), &fingerprint, now, |conn| {
-                            work(conn, engine, &mut failed).map_err(Status::from)
+                            work(conn, &engine, &mut failed).map_err(Status::from)
                         });
                     if let Some(attempt) = failed {
                         attempt.persist(conn)?;

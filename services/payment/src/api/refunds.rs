@@ -10,7 +10,8 @@ use tracing::instrument;
 
 use super::{PaymentApi, idempotency_key, optional_amount, record, request_id};
 use crate::domain::{
-    Error, IntentId, RefundId, intents,
+    Error, IntentId, RefundId,
+    intents::{self, Reach},
     refunds::{self, CreateRefund, GetRefund, ListRefunds, Refund, RefundReason, RefundStatus},
 };
 
@@ -119,8 +120,7 @@ impl PaymentApi {
         });
         let refund = self
             .transition(key, fingerprint, move |conn, engine, _| {
-                let intent = intents::lock(conn, cmd.intent)?;
-                authority.may_manage(&intent)?;
+                let intent = intents::lock_to_manage(conn, cmd.intent, Reach::Any, authority)?;
                 let (_, refund) = engine.refund(conn, intent, cmd.amount, cmd.reason)?;
                 Ok(pb::Refund::from(&refund))
             })

@@ -3,6 +3,8 @@
 //! `FOR UPDATE` inside the caller's transaction, calling the processor and
 //! posting the journals of the money it moves in that same transaction.
 
+use std::sync::Arc;
+
 use backroom_shared::{auth::Access, money::Money};
 use chrono::{DateTime, Duration, Utc};
 use diesel::PgConnection;
@@ -42,18 +44,18 @@ impl FailedAttempt {
 }
 
 /// Runs state transitions with a processor, a time and the authorization
-/// lifetime.
-#[derive(Debug, Clone, Copy)]
-pub struct Engine<'a> {
+/// lifetime; cheap to clone into a blocking closure.
+#[derive(Debug, Clone)]
+pub struct Engine {
     /// The card processor.
-    pub processor: &'a dyn Processor,
+    pub processor: Arc<dyn Processor>,
     /// The service clock's now.
     pub now: DateTime<Utc>,
     /// How long an uncaptured authorization lives.
     pub authorization_ttl: Duration,
 }
 
-impl Engine<'_> {
+impl Engine {
     /// Confirms `intent` (locked, or just inserted): authorizes its amount on
     /// its payment method (or `payment_method`), capturing at once when the
     /// capture method is automatic. On a decline or processor failure,

@@ -321,7 +321,7 @@ pub fn visible(access: Access, found: Option<Intent>) -> Option<Intent> {
 /// one.
 pub fn create(
     conn: &mut PgConnection,
-    engine: Engine<'_>,
+    engine: &Engine,
     access: Access,
     customer: CustomerId,
     cmd: CreateIntent,
@@ -377,19 +377,31 @@ pub fn create(
     }
 }
 
-/// The intent `id`, locked for a transition, if the caller may see it.
-pub fn lock_visible(
-    conn: &mut PgConnection,
-    access: Access,
-    id: IntentId,
-) -> Result<Intent, Error> {
-    visible(access, repo::intents::lock(conn, id)?).ok_or(Error::PaymentIntentNotFound(id))
+/// Which intents a transition may be asked of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Those the caller sees (confirm, cancel); others are NOT_FOUND.
+    Visible(Access),
+    /// Any (capture, refund: admins and services only, checked before).
+    Any,
 }
 
-/// The intent `id`, locked for a transition (role-gated calls: admins and
-/// services see every intent).
-pub fn lock(conn: &mut PgConnection, id: IntentId) -> Result<Intent, Error> {
-    repo::intents::lock(conn, id)?.ok_or(Error::PaymentIntentNotFound(id))
+/// The intent `id`, locked for a transition, if the caller reaches it and
+/// may manage it (an order's payment: the checkout saga only).
+pub fn lock_to_manage(
+    conn: &mut PgConnection,
+    id: IntentId,
+    reach: Reach,
+    authority: OrderAuthority,
+) -> Result<Intent, Error> {
+    let found = repo::intents::lock(conn, id)?;
+    let found = match reach {
+        Reach::Visible(access) => visible(access, found),
+        Reach::Any => found,
+    };
+    let intent = found.ok_or(Error::PaymentIntentNotFound(id))?;
+    authority.may_manage(&intent)?;
+    Ok(intent)
 }
 
 /// The intent `id`, if the caller may see it.
