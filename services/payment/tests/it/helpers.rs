@@ -408,3 +408,25 @@ pub fn fields(status: &tonic::Status) -> Vec<String> {
 pub fn status_of(intent: &pb::PaymentIntent) -> pb::PaymentIntentStatus {
     pb::PaymentIntentStatus::try_from(intent.status).unwrap()
 }
+
+/// A CreatePaymentIntent for `user` of `amount` EUR on `method` (may be
+/// empty), manual or automatic capture.
+pub fn create_request(
+    user: &User,
+    amount: i64,
+    method: &str,
+    manual: bool,
+) -> pb::CreatePaymentIntentRequest {
+    pb::CreatePaymentIntentRequest {
+        customer: user.name.clone(),
+        amount: eur(amount),
+        capture_method: if manual {
+            pb::CaptureMethod::Manual
+        } else {
+            pb::CaptureMethod::Automatic
+        }
+        .into(),
+        payment_method: method.into(),
+        ..Default::default()
+    }
+}

@@ -28,18 +28,12 @@ use backroom_shared::{
     db::{DbError, Pool},
     testing::{TestDb, TestServer},
 };
-use tonic::{Code, Request};
+use tonic::Code;
+
+use crate::helpers::authed;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-
-fn authed<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
 
 /// The payment binary as a child process, killable with SIGKILL.
 fn start_payment(env: &[(&str, String)]) -> Child {

@@ -9,6 +9,7 @@ mod config;
 mod db_privileges;
 mod deploy_contract;
 mod helpers;
+mod intent_guards;
 mod intents;
 mod kill;
 mod logs;
