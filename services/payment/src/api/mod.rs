@@ -1,8 +1,8 @@
 //! The tonic `PaymentService`: the only place proto ⇄ domain conversions
-//! and `Error` → `Status` happen ([`From<Error> for Status`], one
+//! and `Error` → `Status` happen (`impl From<Error> for Status`, one
 //! exhaustive match, which checkout's API uses too).
 //!
-//! Every handler reads the same way: who (the caller's [`Access`], and
+//! Every handler reads the same way: who (the caller's `Access`, and
 //! whether it is the checkout saga) → parse (a command type per request,
 //! `TryFrom` the proto message, every bad field named at once) → act
 //! through the domain in a [`Store`] transaction → convert.
@@ -13,8 +13,8 @@
 //! CVC.
 //!
 //! Layout: this module (the service impl that delegates, the error
-//! mapping, helpers every resource uses), [`payment_methods`], [`intents`],
-//! [`refunds`], [`ledger`].
+//! mapping, helpers every resource uses), `payment_methods`, `intents`,
+//! `refunds`, `ledger`.
 
 mod intents;
 mod ledger;

@@ -4,7 +4,7 @@
 //! Errors are the service's one `Error`, mapped to a status by
 //! `crate::api`.
 //!
-//! Layout: this module (the service impl that delegates), [`orders`]
+//! Layout: this module (the service impl that delegates), `orders`
 //! (parsing, conversion, the handlers).
 
 mod orders;

@@ -19,11 +19,11 @@
 //! `backroom audit`, for an operator to resolve. Never an endless retry.
 //!
 //! Layout: this module (the orchestrator: leases, the drive loop, state
-//! transitions, planted faults), [`state`] (states, failures, how a step
-//! ends), [`remote`] (the one way the saga calls another service: with its
-//! service token, a derived request id and bounded retries), [`steps`] (one
-//! function per forward step), [`compensation`] (undoing before the pivot,
-//! NEEDS_ATTENTION after it), [`recovery`] (the worker that resumes what a
+//! transitions, planted faults), `state` (states, failures, how a step
+//! ends), `remote` (the one way the saga calls another service: with its
+//! service token, a derived request id and bounded retries), `steps` (one
+//! function per forward step), `compensation` (undoing before the pivot,
+//! NEEDS_ATTENTION after it), `recovery` (the worker that resumes what a
 //! crash left half-done).
 
 mod compensation;
