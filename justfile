@@ -40,7 +40,7 @@ deploy-check:
 
 # The hostile-input fuzz at length (CI runs 32 cases per RPC).
 fuzz cases="2000":
-    PROPTEST_CASES={{cases}} cargo test -p backroom-payment --test hostile_input -- --nocapture
+    PROPTEST_CASES={{cases}} cargo test -p backroom --test it hostile_input -- --nocapture
 
 # Everything CI runs.
 ci:

@@ -43,6 +43,12 @@ impl<S> ConcurrencyLimit<S> {
     }
 }
 
+/// A limited service is routed by its inner service's name, so a service
+/// can carry its own limit inside the server's.
+impl<S: tonic::server::NamedService> tonic::server::NamedService for ConcurrencyLimit<S> {
+    const NAME: &'static str = S::NAME;
+}
+
 impl<S> Service<http::Request<Body>> for ConcurrencyLimit<S>
 where
     S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,

@@ -41,7 +41,9 @@ use std::{
 
 use uuid::Uuid;
 
-use crate::domain::{Currency, DeclineKind, card::CardNumber};
+use backroom_shared::money::Money;
+
+use crate::domain::{DeclineKind, card::CardNumber};
 
 /// The processor's reference to a card.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,16 +57,14 @@ pub struct ProcessorCard {
 pub struct AuthorizeRequest<'a> {
     /// The card's token.
     pub token: &'a str,
-    /// Currency of the hold.
-    pub currency: Currency,
-    /// Minor units.
-    pub amount: i64,
+    /// The hold.
+    pub amount: Money,
     /// Same key → same authorization.
     pub idempotency_key: &'a str,
 }
 
-/// A placed hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A placed hold (empty: none known; the processor refuses it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Authorization {
     /// The processor's id.
     pub id: String,
@@ -95,17 +95,21 @@ pub trait Processor: Send + Sync + std::fmt::Debug {
     /// Captures `amount` of an authorization, releasing the rest.
     fn capture(
         &self,
-        authorization: &str,
-        amount: i64,
+        authorization: &Authorization,
+        amount: Money,
         idempotency_key: &str,
     ) -> Result<(), ProcessorUnavailable>;
     /// Releases an authorization entirely.
-    fn void(&self, authorization: &str, idempotency_key: &str) -> Result<(), ProcessorUnavailable>;
+    fn void(
+        &self,
+        authorization: &Authorization,
+        idempotency_key: &str,
+    ) -> Result<(), ProcessorUnavailable>;
     /// Returns `amount` of captured money; the processor's refund id.
     fn refund(
         &self,
-        authorization: &str,
-        amount: i64,
+        authorization: &Authorization,
+        amount: Money,
         idempotency_key: &str,
     ) -> Result<String, ProcessorUnavailable>;
 }
@@ -279,8 +283,8 @@ impl Processor for Simulator {
 
     fn capture(
         &self,
-        _authorization: &str,
-        _amount: i64,
+        _authorization: &Authorization,
+        _amount: Money,
         idempotency_key: &str,
     ) -> Result<(), ProcessorUnavailable> {
         self.book()
@@ -292,7 +296,7 @@ impl Processor for Simulator {
 
     fn void(
         &self,
-        _authorization: &str,
+        _authorization: &Authorization,
         idempotency_key: &str,
     ) -> Result<(), ProcessorUnavailable> {
         self.book()
@@ -304,8 +308,8 @@ impl Processor for Simulator {
 
     fn refund(
         &self,
-        _authorization: &str,
-        _amount: i64,
+        _authorization: &Authorization,
+        _amount: Money,
         idempotency_key: &str,
     ) -> Result<String, ProcessorUnavailable> {
         let mut book = self.book();
@@ -334,6 +338,8 @@ fn letters_only(id: Uuid) -> String {
 
 #[cfg(test)]
 mod tests {
+    use backroom_shared::money::Currency;
+
     use super::*;
 
     #[test]
@@ -351,8 +357,7 @@ mod tests {
         assert!(!card.token.contains(pan));
         sim.authorize(AuthorizeRequest {
             token: &card.token,
-            currency: Currency::parse("c", "EUR").unwrap(),
-            amount: 100,
+            amount: Money::new(Currency::parse("c", "EUR").unwrap(), 100),
             idempotency_key: key,
         })
     }
@@ -383,8 +388,7 @@ mod tests {
         let card = sim.tokenize(&number).unwrap();
         let request = AuthorizeRequest {
             token: &card.token,
-            currency: Currency::parse("c", "EUR").unwrap(),
-            amount: 100,
+            amount: Money::new(Currency::parse("c", "EUR").unwrap(), 100),
             idempotency_key: "pi/authorize/0",
         };
         assert!(matches!(

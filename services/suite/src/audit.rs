@@ -156,8 +156,8 @@ pub fn audit(conn: &mut PgConnection, tolerances: Tolerances) -> anyhow::Result<
     }
     // The payment crate's audit names its tables unqualified.
     diesel::connection::SimpleConnection::batch_execute(conn, "SET search_path TO payment")?;
-    let ledger =
-        backroom_payment::ledger::audit(conn).map_err(|err| anyhow::anyhow!("ledger audit: {err}"));
+    let ledger = backroom_payment::db::repo::ledger::audit(conn)
+        .map_err(|err| anyhow::anyhow!("ledger audit: {err}"));
     diesel::connection::SimpleConnection::batch_execute(conn, "RESET search_path")?;
     let ledger = ledger?;
     findings.extend(

@@ -18,6 +18,7 @@ use backroom_shared::{
     db::{self, Pool},
     local_postgres::PostgresCluster,
     server::{GrpcServer, shutdown_signal},
+    service::Shutdown,
     telemetry,
 };
 use clap::{Parser, Subcommand};
@@ -233,7 +234,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 .serve(listener, async move {
                     let _ = stop.wait_for(|stop| *stop).await;
                     if let Some(on_stop) = on_stop {
-                        on_stop.trigger();
+                        on_stop();
                     }
                 })
                 .await;
@@ -337,8 +338,9 @@ const SERVICE_CLIENT_AUDIENCES: &str =
 struct Built {
     server: GrpcServer,
     /// Ends open streams and background tasks (inventory's watchers and
-    /// sweeper) when shutdown begins.
-    on_stop: Option<backroom_shared::service::Shutdown>,
+    /// sweeper, payment's sweeper, purge and saga recovery) when shutdown
+    /// begins.
+    on_stop: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// Builds the server of one slot.
@@ -361,9 +363,10 @@ async fn build(
             let pool = Pool::new(&db, backroom_account::SERVICE);
             let deps = Deps::new(auth, &account, pool, clock::system()).await?;
             backroom_account::bootstrap_admin(&deps, &account).await?;
+            let shutdown = deps.shutdown.clone();
             Ok(Built {
                 server: backroom_account::server(config, deps),
-                on_stop: None,
+                on_stop: Some(Box::new(move || shutdown.trigger())),
             })
         }
         backroom_inventory::SERVICE => {
@@ -383,10 +386,10 @@ async fn build(
             };
             let verifier = backroom_inventory::verifier(auth, &inventory)?;
             let deps = backroom_inventory::Deps::new(&inventory, pool, clock::system(), verifier);
-            let on_stop = Some(deps.shutdown.clone());
+            let shutdown = deps.shutdown.clone();
             Ok(Built {
                 server: backroom_inventory::server(config, deps),
-                on_stop,
+                on_stop: Some(Box::new(move || shutdown.trigger())),
             })
         }
         backroom_payment::SERVICE => {
@@ -400,18 +403,26 @@ async fn build(
             );
             payment.service_client_id = Some(backroom_payment::SERVICE.to_owned());
             payment.service_client_secret = Some(Secret::new(dev.payment_client_secret.clone()));
-            payment.inventory_endpoint = Some(endpoints.inventory.clone());
+            let checkout = backroom_payment::CheckoutConfig::new(endpoints.inventory.clone());
             let deps = backroom_payment::Deps::new(auth, &payment, pool, clock::system())?;
-            let checkout = backroom_payment::CheckoutDeps::new(
+            let checkout_deps = backroom_payment::CheckoutDeps::new(
                 auth,
                 &payment,
+                &checkout,
+                &config,
                 &deps,
                 &endpoints.payment,
-                backroom_payment::checkout::saga::SagaConfig::default(),
+                checkout.saga(),
             )?;
+            let shutdown = Shutdown::default();
             Ok(Built {
-                server: backroom_payment::server_with_checkout(config, deps, checkout),
-                on_stop: None,
+                server: backroom_payment::server_with_checkout(
+                    config,
+                    deps,
+                    checkout_deps,
+                    shutdown.clone(),
+                ),
+                on_stop: Some(Box::new(move || shutdown.trigger())),
             })
         }
         other => anyhow::bail!("unknown service {other}"),

@@ -1,13 +1,15 @@
 //! `CheckoutService`: the order saga across account, inventory and payment.
 //!
 //! Layout:
+//! - [`order`]: the order aggregate (an order, its lines, the other
+//!   services' names it holds), the commands, who may see an order;
 //! - [`saga`]: the orchestrator. Each order's state is written to the
 //!   `orders` table before the step it names; every remote call carries a
 //!   request id derived from the order id and the step, so a step replayed
 //!   after a crash has no second effect; a lease makes one worker drive an
-//!   order at a time, across replicas; the [`saga::Saga::recover_due`] worker
-//!   resumes whatever a crash left half-done.
-//! - [`repo`]: the `orders` / `order_lines` tables.
+//!   order at a time, across replicas; the [`saga::Saga::recover_due`]
+//!   worker resumes whatever a crash left half-done;
+//! - [`repo`]: the `orders` / `order_lines` tables;
 //! - [`api`]: the tonic `CheckoutService` impl.
 //!
 //! The saga calls PaymentService through its own gRPC API (with the
@@ -15,5 +17,6 @@
 //! idempotency mechanism, one trace.
 
 pub mod api;
+pub mod order;
 pub mod repo;
 pub mod saga;

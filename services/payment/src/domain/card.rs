@@ -3,8 +3,8 @@
 //! The PAN and CVC live only in [`CardNumber`] and [`Cvc`], whose `Debug`
 //! shows nothing but the brand/last4 (or nothing at all), and which have no
 //! `Display`: no `{:?}`, span field or error message can leak them. What is
-//! kept is [`CardDetails`]: brand, last4, expiry, holder name and a keyed
-//! fingerprint.
+//! kept is a [`super::payment_methods::PaymentMethod`]: brand, last4,
+//! expiry, holder name and a keyed fingerprint.
 
 use std::fmt;
 

@@ -1,16 +1,34 @@
-//! The payment domain: values that are valid by construction, the intent
-//! state machine's vocabulary and the service's one [`Error`] enum.
+//! The payment domain: the rules of every resource this service owns, in
+//! types that are valid by construction, and the service's one [`Error`]
+//! enum (checkout's too: one service, one mapping to a status, in
+//! `crate::api`).
 //!
-//! Layout: [`card`] (PAN/CVC handling, brands, fingerprints), [`values`]
-//! (money, names, metadata, enums of the state machine).
+//! Layout:
+//! - [`ids`]: typed ids and names of the resources;
+//! - [`values`]: amount bounds, descriptions, metadata;
+//! - [`card`]: card data as entered (PAN/CVC never stored or logged),
+//!   brands, fingerprints;
+//! - [`payment_methods`]: a vaulted card and who may see or use it;
+//! - [`intents`]: the payment intent and its state machine (confirm,
+//!   capture, cancel, refund, expiry), and the order-owned-intent rule;
+//! - [`refunds`]: a refund of captured money;
+//! - [`ledger`]: the chart of accounts, journal kinds and their postings.
 
 pub mod card;
+pub mod ids;
+pub mod intents;
+pub mod ledger;
+pub mod payment_methods;
+pub mod refunds;
 pub mod values;
 
-use backroom_shared::{db::DbError, errors::FieldViolation};
-use uuid::Uuid;
+use backroom_shared::{
+    auth::AccessDenied, db::DbError, errors::FieldViolation, money::Money,
+    stored::UnknownStoredValue,
+};
 
-pub use values::*;
+pub use ids::{CustomerId, IntentId, JournalId, LedgerCode, OrderId, PaymentMethodId, RefundId};
+pub use intents::IntentStatus;
 
 /// Why the processor declined an authorization (a definitive outcome).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,20 +68,14 @@ impl DeclineKind {
             DeclineKind::ExpiredCard => "the card has expired",
         }
     }
-
-    /// Reads back a stored `PaymentError.code`.
-    pub fn from_reason(reason: &str) -> Option<Self> {
-        [Self::Generic, Self::InsufficientFunds, Self::ExpiredCard]
-            .into_iter()
-            .find(|k| k.reason() == reason)
-    }
 }
 
 /// Code stored in `last_payment_error` for a processor failure.
 pub const PROCESSOR_ERROR: &str = "PROCESSOR_ERROR";
 
-/// Everything a payment operation can fail with. Mapped to a gRPC status in
-/// exactly one place (`api.rs`), exhaustively.
+/// Everything a payment or checkout operation can fail with. Mapped to a
+/// gRPC status in exactly one place (`impl From<Error> for Status` in
+/// `crate::api`), exhaustively.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad input, one violation per field.
@@ -76,37 +88,46 @@ pub enum Error {
     /// AttachPaymentMethod: the card's expiry has passed.
     #[error("expired card")]
     ExpiredCardInput(Vec<FieldViolation>),
-    /// The caller lacks the role or ownership; `required` names it.
-    #[error("access denied: requires {0}")]
-    AccessDenied(&'static str),
+    /// The caller lacks the role or ownership the call requires.
+    #[error(transparent)]
+    AccessDenied(#[from] AccessDenied),
     /// The customer already has the maximum number of payment methods.
     #[error("payment method limit reached")]
     PaymentMethodLimitReached,
-    /// No such (attached) payment method.
-    #[error("{0} not found")]
-    PaymentMethodNotFound(String),
-    /// No such payment intent.
-    #[error("{0} not found")]
-    PaymentIntentNotFound(String),
-    /// No such refund.
-    #[error("{0} not found")]
-    RefundNotFound(String),
+    /// No such (attached) payment method, or one the caller may not see.
+    #[error("payment method {0} not found")]
+    PaymentMethodNotFound(PaymentMethodId),
+    /// No such payment intent, or one the caller may not see.
+    #[error("payment intent {0} not found")]
+    PaymentIntentNotFound(IntentId),
+    /// No such refund, or one the caller may not see.
+    #[error("refund {refund} of {intent} not found")]
+    RefundNotFound {
+        /// Its intent.
+        intent: IntentId,
+        /// The refund.
+        refund: RefundId,
+    },
     /// No such ledger account.
-    #[error("{0} not found")]
-    LedgerAccountNotFound(String),
+    #[error("ledger account {0} not found")]
+    LedgerAccountNotFound(LedgerCode),
     /// No such journal.
-    #[error("{0} not found")]
-    JournalNotFound(String),
-    /// No such order (CreatePaymentIntent for an order).
-    #[error("{0} not found")]
-    OrderNotFound(String),
+    #[error("journal {0} not found")]
+    JournalNotFound(JournalId),
+    /// No such order, or another customer's.
+    #[error("order {0} not found")]
+    OrderNotFound(OrderId),
+    /// PlaceOrder: the customer used the request id for an order with other
+    /// parameters.
+    #[error("request id reused for another order")]
+    OrderRequestIdReused,
     /// The intent is an order's payment: only checkout acts on it.
-    #[error("{intent} is managed by {order}")]
+    #[error("payment intent {intent} is managed by order {order}")]
     ManagedByOrder {
-        /// `orders/{id}`.
-        order: String,
-        /// `paymentIntents/{id}`.
-        intent: String,
+        /// The order.
+        order: OrderId,
+        /// Its payment.
+        intent: IntentId,
     },
     /// Confirmation without a payment method.
     #[error("payment method required")]
@@ -121,7 +142,7 @@ pub enum Error {
     #[error("amount exceeds capturable {capturable}")]
     AmountExceedsCapturable {
         /// What could be captured.
-        capturable: i64,
+        capturable: Money,
     },
     /// A Money in another currency than the intent's.
     #[error("currency mismatch on {field}")]
@@ -133,21 +154,22 @@ pub enum Error {
     #[error("refund exceeds captured; {refundable} refundable")]
     RefundExceedsCaptured {
         /// What is left to refund.
-        refundable: i64,
+        refundable: Money,
     },
     /// The processor declined the card.
     #[error("card declined ({kind:?})")]
     Declined {
         /// Why.
         kind: DeclineKind,
-        /// The intent's name.
-        intent: String,
+        /// The intent.
+        intent: IntentId,
     },
     /// The processor failed; retryable.
     #[error("processor error")]
     ProcessorUnavailable {
-        /// The intent's name.
-        intent: String,
+        /// The intent, when the failed call was for one (not for
+        /// tokenizing a card).
+        intent: Option<IntentId>,
     },
     /// A database failure.
     #[error(transparent)]
@@ -160,9 +182,21 @@ impl From<diesel::result::Error> for Error {
     }
 }
 
+impl From<UnknownStoredValue> for Error {
+    fn from(err: UnknownStoredValue) -> Self {
+        Error::Db(err.into())
+    }
+}
+
 impl From<FieldViolation> for Error {
     fn from(violation: FieldViolation) -> Self {
         Error::Validation(vec![violation])
+    }
+}
+
+impl From<Vec<FieldViolation>> for Error {
+    fn from(violations: Vec<FieldViolation>) -> Self {
+        Error::Validation(violations)
     }
 }
 
@@ -171,9 +205,17 @@ impl Error {
     pub fn field(field: impl Into<String>, description: impl Into<String>) -> Self {
         Error::Validation(vec![FieldViolation::new(field, description)])
     }
+
+    /// Stored data the code cannot read: corruption, reported as INTERNAL.
+    pub fn corrupt(what: impl std::fmt::Display) -> Self {
+        Error::Db(DbError::Other(anyhow::anyhow!(
+            "corrupt stored data: {what}"
+        )))
+    }
 }
 
-/// The `accounts/{id}` name of a customer.
-pub fn account_name(id: Uuid) -> String {
-    format!("accounts/{id}")
+/// `self + other` (or `−`), checked: overflow or a currency mismatch is the
+/// caller's bad amount (INVALID_ARGUMENT on `amount`), never a wrap.
+pub(crate) fn checked(value: Option<Money>) -> Result<Money, Error> {
+    value.ok_or_else(|| Error::field("amount", "the amount overflows"))
 }

@@ -1,0 +1,64 @@
+//! The tonic `CheckoutService`: PlaceOrder stores the order (idempotently
+//! per customer and request id) and drives its saga until it is terminal or
+//! the caller's patience ends; GetOrder and ListOrders read orders back.
+//! Errors are the service's one `Error`, mapped to a status by
+//! `crate::api`.
+//!
+//! Layout: this module (the service impl that delegates), `orders`
+//! (parsing, conversion, the handlers).
+
+mod orders;
+
+use backroom_proto::payment::v1::{
+    self as pb, checkout_service_server::CheckoutService,
+    payment_service_client::PaymentServiceClient,
+};
+use backroom_shared::{client::TracedChannel, store::Store};
+use tonic::{Request, Response, Status};
+
+use super::saga::Saga;
+
+/// The service implementation.
+#[derive(Debug, Clone)]
+pub struct CheckoutApi {
+    saga: Saga,
+    store: Store,
+    payment: PaymentServiceClient<TracedChannel>,
+}
+
+impl CheckoutApi {
+    /// The API over `saga` and the payment schema's `store`, reading
+    /// payment methods through `payment` (the caller's own token is
+    /// forwarded: it proves the card is theirs).
+    pub fn new(saga: Saga, store: Store, payment: PaymentServiceClient<TracedChannel>) -> Self {
+        Self {
+            saga,
+            store,
+            payment,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl CheckoutService for CheckoutApi {
+    async fn place_order(
+        &self,
+        request: Request<pb::PlaceOrderRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
+        self.place(request).await
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
+        self.order(request).await
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        self.orders(request).await
+    }
+}

@@ -1,0 +1,256 @@
+//! The order aggregate: an order with its lines, the names of the other
+//! services' resources it refers to, the commands of CheckoutService, and
+//! who may see an order.
+
+use backroom_shared::{
+    auth::{Access, AccessDenied, AccountRef, required},
+    catalog::{Quantity, Sku},
+    money::{Currency, Money},
+    paging::PageRequest,
+};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::saga::{Failure, State};
+use crate::domain::{CustomerId, IntentId, OrderId, PaymentMethodId};
+
+/// A shipping address of the account service,
+/// `accounts/{customer}/addresses/{id}` (checked at PlaceOrder to be the
+/// ordering customer's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressName(String);
+
+impl AddressName {
+    /// The address `id` of `customer`.
+    pub fn of(customer: CustomerId, id: Uuid) -> Self {
+        Self(backroom_shared::names::nested(
+            CustomerId::COLLECTION,
+            customer,
+            "addresses",
+            id,
+        ))
+    }
+
+    /// A name read back from the order's row.
+    pub fn from_stored(name: String) -> Self {
+        Self(name)
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A stock reservation of the inventory service, `reservations/{order}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationName(String);
+
+impl ReservationName {
+    /// The name inventory gives an order's reservation.
+    pub fn of(order: OrderId) -> Self {
+        Self(backroom_shared::names::name("reservations", order))
+    }
+
+    /// A name inventory returned, or read back from the order's row.
+    pub fn from_stored(name: String) -> Self {
+        Self(name)
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An order. Amounts are set once it is quoted, in its currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    /// Its id.
+    pub id: OrderId,
+    /// Who buys.
+    pub customer: CustomerId,
+    /// The customer's request id (one order per customer and id).
+    pub request_id: Uuid,
+    /// The fingerprint of the placing request (a reused id with other
+    /// parameters is refused).
+    pub fingerprint: Vec<u8>,
+    /// Where it ships.
+    pub shipping_address: AddressName,
+    /// The address as it was when quoted: an encoded
+    /// `backroom.account.v1.Address`, opaque here.
+    pub shipping_address_snapshot: Option<Vec<u8>>,
+    /// The card it is paid with.
+    pub payment_method: PaymentMethodId,
+    /// The currency of every amount.
+    pub currency: Currency,
+    /// Σ line totals.
+    pub subtotal: Option<Money>,
+    /// Shipping cost.
+    pub shipping: Option<Money>,
+    /// What the customer pays.
+    pub total: Option<Money>,
+    /// The shipping zone quoted.
+    pub shipping_zone: String,
+    /// Where the saga is.
+    pub state: State,
+    /// Why it failed (FAILED, COMPENSATING, NEEDS_ATTENTION).
+    pub failure: Option<Failure>,
+    /// The state it failed in.
+    pub failed_at_state: Option<State>,
+    /// Its payment, once created.
+    pub payment_intent: Option<IntentId>,
+    /// Its stock reservation, once made.
+    pub reservation: Option<ReservationName>,
+    /// Failed rounds of the current step.
+    pub attempts: i32,
+    /// When a worker may try the current step again.
+    pub next_attempt_at: DateTime<Utc>,
+    /// When it was placed.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Order {
+    /// The total, zero before the quote.
+    pub fn total_or_zero(&self) -> Money {
+        self.total.unwrap_or_else(|| Money::zero(self.currency))
+    }
+
+    /// The reservation, by the name inventory gives it even before the
+    /// saga stored it.
+    pub fn reservation_or_default(&self) -> ReservationName {
+        self.reservation
+            .clone()
+            .unwrap_or_else(|| ReservationName::of(self.id))
+    }
+}
+
+/// One line of an order; prices are set once it is quoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderLine {
+    /// Its position in the request.
+    pub position: i32,
+    /// What.
+    pub sku: Sku,
+    /// How many.
+    pub quantity: Quantity,
+    /// The product's name at quote time.
+    pub display_name: String,
+    /// One unit's price at quote time.
+    pub unit_price: Option<Money>,
+    /// `unit_price × quantity`.
+    pub line_total: Option<Money>,
+}
+
+/// A new order, as PlaceOrder stores it.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    /// Its id.
+    pub id: OrderId,
+    /// Who buys.
+    pub customer: CustomerId,
+    /// The customer's request id.
+    pub request_id: Uuid,
+    /// The placing request's fingerprint.
+    pub fingerprint: Vec<u8>,
+    /// Where it ships.
+    pub shipping_address: AddressName,
+    /// The card.
+    pub payment_method: PaymentMethodId,
+    /// The currency.
+    pub currency: Currency,
+    /// The lines, unpriced.
+    pub lines: Vec<(Sku, Quantity)>,
+}
+
+/// What a saga step changes besides the state (unset: unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// The address as quoted (encoded `backroom.account.v1.Address`).
+    pub shipping_address_snapshot: Option<Vec<u8>>,
+    /// Σ line totals.
+    pub subtotal: Option<Money>,
+    /// Shipping cost.
+    pub shipping: Option<Money>,
+    /// What the customer pays.
+    pub total: Option<Money>,
+    /// The shipping zone quoted.
+    pub shipping_zone: Option<String>,
+    /// Why and where the order failed.
+    pub failure: Option<(Failure, State)>,
+    /// Its payment.
+    pub payment_intent: Option<IntentId>,
+    /// Its reservation.
+    pub reservation: Option<ReservationName>,
+    /// The lines, priced.
+    pub priced_lines: Vec<OrderLine>,
+}
+
+/// PlaceOrder, parsed. The shipping address is checked against the
+/// customer once `accounts/me` is resolved.
+#[derive(Debug, Clone)]
+pub struct PlaceOrder {
+    /// Who buys (`accounts/me`: the caller).
+    pub customer: AccountRef,
+    /// The required request id.
+    pub request_id: Uuid,
+    /// 1–`MAX_LINES` lines of distinct SKUs.
+    pub lines: Vec<(Sku, Quantity)>,
+    /// The card.
+    pub payment_method: PaymentMethodId,
+    /// The shipping address as named in the request.
+    pub shipping_address: String,
+    /// The currency of every amount.
+    pub currency: Currency,
+}
+
+/// GetOrder, parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct GetOrder {
+    /// The order.
+    pub id: OrderId,
+}
+
+/// ListOrders, parsed.
+#[derive(Debug, Clone)]
+pub struct ListOrders {
+    /// Whose orders.
+    pub customer: Option<AccountRef>,
+    /// Only orders in this state.
+    pub state: Option<State>,
+    /// Which page.
+    pub page: PageRequest,
+    /// The last order of the previous page (newest first).
+    pub before: Option<OrderId>,
+}
+
+/// Orders are their customer's and admins' (services read none): `found`
+/// if the caller may see it, else `None`, exactly as for a missing one.
+pub fn visible<T>(access: Access, found: Option<(Order, T)>) -> Option<(Order, T)> {
+    Access {
+        service: false,
+        ..access
+    }
+    .sees(found, |(order, _)| order.customer.uuid())
+}
+
+/// Whose orders a listing shows: admins see everyone's (or the customer's
+/// they name); anyone else only their own.
+pub fn listed_customer(
+    access: Access,
+    named: Option<CustomerId>,
+) -> Result<Option<CustomerId>, AccessDenied> {
+    if access.admin {
+        return Ok(named);
+    }
+    let denied = AccessDenied {
+        required: required::OWNER_OR_ADMIN,
+    };
+    let own = access.account.map(CustomerId::from_uuid).ok_or(denied)?;
+    if named.is_some_and(|customer| customer != own) {
+        return Err(denied);
+    }
+    Ok(Some(own))
+}

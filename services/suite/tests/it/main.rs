@@ -1,0 +1,13 @@
+//! The tests of the three services together — account, inventory and
+//! payment with checkout, in process ([`harness::Suite`]) — and of the
+//! `backroom` launcher and its invariant checker: one binary, a module per
+//! area.
+
+mod attack_surface;
+mod audit;
+mod checkout;
+mod checkout_trace;
+mod harness;
+mod hostile_input;
+mod order_payments;
+mod up;
