@@ -346,6 +346,7 @@ pub fn server_with_checkout(
         checkout.saga.clone(),
         deps.store.clone(),
         checkout.payment,
+        checkout.concurrency_limit,
     );
     tokio::spawn(checkout.saga.run_recovery(shutdown.clone()));
     server(config, deps, shutdown).add_service(ConcurrencyLimit::new(

@@ -571,3 +571,68 @@ async fn a_burst_of_orders_past_checkouts_limit_is_shed_and_payment_service_keep
     }
     suite.audit().await;
 }
+
+#[tokio::test]
+async fn a_caller_who_gives_up_does_not_park_its_order_or_the_stock_it_holds() {
+    // Recovery never runs on its own here: only the caller's own drive can
+    // finish the order. A caller that hangs up after a few milliseconds
+    // used to leave it (and its reservation) mid-saga until a worker's
+    // lease ran out.
+    let suite = Suite::spawn().await;
+    suite.product("MUG", 1299, 3).await;
+    let ada = suite.customer("ada@example.com", VISA).await;
+    let mut request = authed(
+        &ada.token,
+        pb::PlaceOrderRequest {
+            customer: "accounts/me".into(),
+            lines: vec![pb::LineItem {
+                sku: "MUG".into(),
+                quantity: 1,
+            }],
+            payment_method: ada.card.clone(),
+            shipping_address: ada.address.clone(),
+            currency_code: "EUR".into(),
+            request_id: request_id(),
+        },
+    );
+    request.set_timeout(Duration::from_millis(15));
+    let gave_up = suite.checkout.clone().place_order(request).await;
+    assert!(
+        gave_up.is_err(),
+        "the caller hung up before the saga finished"
+    );
+    let started = std::time::Instant::now();
+    let order = loop {
+        let orders = suite
+            .checkout
+            .clone()
+            .list_orders(authed(
+                &ada.token,
+                pb::ListOrdersRequest {
+                    customer: "accounts/me".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .orders;
+        if let Some(order) = orders.into_iter().find(|o| {
+            o.state == pb::OrderState::Completed as i32 || o.state == pb::OrderState::Failed as i32
+        }) {
+            break order;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the order stayed mid-saga after its caller left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "order {} after the caller left: {:?}",
+        order.state,
+        started.elapsed()
+    );
+    assert_eq!(order.state, pb::OrderState::Completed as i32);
+    suite.audit().await;
+}

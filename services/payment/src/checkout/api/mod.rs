@@ -13,7 +13,10 @@ use backroom_proto::payment::v1::{
     self as pb, checkout_service_server::CheckoutService,
     payment_service_client::PaymentServiceClient,
 };
+use std::sync::Arc;
+
 use backroom_shared::{client::TracedChannel, store::Store};
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
 use super::saga::Saga;
@@ -24,17 +27,29 @@ pub struct CheckoutApi {
     saga: Saga,
     store: Store,
     payment: PaymentServiceClient<TracedChannel>,
+    /// Sagas driven for a PlaceOrder, whether or not its caller still
+    /// waits: a caller who gives up must not park its order (and the stock
+    /// it reserved) until the recovery worker's lease runs out, so the
+    /// first drive runs on its own task — and there are at most this many.
+    drives: Arc<Semaphore>,
 }
 
 impl CheckoutApi {
     /// The API over `saga` and the payment schema's `store`, reading
     /// payment methods through `payment` (the caller's own token is
-    /// forwarded: it proves the card is theirs).
-    pub fn new(saga: Saga, store: Store, payment: PaymentServiceClient<TracedChannel>) -> Self {
+    /// forwarded: it proves the card is theirs), driving at most
+    /// `max_drives` sagas at once.
+    pub fn new(
+        saga: Saga,
+        store: Store,
+        payment: PaymentServiceClient<TracedChannel>,
+        max_drives: usize,
+    ) -> Self {
         Self {
             saga,
             store,
             payment,
+            drives: Arc::new(Semaphore::new(max_drives.max(1))),
         }
     }
 }

@@ -19,7 +19,7 @@ use backroom_shared::{
 };
 use prost::Message as _;
 use tonic::{Code, Request, Response, Status};
-use tracing::instrument;
+use tracing::{Instrument as _, instrument};
 use uuid::Uuid;
 
 use super::CheckoutApi;
@@ -277,6 +277,13 @@ impl CheckoutApi {
             .min(cap);
         let req = request.into_inner();
         let cmd = PlaceOrder::try_from(&req)?;
+        // A slot for the saga's first drive, taken before the order exists:
+        // when every slot is busy the order is refused, not parked.
+        let drive_slot = self
+            .drives
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| backroom_shared::concurrency::overloaded(crate::DOMAIN))?;
         let customer = resolve_customer("customer", cmd.customer, access)?;
         record("customer", customer);
         let address = shipping_address(&cmd.shipping_address, customer, &caller)?;
@@ -313,8 +320,26 @@ impl CheckoutApi {
         // Drive the saga; when another worker drives it or a step waits for
         // a retry, keep checking until it is terminal or our time is up.
         let give_up = tokio::time::Instant::now() + wait;
+        // The first drive runs on its own task: if this caller gives up (its
+        // deadline, a hang-up), the saga still runs on at once — it never
+        // holds its reservation idle until the lease expires.
+        let saga = self.saga.clone();
+        let mut first = Some(tokio::spawn(
+            async move {
+                let _slot = drive_slot;
+                saga.drive(id).await
+            }
+            .instrument(tracing::Span::current()),
+        ));
         loop {
-            let driven = self.saga.drive(id).await?;
+            let driven = match first.take() {
+                Some(task) => task.await.map_err(|err| {
+                    Status::from(Error::Db(backroom_shared::db::DbError::Other(
+                        anyhow::anyhow!("saga task: {err}"),
+                    )))
+                })??,
+                None => self.saga.drive(id).await?,
+            };
             let (order, lines) = self.load(id).await?;
             let now = tokio::time::Instant::now();
             if order.state.is_terminal() || now >= give_up || driven == Driven::Crashed {
