@@ -12,6 +12,9 @@
 //! | `BACKROOM_MAX_MESSAGE_BYTES` | 4194304 | largest request or response message |
 //! | `BACKROOM_SHUTDOWN_DELAY_MS` | 0 | after SIGTERM: NOT_SERVING published, still serving, for this long |
 //! | `BACKROOM_DRAIN_TIMEOUT_MS` | 20000 | after the delay: longest wait for in-flight calls |
+//! | `BACKROOM_CONCURRENCY_LIMIT_PER_CLIENT` | 32 | calls one client address may have in flight (0: no cap) |
+//! | `BACKROOM_SERVICE_CONCURRENCY_RESERVE` | 32 | extra in-flight calls only service principals may use |
+//! | `BACKROOM_REQUEST_BODY_TIMEOUT_MS` | 5000 | a request body not complete this long after its headers fails, freeing its slot (0: off) |
 //! | `BACKROOM_RATE_LIMIT_PER_SEC` | 10 | rate-limited RPCs: calls per second per client address and method (0: no limit) |
 //! | `BACKROOM_RATE_LIMIT_BURST` | 20 | rate-limited RPCs: calls allowed at once before the rate applies |
 //! | `BACKROOM_TRUSTED_PROXIES` | unset | comma-separated CIDRs whose `x-forwarded-for` names the client |
@@ -84,6 +87,31 @@ pub struct ServerConfig {
     /// RESOURCE_EXHAUSTED.
     #[arg(long, env = "BACKROOM_CONCURRENCY_LIMIT", default_value_t = 256)]
     pub concurrency_limit: usize,
+    /// Calls one client address may have in flight (0: no cap), so one
+    /// client cannot take every slot.
+    #[arg(
+        long,
+        env = "BACKROOM_CONCURRENCY_LIMIT_PER_CLIENT",
+        default_value_t = 32
+    )]
+    pub concurrency_limit_per_client: usize,
+    /// Extra in-flight calls only service principals may use, so calls
+    /// between services get through while the public slots are full.
+    #[arg(
+        long,
+        env = "BACKROOM_SERVICE_CONCURRENCY_RESERVE",
+        default_value_t = 32
+    )]
+    pub service_concurrency_reserve: usize,
+    /// A request body not complete this long after its headers fails,
+    /// freeing its slot (milliseconds; 0: off). Bidirectional streams are
+    /// exempt.
+    #[arg(
+        long,
+        env = "BACKROOM_REQUEST_BODY_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub request_body_timeout_ms: u64,
     /// Largest encoded request or response message, in bytes.
     #[arg(long, env = "BACKROOM_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
@@ -156,6 +184,9 @@ impl Default for ServerConfig {
             listen_addr: None,
             request_timeout_ms: 30_000,
             concurrency_limit: 256,
+            concurrency_limit_per_client: 32,
+            service_concurrency_reserve: 32,
+            request_body_timeout_ms: 5_000,
             max_message_bytes: 4 * 1024 * 1024,
             shutdown_delay_ms: 0,
             drain_timeout_ms: 20_000,
@@ -165,6 +196,29 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// The defaults without the per-client limits (rate limits, the
+    /// per-client share of the concurrency limit): for tests and load that
+    /// come from one address on purpose.
+    pub fn without_client_limits() -> Self {
+        Self {
+            concurrency_limit_per_client: 0,
+            rate_limit: RateLimitConfig::unlimited(),
+            ..Self::default()
+        }
+    }
+
+    /// The concurrency limits these settings describe.
+    pub fn concurrency_limits(&self) -> crate::concurrency::Limits {
+        crate::concurrency::Limits {
+            total: self.concurrency_limit,
+            per_client: (self.concurrency_limit_per_client > 0)
+                .then_some(self.concurrency_limit_per_client),
+            service_reserve: self.service_concurrency_reserve,
+            body_timeout: (self.request_body_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.request_body_timeout_ms)),
+        }
+    }
+
     /// [`Self::request_timeout_ms`] as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)

@@ -102,6 +102,8 @@ pub struct GrpcServer {
     service_names: Vec<&'static str>,
     probe: Option<HealthProbe>,
     layers: Vec<ExtraLayer>,
+    /// RPCs rate-limited per client (see [`crate::ratelimit`]).
+    rate_limited: Vec<&'static str>,
     health: Health,
     health_service: HealthGrpc,
 }
@@ -131,6 +133,7 @@ impl GrpcServer {
             service_names: Vec::new(),
             probe: None,
             layers: Vec::new(),
+            rate_limited: Vec::new(),
             health: Health {
                 reporter,
                 services: Arc::new(Vec::new()),
@@ -188,6 +191,14 @@ impl GrpcServer {
         self
     }
 
+    /// Rate-limits `methods` (gRPC paths) per client address, as the
+    /// server config's rate-limit settings say. Every call gets its
+    /// [`crate::ratelimit::ClientAddr`] either way.
+    pub fn with_rate_limits(mut self, methods: &[&'static str]) -> Self {
+        self.rate_limited.extend_from_slice(methods);
+        self
+    }
+
     /// The health handle (valid before and while serving).
     pub fn health(&self) -> Health {
         self.health.clone()
@@ -205,10 +216,13 @@ impl GrpcServer {
     ///    `grpc-timeout`) — bounds everything below;
     /// 2. [`RpcTelemetryLayer`] — every call gets a span and is counted, even
     ///    the ones rejected below;
-    /// 3. the extra layers (auth) — cheap rejections before any slot is taken;
+    /// 3. the client's address and its rate limits ([`crate::ratelimit`]),
+    ///    then the extra layers (auth) — cheap rejections before any slot is
+    ///    taken;
     /// 4. the concurrency limit ([`crate::concurrency`]) — past the limit a
     ///    call is answered RESOURCE_EXHAUSTED at once instead of queueing
-    ///    without bound; a server stream holds its slot until it ends.
+    ///    without bound; a server stream holds its slot until it ends; one
+    ///    client holds at most its share; service principals keep a reserve.
     pub async fn serve<F>(self, listener: TcpListener, shutdown: F) -> anyhow::Result<()>
     where
         F: Future<Output = ()> + Send,
@@ -222,17 +236,24 @@ impl GrpcServer {
             .add_service(reflection_builder(&self.service_names).build_v1()?)
             .add_service(reflection_builder(&self.service_names).build_v1alpha()?);
 
-        let limit = self.config.concurrency_limit;
+        let limits = self.config.concurrency_limits();
+        let client_layer =
+            crate::ratelimit::RateLimitLayer::new(&self.config.rate_limit, &self.rate_limited);
         let layers = Arc::new(self.layers);
         let stack = tower::layer::layer_fn(move |routes: Routes| {
             let mut service = HttpService::new(
                 ServiceBuilder::new()
                     .map_err(|never: Infallible| match never {})
-                    .service(crate::concurrency::ConcurrencyLimit::new(routes, limit)),
+                    .service(crate::concurrency::ConcurrencyLimit::with_limits(
+                        routes, limits,
+                    )),
             );
             for layer in layers.iter().rev() {
                 service = layer(service);
             }
+            // Who the client is (and its rate limits) before anything else
+            // of ours: auth and the concurrency limit read it.
+            let service = HttpService::new(client_layer.layer(service));
             RpcTelemetryLayer.layer(service)
         });
 

@@ -25,7 +25,6 @@ use backroom_shared::{
     config::{AuthConfig, Secret, ServerConfig},
     db::Pool,
     errors::Domain,
-    ratelimit::RateLimitLayer,
     server::GrpcServer,
     service::{CommonConfig, Service, Shutdown},
     store::Store,
@@ -438,11 +437,9 @@ pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
         )),
     );
     tokio::spawn(shutdown.until(purge_sessions_periodically(deps.clone())));
-    let rate_limits = RateLimitLayer::new(&config.rate_limit, &RATE_LIMITED_METHODS);
     GrpcServer::new(config)
-        // Rate limits before auth: a flood is refused before any token or
-        // password work.
-        .with_layer(rate_limits)
+        // The server refuses a flood before any token or password work.
+        .with_rate_limits(&RATE_LIMITED_METHODS)
         .with_layer(AuthLayer::new(verifier, DOMAIN, &PUBLIC_METHODS))
         .with_health_probe(Arc::new(move || {
             let pool = pool.clone();

@@ -91,11 +91,17 @@ impl Default for StackOptions {
 }
 
 impl StackOptions {
-    /// Turns account's per-client rate limits off: load from one address
+    /// Turns the per-client limits off (account's rate limits, every
+    /// service's per-client share of its concurrency limit): load from one address
     /// measures capacity (the bench) or exercises recovery (the fault
     /// tests), not the limiter.
     pub fn without_rate_limits(self) -> Self {
-        self.with_env(Service::Account, "BACKROOM_RATE_LIMIT_PER_SEC", "0")
+        Service::ALL.iter().fold(
+            self.with_env(Service::Account, "BACKROOM_RATE_LIMIT_PER_SEC", "0"),
+            |options, service| {
+                options.with_env(*service, "BACKROOM_CONCURRENCY_LIMIT_PER_CLIENT", "0")
+            },
+        )
     }
 
     /// Adds `key=value` to `service`'s environment.

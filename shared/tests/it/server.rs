@@ -10,7 +10,7 @@ use backroom_shared::{
     testing::{TestServer, echo_server},
 };
 use tokio_stream::StreamExt as _;
-use tonic::Code;
+use tonic::{Code, Request, Status};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -471,4 +471,77 @@ async fn a_readiness_probe_that_hangs_turns_health_not_serving() {
     .await;
     assert!(flipped.is_ok(), "a hanging probe left the server SERVING");
     println!("checked: health went NOT_SERVING although the probe never answered");
+}
+
+/// A call to Echo whose request body never ends (headers sent, no message):
+/// the shape of the attack that once held every slot of every service.
+async fn stalled_echo(
+    channel: tonic::transport::Channel,
+) -> Result<tonic::Response<backroom_proto::testing::v1::EchoResponse>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let never = futures_util::stream::pending::<EchoRequest>();
+    grpc.client_streaming(
+        Request::new(never),
+        http::uri::PathAndQuery::from_static("/backroom.testing.v1.EchoService/Echo"),
+        tonic_prost::ProstCodec::<EchoRequest, backroom_proto::testing::v1::EchoResponse>::default(
+        ),
+    )
+    .await
+}
+
+fn channel_from(server: &TestServer, source: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(server.endpoint())
+        .unwrap()
+        .local_address(Some(source.parse().unwrap()))
+        .connect_lazy()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_holding_calls_open_cannot_take_every_slot_and_stalled_bodies_are_cut_off() {
+    let config = ServerConfig {
+        concurrency_limit: 8,
+        concurrency_limit_per_client: 3,
+        request_body_timeout_ms: 500,
+        ..ServerConfig::default()
+    };
+    let server = TestServer::spawn(echo_server(config)).await;
+    let attacker = channel_from(&server, "127.0.0.2");
+    let started = std::time::Instant::now();
+    let stalled: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(stalled_echo(attacker.clone())))
+        .collect();
+    // Another client is served while the attacker holds its share.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut victim = EchoServiceClient::new(channel_from(&server, "127.0.0.3"));
+    victim
+        .echo(echo_request("still here", Duration::ZERO))
+        .await
+        .expect("another client still gets a slot");
+    let mut shed = 0;
+    let mut cut_off = 0;
+    for call in stalled {
+        let status = call.await.unwrap().unwrap_err();
+        match (status.code(), errors::reason_of(&status).as_deref()) {
+            (Code::ResourceExhausted, Some("OVERLOADED")) => shed += 1,
+            (Code::DeadlineExceeded, Some("REQUEST_BODY_TIMEOUT")) => cut_off += 1,
+            other => panic!("unexpected {other:?}: {status:?}"),
+        }
+    }
+    println!(
+        "10 stalled calls from one client: {shed} shed at once, {cut_off} cut off at the body deadline after {:?}",
+        started.elapsed()
+    );
+    assert_eq!((shed, cut_off), (7, 3), "the client's share is 3");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut off long before the call timeout"
+    );
+    // The slots came back: the attacker's own next call is served.
+    EchoServiceClient::new(attacker)
+        .echo(echo_request("again", Duration::ZERO))
+        .await
+        .expect("the slots were freed");
 }

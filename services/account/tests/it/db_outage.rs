@@ -66,7 +66,7 @@ async fn an_outage_fails_fast_reports_not_serving_and_recovers_without_losing_ac
     // The writer registers back to back from one address: no rate limit.
     let server_config = ServerConfig {
         rate_limit: backroom_shared::config::RateLimitConfig::unlimited(),
-        ..ServerConfig::default()
+        ..ServerConfig::without_client_limits()
     };
     let app = TestServer::spawn(server(server_config, deps)).await;
     let mut health = HealthClient::new(app.channel.clone())

@@ -50,7 +50,7 @@ impl TestApp {
     pub async fn spawn_with(configure: impl FnOnce(&mut AccountConfig)) -> Self {
         let server_config = ServerConfig {
             rate_limit: RateLimitConfig::unlimited(),
-            ..ServerConfig::default()
+            ..ServerConfig::without_client_limits()
         };
         Self::spawn_on(server_config, configure).await
     }

@@ -57,7 +57,7 @@ impl Default for Options {
             // connection rather than answer UNAVAILABLE.
             pool_size: 8,
             checkout_timeout_ms: 20_000,
-            server: ServerConfig::default(),
+            server: ServerConfig::without_client_limits(),
             config: InventoryConfig {
                 // Tests sweep by hand with the manual clock.
                 reservation_sweep_interval_ms: 0,

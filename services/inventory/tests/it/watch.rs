@@ -261,7 +261,7 @@ async fn streams_hold_concurrency_slots_until_they_end() {
     let app = TestApp::spawn_with(Options {
         server: ServerConfig {
             concurrency_limit: 3,
-            ..ServerConfig::default()
+            ..ServerConfig::without_client_limits()
         },
         ..Options::default()
     })
@@ -491,7 +491,7 @@ mod with_accounts {
             let account = TestServer::spawn(backroom_account::server(
                 ServerConfig {
                     rate_limit: RateLimitConfig::unlimited(),
-                    ..ServerConfig::default()
+                    ..ServerConfig::without_client_limits()
                 },
                 deps,
             ))

@@ -101,7 +101,7 @@ impl TestApp {
         )
         .expect("deps");
         let served = TestServer::spawn(server(
-            ServerConfig::default(),
+            ServerConfig::without_client_limits(),
             deps.clone(),
             Shutdown::default(),
         ))

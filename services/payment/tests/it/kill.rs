@@ -104,7 +104,7 @@ async fn killing_the_payment_process_mid_checkout_loses_nothing_and_doubles_noth
         .await
         .unwrap();
     let account = TestServer::spawn(backroom_account::server(
-        ServerConfig::default(),
+        ServerConfig::without_client_limits(),
         account_deps,
     ))
     .await;
@@ -121,7 +121,7 @@ async fn killing_the_payment_process_mid_checkout_loses_nothing_and_doubles_noth
     inventory_db.checkout_timeout_ms = 20_000;
     let inventory_pool = Pool::new(&inventory_db, backroom_inventory::SERVICE);
     let inventory = TestServer::spawn(backroom_inventory::server(
-        ServerConfig::default(),
+        ServerConfig::without_client_limits(),
         backroom_inventory::Deps::new(
             &backroom_inventory::InventoryConfig::default(),
             inventory_pool.clone(),

@@ -112,7 +112,13 @@ impl Suite {
         saga_config: SagaConfig,
         configure: impl FnOnce(&mut PaymentConfig),
     ) -> Self {
-        Self::spawn_limited(saga_config, configure, ServerConfig::default(), RACE_ORDERS).await
+        Self::spawn_limited(
+            saga_config,
+            configure,
+            ServerConfig::without_client_limits(),
+            RACE_ORDERS,
+        )
+        .await
     }
 
     /// The suite with the payment server configured by `server` (its
@@ -158,7 +164,7 @@ impl Suite {
             .await
             .unwrap();
         let account = TestServer::spawn(backroom_account::server(
-            ServerConfig::default(),
+            ServerConfig::without_client_limits(),
             account_deps,
         ))
         .await;
@@ -188,7 +194,7 @@ impl Suite {
             jwks(audience::INVENTORY),
         );
         let inventory = TestServer::spawn(backroom_inventory::server(
-            ServerConfig::default(),
+            ServerConfig::without_client_limits(),
             inventory_deps,
         ))
         .await;
