@@ -38,7 +38,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use diesel::connection::SimpleConnection;
@@ -356,9 +356,15 @@ impl Pool {
         E: From<DbError> + Send + 'static,
     {
         let pool = self.clone();
-        // Read in the caller's task: the deadline is task-local.
-        let budget = crate::deadline::remaining().filter(|left| *left < self.statement_timeout);
+        // Read in the caller's task (the deadline is task-local), counted
+        // from when the blocking pool gets to the work: work queued behind
+        // a flood finds its caller's time gone and is skipped, not run for
+        // nobody.
+        let deadline = crate::deadline::remaining().map(|left| Instant::now() + left);
         blocking(move || {
+            let budget = deadline
+                .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+                .filter(|left| *left < pool.statement_timeout);
             if budget.is_some_and(|b| b.is_zero()) {
                 return Err(
                     DbError::Timeout("the call's deadline passed before the query".into()).into(),

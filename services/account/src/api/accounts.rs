@@ -124,7 +124,11 @@ pub(super) async fn register(
     if let Some(outcome) = early {
         return outcome.map(Response::new);
     }
-    let hash = api.deps.hasher.hash(&cmd.password).await?;
+    let hash = api
+        .deps
+        .hasher
+        .hash_at(&cmd.password, crate::domain::passwords::Priority::Bulk)
+        .await?;
     let RegisterAccount {
         email,
         display_name,

@@ -332,7 +332,13 @@ impl From<Error> for Status {
                 "TOKEN_REVOKED",
                 "the token was revoked (password, state or roles changed); sign in again",
             ),
-            Error::Overloaded => backroom_shared::concurrency::overloaded(DOMAIN),
+            Error::Overloaded => with_reason(
+                Code::ResourceExhausted,
+                DOMAIN,
+                "OVERLOADED",
+                "password hashing is busy; retry with backoff",
+                [],
+            ),
             Error::DeadlineExceeded => Status::deadline_exceeded("the caller's deadline passed"),
             Error::AddressLimitReached => reason(
                 Code::FailedPrecondition,

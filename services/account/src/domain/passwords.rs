@@ -23,7 +23,8 @@
 
 use std::{
     cell::RefCell,
-    sync::{Arc, Mutex, mpsc},
+    collections::VecDeque,
+    sync::{Arc, Condvar, Mutex},
 };
 
 use tokio::time::Instant;
@@ -56,12 +57,103 @@ type Job = Box<dyn FnOnce() + Send>;
 /// at ~19 ms a hash, the last of them waits about 0.6 s.
 pub const DEFAULT_QUEUE_DEPTH: usize = 64;
 
+/// Which queue a hash job waits in. Threads always take a [`Priority::Login`]
+/// job first, and [`Priority::Bulk`] jobs may fill only a quarter of the
+/// queue: a flood of sign-ups or service-token requests (from however many
+/// addresses) cannot crowd out the logins of people who have accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Checking the password of an existing account (Login, ChangePassword).
+    Login,
+    /// Hashing a new password (Register) or checking a client secret.
+    Bulk,
+}
+
+/// The two waiting lines and their bounds.
+struct Queues {
+    login: VecDeque<Job>,
+    bulk: VecDeque<Job>,
+    depth: usize,
+    bulk_depth: usize,
+    closed: bool,
+}
+
+/// The queue the hashing threads take jobs from.
+struct JobQueue {
+    queues: Mutex<Queues>,
+    ready: Condvar,
+}
+
+impl JobQueue {
+    fn new(depth: usize) -> Self {
+        Self {
+            queues: Mutex::new(Queues {
+                login: VecDeque::new(),
+                bulk: VecDeque::new(),
+                depth,
+                bulk_depth: (depth / 4).max(1),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+
+    /// Queues `job`, or hands it back when its line is full.
+    fn push(&self, job: Job, priority: Priority) -> Result<(), Job> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let waiting = queues.login.len() + queues.bulk.len();
+        let fits = match priority {
+            Priority::Login => waiting < queues.depth,
+            Priority::Bulk => waiting < queues.depth && queues.bulk.len() < queues.bulk_depth,
+        };
+        if !fits {
+            return Err(job);
+        }
+        match priority {
+            Priority::Login => queues.login.push_back(job),
+            Priority::Bulk => queues.bulk.push_back(job),
+        }
+        drop(queues);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next job, logins first; `None` once closed and empty.
+    fn pop(&self) -> Option<Job> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(job) = queues.login.pop_front().or_else(|| queues.bulk.pop_front()) {
+                return Some(job);
+            }
+            if queues.closed {
+                return None;
+            }
+            queues = self.ready.wait(queues).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Lets the threads finish what is queued and exit.
+    fn close(&self) {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// Closes the queue when the last [`Hasher`] clone is dropped.
+struct QueueHandle(Arc<JobQueue>);
+
+impl Drop for QueueHandle {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// Hashes and verifies passwords; see the module docs.
 #[derive(Clone)]
 pub struct Hasher {
     params: Params,
     threads: usize,
-    jobs: mpsc::SyncSender<Job>,
+    jobs: Arc<QueueHandle>,
     /// Verified against when the account does not exist, so an unknown
     /// email costs the same time as a wrong password.
     dummy_hash: Arc<str>,
@@ -77,12 +169,11 @@ impl std::fmt::Debug for Hasher {
 }
 
 /// Starts `threads` hashing threads behind a queue of `depth` jobs; they
-/// exit when every [`Hasher`] clone (every sender) is gone.
-fn start_pool(threads: usize, depth: usize) -> anyhow::Result<mpsc::SyncSender<Job>> {
-    let (sender, receiver) = mpsc::sync_channel::<Job>(depth);
-    let receiver = Arc::new(Mutex::new(receiver));
+/// exit when every [`Hasher`] clone is gone.
+fn start_pool(threads: usize, depth: usize) -> anyhow::Result<Arc<QueueHandle>> {
+    let queue = Arc::new(JobQueue::new(depth));
     for n in 0..threads {
-        let receiver = receiver.clone();
+        let queue = queue.clone();
         std::thread::Builder::new()
             .name(format!("argon2-{n}"))
             .spawn(move || {
@@ -91,20 +182,12 @@ fn start_pool(threads: usize, depth: usize) -> anyhow::Result<mpsc::SyncSender<J
                 ) {
                     tracing::warn!(?err, "cannot lower the hashing thread's priority");
                 }
-                loop {
-                    // The lock is held only to take the next job.
-                    let job = match receiver.lock() {
-                        Ok(receiver) => receiver.recv(),
-                        Err(poisoned) => poisoned.into_inner().recv(),
-                    };
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
-                    }
+                while let Some(job) = queue.pop() {
+                    job();
                 }
             })?;
     }
-    Ok(sender)
+    Ok(Arc::new(QueueHandle(queue)))
 }
 
 fn argon2(params: Params) -> Argon2<'static> {
@@ -209,11 +292,17 @@ impl Hasher {
         })
     }
 
-    /// Hashes `password` into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
+    /// Hashes `password` into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`)
+    /// at login priority (a rehash, a password change).
     pub async fn hash(&self, password: &Password) -> Result<String, Error> {
+        self.hash_at(password, Priority::Login).await
+    }
+
+    /// [`Self::hash`] in the `priority` line (Register: [`Priority::Bulk`]).
+    pub async fn hash_at(&self, password: &Password, priority: Priority) -> Result<String, Error> {
         let params = self.params.clone();
         let password = password.clone();
-        self.on_pool(move || {
+        self.on_pool(priority, move || {
             hash_phc(&params, password.expose())
                 .map_err(|e| Error::Internal(anyhow::anyhow!("argon2 hash: {e}")))
         })
@@ -221,17 +310,29 @@ impl Hasher {
     }
 
     /// Checks `password` against `stored` (a PHC string), or against the
-    /// dummy hash when there is no account, so both paths cost one hash.
+    /// dummy hash when there is no account, so both paths cost one hash; at
+    /// login priority.
     pub async fn verify(
         &self,
         password: &Password,
         stored: Option<&str>,
     ) -> Result<Verified, Error> {
+        self.verify_at(password, stored, Priority::Login).await
+    }
+
+    /// [`Self::verify`] in the `priority` line (client secrets:
+    /// [`Priority::Bulk`]).
+    pub async fn verify_at(
+        &self,
+        password: &Password,
+        stored: Option<&str>,
+        priority: Priority,
+    ) -> Result<Verified, Error> {
         let exists = stored.is_some();
         let stored: Arc<str> = stored.map_or_else(|| self.dummy_hash.clone(), Arc::from);
         let password = password.clone();
         let current = self.params.clone();
-        self.on_pool(move || {
+        self.on_pool(priority, move || {
             let hash = PasswordHash::new(&stored)
                 .map_err(|e| Error::Internal(anyhow::anyhow!("stored hash unreadable: {e}")))?;
             let params = Params::try_from(&hash)
@@ -256,6 +357,7 @@ impl Hasher {
     /// by the time a thread is free (the job is skipped).
     async fn on_pool<T: Send + 'static>(
         &self,
+        priority: Priority,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let (reply, result) = tokio::sync::oneshot::channel();
@@ -271,12 +373,10 @@ impl Hasher {
             }
             let _ = reply.send(span.in_scope(work));
         });
-        self.jobs.try_send(job).map_err(|err| match err {
-            mpsc::TrySendError::Full(_) => Error::Overloaded,
-            mpsc::TrySendError::Disconnected(_) => {
-                Error::Internal(anyhow::anyhow!("hashing threads are gone"))
-            }
-        })?;
+        self.jobs
+            .0
+            .push(job, priority)
+            .map_err(|_| Error::Overloaded)?;
         result
             .await
             .map_err(|_| Error::Internal(anyhow::anyhow!("hashing thread dropped the job")))?
@@ -367,7 +467,7 @@ mod tests {
             let hasher = hasher.clone();
             async move {
                 hasher
-                    .on_pool(move || {
+                    .on_pool(Priority::Login, move || {
                         let _ = started_tx.send(());
                         let _ = release_rx.recv();
                         Ok(())
@@ -382,7 +482,7 @@ mod tests {
         let flag = ran.clone();
         let gave_up = tokio::time::timeout(
             std::time::Duration::from_millis(5),
-            hasher.on_pool(move || {
+            hasher.on_pool(Priority::Login, move || {
                 flag.store(true, std::sync::atomic::Ordering::SeqCst);
                 Ok(())
             }),
@@ -413,6 +513,33 @@ mod tests {
             !ran.load(std::sync::atomic::Ordering::SeqCst),
             "a job whose caller had gone must not run"
         );
+    }
+
+    #[test]
+    fn bulk_jobs_fill_a_quarter_of_the_queue_and_logins_go_first() {
+        let queue = JobQueue::new(8);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let job = |label: &'static str| -> Job {
+            let order = order.clone();
+            Box::new(move || order.lock().unwrap().push(label))
+        };
+        assert!(queue.push(job("bulk 1"), Priority::Bulk).is_ok());
+        assert!(queue.push(job("bulk 2"), Priority::Bulk).is_ok());
+        assert!(
+            queue.push(job("bulk 3"), Priority::Bulk).is_err(),
+            "bulk may hold a quarter of 8"
+        );
+        for _ in 0..6 {
+            assert!(queue.push(job("login"), Priority::Login).is_ok());
+        }
+        assert!(queue.push(job("login"), Priority::Login).is_err(), "full");
+        queue.close();
+        while let Some(job) = queue.pop() {
+            job();
+        }
+        let order = order.lock().unwrap();
+        assert_eq!(order[..6], ["login"; 6], "logins are taken first");
+        assert_eq!(order[6..], ["bulk 1", "bulk 2"]);
     }
 
     #[tokio::test]

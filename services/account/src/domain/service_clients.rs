@@ -37,7 +37,11 @@ impl ServiceClients {
     ) -> Result<&ServiceClient, Error> {
         let client = self.0.iter().find(|c| c.id == client_id);
         let verified = hasher
-            .verify(secret, client.map(|c| c.secret_hash.as_str()))
+            .verify_at(
+                secret,
+                client.map(|c| c.secret_hash.as_str()),
+                super::passwords::Priority::Bulk,
+            )
             .await?;
         let Some(client) = client.filter(|_| verified.matches) else {
             return Err(Error::InvalidClient);
