@@ -35,7 +35,9 @@ use crate::errors::{Domain, with_reason};
 pub struct StreamSlots {
     limit: usize,
     total_limit: usize,
+    address_limit: usize,
     open: Mutex<HashMap<String, usize>>,
+    by_address: Mutex<HashMap<String, usize>>,
 }
 
 /// One open stream's claim on its caller's slots; dropping it frees the slot.
@@ -43,6 +45,7 @@ pub struct StreamSlots {
 pub struct StreamSlot {
     slots: Arc<StreamSlots>,
     principal: String,
+    address: Option<String>,
 }
 
 /// A caller already holds its limit of open streams, or the process holds
@@ -58,11 +61,17 @@ pub struct TooManyStreams {
 
 impl TooManyStreams {
     /// RESOURCE_EXHAUSTED `TOO_MANY_STREAMS` in `domain`, with
-    /// `metadata["limit"]` and `metadata["scope"]` (`caller` or `server`).
+    /// `metadata["limit"]` and `metadata["scope"]` (`caller`, `address` or
+    /// `server`).
     pub fn into_status(self, domain: Domain) -> Status {
         let message = if self.scope == "server" {
             format!(
                 "the server already serves {} open streams, the most it allows; retry with backoff",
+                self.limit
+            )
+        } else if self.scope == "address" {
+            format!(
+                "{} streams are already open from this address, the most allowed; close one first",
                 self.limit
             )
         } else {
@@ -107,10 +116,23 @@ impl StreamSlots {
     /// At most `limit_per_caller` per principal and `total_limit` for all
     /// principals together (each at least one).
     pub fn with_total_limit(limit_per_caller: usize, total_limit: usize) -> Arc<Self> {
+        Self::with_limits(limit_per_caller, usize::MAX, total_limit)
+    }
+
+    /// [`Self::with_total_limit`], and at most `limit_per_address` streams
+    /// from one client address whoever the principals are (accounts are
+    /// free to make: one address must not hold the whole total).
+    pub fn with_limits(
+        limit_per_caller: usize,
+        limit_per_address: usize,
+        total_limit: usize,
+    ) -> Arc<Self> {
         Arc::new(Self {
             limit: limit_per_caller.max(1),
             total_limit: total_limit.max(1),
+            address_limit: limit_per_address.max(1),
             open: Mutex::new(HashMap::new()),
+            by_address: Mutex::new(HashMap::new()),
         })
     }
 
@@ -122,8 +144,30 @@ impl StreamSlots {
     /// Claims one of `principal`'s slots (a verified token's `sub`, e.g.
     /// `caller.claims.sub`), or refuses when all are taken.
     pub fn acquire(self: &Arc<Self>, principal: &str) -> Result<StreamSlot, TooManyStreams> {
+        self.acquire_from(principal, None)
+    }
+
+    /// [`Self::acquire`] for a stream from client `address` (its
+    /// [`crate::ratelimit::ClientAddr`] key), which holds at most the
+    /// per-address limit.
+    pub fn acquire_from(
+        self: &Arc<Self>,
+        principal: &str,
+        address: Option<&str>,
+    ) -> Result<StreamSlot, TooManyStreams> {
         let principal = principal.to_owned();
+        // Lock order: principals, then addresses (the drop takes them
+        // one at a time).
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_address = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(address) = address
+            && by_address.get(address).copied().unwrap_or(0) >= self.address_limit
+        {
+            return Err(TooManyStreams {
+                limit: self.address_limit,
+                scope: "address",
+            });
+        }
         if open.values().sum::<usize>() >= self.total_limit {
             return Err(TooManyStreams {
                 limit: self.total_limit,
@@ -138,9 +182,13 @@ impl StreamSlots {
             });
         }
         *count += 1;
+        if let Some(address) = address {
+            *by_address.entry(address.to_owned()).or_default() += 1;
+        }
         Ok(StreamSlot {
             slots: self.clone(),
             principal,
+            address: address.map(str::to_owned),
         })
     }
 
@@ -166,6 +214,20 @@ impl Drop for StreamSlot {
             // of callers with open streams.
             if *count == 0 {
                 open.remove(&self.principal);
+            }
+        }
+        drop(open);
+        if let Some(address) = &self.address {
+            let mut by_address = self
+                .slots
+                .by_address
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = by_address.get_mut(address) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    by_address.remove(address);
+                }
             }
         }
     }
@@ -218,6 +280,30 @@ mod tests {
                 scope: "server"
             }
         );
+    }
+
+    #[test]
+    fn one_address_cannot_hold_the_total_with_many_principals() {
+        let slots = StreamSlots::with_limits(4, 3, 100);
+        let held: Vec<StreamSlot> = (0..3)
+            .map(|n| {
+                slots
+                    .acquire_from(&format!("accounts/{n}"), Some("192.0.2.1"))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            slots
+                .acquire_from("accounts/9", Some("192.0.2.1"))
+                .unwrap_err(),
+            TooManyStreams {
+                limit: 3,
+                scope: "address"
+            }
+        );
+        assert!(slots.acquire_from("accounts/9", Some("192.0.2.2")).is_ok());
+        drop(held);
+        assert!(slots.by_address.lock().unwrap().get("192.0.2.1").is_none());
     }
 
     #[test]

@@ -82,6 +82,7 @@ pub struct Cli {
 /// | `BACKROOM_RESERVATION_SWEEP_INTERVAL_MS` | 1000 | how often expired reservations are swept; 0 disables the sweeper |
 /// | `BACKROOM_WATCH_POLL_INTERVAL_MS` | 250 | how often the WatchStock hub reads the watched levels (one query for every stream) |
 /// | `BACKROOM_WATCH_STREAMS_PER_CALLER` | 4 | open WatchStock streams per caller (token subject) on this process; the next is RESOURCE_EXHAUSTED `TOO_MANY_STREAMS` |
+/// | `BACKROOM_WATCH_STREAMS_PER_ADDRESS` | 16 | open WatchStock streams from one client address (scope `address`) |
 /// | `BACKROOM_WATCH_STREAMS_MAX` | 128 | open WatchStock streams of all callers on this process; the next is RESOURCE_EXHAUSTED `TOO_MANY_STREAMS` (scope `server`) |
 /// | `BACKROOM_SERVICE_CLIENT_ID` | unset | this service's principal: reads the token revocation list (required to serve) |
 /// | `BACKROOM_SERVICE_CLIENT_SECRET` | unset | its secret |
@@ -109,6 +110,15 @@ pub struct InventoryConfig {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub watch_streams_per_caller: u32,
+    /// Open WatchStock streams from one client address, whoever the
+    /// principals (accounts are free to make; at least 1).
+    #[arg(
+        long,
+        env = "BACKROOM_WATCH_STREAMS_PER_ADDRESS",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub watch_streams_per_address: u32,
     /// Open WatchStock streams of all callers together on this process;
     /// past it a new stream is refused at once (at least 1). Keep it below
     /// BACKROOM_CONCURRENCY_LIMIT: every open stream holds one of its slots.
@@ -134,6 +144,7 @@ impl Default for InventoryConfig {
             reservation_sweep_interval_ms: 1_000,
             watch_poll_interval_ms: 250,
             watch_streams_per_caller: 4,
+            watch_streams_per_address: 16,
             watch_streams_max: 128,
             service_client_id: None,
             service_client_secret: None,
@@ -172,6 +183,8 @@ impl Deps {
                 .then(|| Duration::from_millis(config.reservation_sweep_interval_ms)),
             watch: WatchHub::new(api::watch::WatchConfig {
                 poll_interval: Duration::from_millis(config.watch_poll_interval_ms.max(10)),
+                streams_per_address: usize::try_from(config.watch_streams_per_address)
+                    .unwrap_or(usize::MAX),
                 streams_per_caller: usize::try_from(config.watch_streams_per_caller)
                     .unwrap_or(usize::MAX),
                 streams_max: usize::try_from(config.watch_streams_max).unwrap_or(usize::MAX),

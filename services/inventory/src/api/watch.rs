@@ -24,10 +24,11 @@ pub(super) async fn watch_stock(
     request: Request<pb::WatchStockRequest>,
 ) -> Result<Response<WatchStream>, Status> {
     let caller = caller(&request, anyone)?;
+    let address = backroom_shared::ratelimit::client_addr(&request).map(|c| c.key().to_string());
     let watch = WatchStock::try_from(request.into_inner())?;
     let hub = &api.deps.watch;
     // The cap first: a caller at it costs no query.
-    let slot = hub.reserve(&caller)?;
+    let slot = hub.reserve(&caller, address.as_deref())?;
     let skus = watch.skus.clone();
     api.store()
         .read(move |conn| {

@@ -1,12 +1,13 @@
 //! WatchStock under pressure: one poller for every stream (the database
-//! cost does not grow with the streams), a cap per caller, streams that
+//! cost does not grow with the streams), caps per caller and per client
+//! address, streams that
 //! count against the concurrency limit, slow readers ended instead of
 //! buffered, and streams that end with their caller's token.
 
 use std::time::Duration;
 
 use crate::helpers::{Options, TestApp, assert_error, authed, metadata, reason};
-use backroom_inventory::api::watch::WatchStats;
+use backroom_inventory::{InventoryConfig, api::watch::WatchStats};
 use backroom_proto::inventory::v1::{self as pb, inventory_service_client::InventoryServiceClient};
 use backroom_shared::config::ServerConfig;
 use tonic::{Code, Status, Streaming};
@@ -130,9 +131,15 @@ async fn transactions(app: &TestApp) -> i64 {
 #[tokio::test]
 async fn fifty_streams_cost_the_database_what_one_does_and_leave_the_pool_to_other_calls() {
     // Two connections and a checkout that gives up quickly.
+    // Fifty streams from one address: past the per-address cap, which has
+    // its own test.
     let app = TestApp::spawn_with(Options {
         pool_size: 2,
         checkout_timeout_ms: 100,
+        config: InventoryConfig {
+            watch_streams_per_address: 64,
+            ..Options::default().config
+        },
         ..Options::default()
     })
     .await;
@@ -254,6 +261,50 @@ async fn a_caller_gets_four_streams_and_the_fifth_is_refused_at_once() {
         "SERVICE_UNAVAILABLE",
     );
     assert_eq!(settle(&app, |_| true).await.open_streams, 0);
+}
+
+#[tokio::test]
+async fn one_address_gets_sixteen_streams_whoever_asks() {
+    // Free accounts are cheap: one client address holding streams for many
+    // principals meets the per-address cap before it can fill the server's.
+    let app = TestApp::spawn().await;
+    app.product("W", 1, 1).await;
+    app.stock("W", "main", 5).await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let token = app.new_customer();
+        for _ in 0..4 {
+            open.push(watch(&app, &token, &["W"]).await.expect("open"));
+        }
+    }
+    let refused = watch(&app, &app.new_customer(), &["W"]).await;
+    let status = assert_error(refused, Code::ResourceExhausted, "TOO_MANY_STREAMS");
+    assert_eq!(
+        (metadata(&status, "scope"), metadata(&status, "limit")),
+        ("address".to_owned(), "16".to_owned())
+    );
+    // Another address has its own sixteen.
+    let elsewhere = tonic::transport::Endpoint::from_shared(app.server.endpoint())
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    let mut other = watch_with(
+        InventoryServiceClient::new(elsewhere),
+        &app.new_customer(),
+        &["W"],
+    )
+    .await
+    .expect("another address");
+    next(&mut other).await.expect("snapshot");
+    // A closed stream frees its address's slot.
+    drop(open.pop());
+    settle(&app, |s| s.open_streams == 16).await;
+    let mut reopened = watch(&app, &app.new_customer(), &["W"])
+        .await
+        .expect("a freed slot");
+    next(&mut reopened).await.expect("snapshot");
 }
 
 #[tokio::test]

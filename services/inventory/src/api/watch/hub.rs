@@ -89,6 +89,8 @@ pub struct WatchConfig {
     pub poll_interval: Duration,
     /// Open streams each principal may hold.
     pub streams_per_caller: usize,
+    /// Open streams from one client address, whoever the principals are.
+    pub streams_per_address: usize,
     /// Open streams of all principals together.
     pub streams_max: usize,
 }
@@ -207,7 +209,11 @@ impl WatchHub {
         Self {
             inner: Arc::new(Inner {
                 config,
-                slots: StreamSlots::with_total_limit(config.streams_per_caller, config.streams_max),
+                slots: StreamSlots::with_limits(
+                    config.streams_per_caller,
+                    config.streams_per_address,
+                    config.streams_max,
+                ),
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
                 stats: watch::Sender::new(WatchStats::default()),
@@ -216,10 +222,11 @@ impl WatchHub {
         }
     }
 
-    /// Claims one of `caller`'s stream slots: call it before any other work
-    /// of a new stream, so a caller at its cap costs nothing more.
-    pub fn reserve(&self, caller: &Caller) -> Result<StreamSlot, Error> {
-        Ok(self.inner.slots.acquire(&caller.claims.sub)?)
+    /// Claims one of `caller`'s stream slots (and one of its client
+    /// `address`'s): call it before any other work of a new stream, so a
+    /// caller at its cap costs nothing more.
+    pub fn reserve(&self, caller: &Caller, address: Option<&str>) -> Result<StreamSlot, Error> {
+        Ok(self.inner.slots.acquire_from(&caller.claims.sub, address)?)
     }
 
     /// Subscribes to the levels `watch` names (its SKUs, at its location or
