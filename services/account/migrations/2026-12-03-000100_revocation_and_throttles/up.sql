@@ -32,6 +32,11 @@ CREATE TABLE login_throttles (
     locked_until timestamptz,
     lock_count   integer     NOT NULL DEFAULT 0 CHECK (lock_count >= 0), -- consecutive locks: the wait grows with it
     updated_at   timestamptz NOT NULL,
+    -- The client's last successful login for this email: for a while after
+    -- it, the client is not bound by the ceiling lock (an attacker spread
+    -- over many addresses cannot lock the owner out of a known client).
+    last_success_at timestamptz,
+    CHECK (client <> '*' OR last_success_at IS NULL),
     PRIMARY KEY (email_hash, client)
 );
 CREATE INDEX login_throttles_updated ON login_throttles (updated_at);

@@ -176,7 +176,11 @@ pub struct NewRefreshTokenRow<'a> {
 
 /// Failed-login counters of one (email, client) pair.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = login_throttles, check_for_backend(diesel::pg::Pg))]
+#[diesel(
+    table_name = login_throttles,
+    check_for_backend(diesel::pg::Pg),
+    treat_none_as_null = true
+)]
 pub struct LoginThrottleRow {
     pub email_hash: Vec<u8>,
     pub client: String,
@@ -185,6 +189,10 @@ pub struct LoginThrottleRow {
     pub locked_until: Option<DateTime<Utc>>,
     pub lock_count: i32,
     pub updated_at: DateTime<Utc>,
+    /// The last successful login from this client (never set on the
+    /// ceiling row): a client that has it within the policy's `trusted_for`
+    /// is not bound by the ceiling lock.
+    pub last_success_at: Option<DateTime<Utc>>,
 }
 
 impl LoginThrottleRow {

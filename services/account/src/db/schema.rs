@@ -42,6 +42,7 @@ pub mod account {
             locked_until -> Nullable<Timestamptz>,
             lock_count -> Int4,
             updated_at -> Timestamptz,
+            last_success_at -> Nullable<Timestamptz>,
         }
     }
 

@@ -4,7 +4,10 @@
 //! clients together lock it for everyone (against guessing spread over many
 //! addresses). Each consecutive lock waits twice as long as the one before
 //! (`base_lock`, 2×, 4×, … capped at `max_lock`). A successful login resets
-//! the client's counters.
+//! the client's counters and marks it known: for `trusted_for` after that,
+//! the ceiling lock does not apply to it (its own lock still does), so an
+//! attacker who triggers the ceiling locks out new clients, not the owner's
+//! usual one.
 //!
 //! Attempts are counted when they begin, before the password is checked
 //! (and uncounted when no check happened, e.g. the hashing queue was full):
@@ -37,6 +40,9 @@ pub struct LockoutPolicy {
     pub base_lock: Duration,
     /// The longest lock.
     pub max_lock: Duration,
+    /// How long after a successful login its client is exempt from the
+    /// ceiling lock.
+    pub trusted_for: Duration,
 }
 
 impl Default for LockoutPolicy {
@@ -47,6 +53,7 @@ impl Default for LockoutPolicy {
             window: Duration::minutes(15),
             base_lock: Duration::minutes(1),
             max_lock: Duration::hours(1),
+            trusted_for: Duration::days(30),
         }
     }
 }
@@ -81,6 +88,12 @@ impl LoginFailures {
 }
 
 impl LockoutPolicy {
+    /// Whether a client whose last successful login was `last_success` is
+    /// still known at `now`.
+    pub fn trusts(&self, last_success: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        last_success.is_some_and(|at| now - at < self.trusted_for)
+    }
+
     /// The counters of one client after one more attempt at `now`.
     pub fn after_failure(&self, state: LoginFailures, now: DateTime<Utc>) -> LoginFailures {
         self.after_attempt(state, now, self.max_failures)

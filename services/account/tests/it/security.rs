@@ -108,7 +108,7 @@ async fn concurrent_guesses_past_the_limit_are_refused_without_a_check() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_attacker_elsewhere_cannot_lock_the_owner_out_but_the_ceiling_holds() {
+async fn an_attacker_elsewhere_cannot_lock_the_owner_out_and_the_ceiling_holds_for_new_clients() {
     let app = TestApp::spawn().await;
     app.register("owner@example.com").await;
     let mut attacker = app.client_from("127.0.0.2");
@@ -130,7 +130,8 @@ async fn an_attacker_elsewhere_cannot_lock_the_owner_out_but_the_ceiling_holds()
         .expect("the owner logs in from another address");
 
     // Guessing spread over many addresses meets the ceiling (50 in the
-    // window): then the email is locked for everyone, owner included.
+    // window): then the email is locked for every client it has not logged
+    // in from, the right password included.
     let mut spent = 5;
     for n in 3..=60u8 {
         let mut client = app.client_from(&format!("127.0.0.{n}"));
@@ -139,11 +140,27 @@ async fn an_attacker_elsewhere_cannot_lock_the_owner_out_but_the_ceiling_holds()
             spent += 1;
         }
     }
-    let status = app.login("owner@example.com", PASSWORD).await.unwrap_err();
+    let status = app
+        .client_from("127.0.0.200")
+        .login(login("owner@example.com", PASSWORD))
+        .await
+        .unwrap_err();
     println!(
-        "{spent} guesses from 59 addresses: owner gets {:?}",
+        "{spent} guesses from 59 addresses: a new client gets {:?}",
         reason(&status)
     );
+    assert_eq!(reason(&status), "ACCOUNT_LOCKED");
+    // The owner's own client, known from its last login, is not bound by
+    // the ceiling: the attack does not lock the owner out.
+    app.login("owner@example.com", PASSWORD)
+        .await
+        .expect("the owner's known client logs in past the ceiling lock");
+    // Nor is a known client a way round the lock for guesses: five wrong
+    // ones from it lock it like any other.
+    for _ in 0..5 {
+        let _ = app.login("owner@example.com", WRONG).await;
+    }
+    let status = app.login("owner@example.com", PASSWORD).await.unwrap_err();
     assert_eq!(reason(&status), "ACCOUNT_LOCKED");
     // An admin sees the account-wide lock.
     let admin = app.admin().await;

@@ -31,6 +31,7 @@ fn fresh(email_hash: &[u8], client: &str, now: DateTime<Utc>) -> LoginThrottleRo
         locked_until: None,
         lock_count: 0,
         updated_at: now,
+        last_success_at: None,
     }
 }
 
@@ -61,8 +62,15 @@ pub fn begin_attempt(
         .select(LoginThrottleRow::as_select())
         .for_update()
         .load(conn)?;
+    // A client the owner logged in from recently is bound by its own lock
+    // only: the ceiling, which anyone can trigger from enough addresses,
+    // does not lock the owner out of a known client.
+    let trusted = rows
+        .iter()
+        .any(|row| row.client == client && policy.trusts(row.last_success_at, now));
     let locked = rows
         .iter()
+        .filter(|row| !(trusted && row.client == ALL_CLIENTS))
         .filter_map(|row| row.failures().lock_at(now))
         .max();
     if let Some(until) = locked {
@@ -125,7 +133,8 @@ pub fn cancel_attempt(
     uncount(conn, email_hash, &[ALL_CLIENTS, client], now)
 }
 
-/// After a successful login: the client's counters start over; the
+/// After a successful login: the client's counters start over and the
+/// client is remembered as one the owner uses (see `begin_attempt`); the
 /// successful attempt no longer counts toward the ceiling.
 #[instrument(skip_all, fields(client = %client))]
 pub fn clear_client(
@@ -134,7 +143,16 @@ pub fn clear_client(
     client: &str,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    diesel::delete(login_throttles::table.find((email_hash, client))).execute(conn)?;
+    let known = LoginThrottleRow {
+        last_success_at: Some(now),
+        ..fresh(email_hash, client, now)
+    };
+    diesel::insert_into(login_throttles::table)
+        .values(&known)
+        .on_conflict((login_throttles::email_hash, login_throttles::client))
+        .do_update()
+        .set(&known)
+        .execute(conn)?;
     uncount(conn, email_hash, &[ALL_CLIENTS], now)
 }
 
@@ -164,7 +182,8 @@ pub fn attach_locks(
 }
 
 /// Deletes counters nobody needs any more: idle past the window with no
-/// lock to remember, or idle for a day whatever they hold. Returns how many.
+/// lock to remember, or idle for a day whatever they hold — unless they
+/// remember a client the owner still counts as known. Returns how many.
 #[instrument(skip_all)]
 pub fn purge_throttles(
     conn: &mut PgConnection,
@@ -173,12 +192,18 @@ pub fn purge_throttles(
 ) -> Result<usize, Error> {
     let idle = now - policy.window;
     Ok(diesel::delete(
-        login_throttles::table.filter(
-            login_throttles::updated_at
-                .lt(idle)
-                .and(login_throttles::lock_count.eq(0))
-                .or(login_throttles::updated_at.lt(now - Duration::days(1))),
-        ),
+        login_throttles::table
+            .filter(
+                login_throttles::updated_at
+                    .lt(idle)
+                    .and(login_throttles::lock_count.eq(0))
+                    .or(login_throttles::updated_at.lt(now - Duration::days(1))),
+            )
+            .filter(
+                login_throttles::last_success_at
+                    .is_null()
+                    .or(login_throttles::last_success_at.lt(now - policy.trusted_for)),
+            ),
     )
     .execute(conn)?)
 }
