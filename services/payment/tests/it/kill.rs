@@ -315,6 +315,11 @@ async fn killing_the_payment_process_mid_checkout_loses_nothing_and_doubles_noth
                     {
                         tokio::task::yield_now().await
                     }
+                    // The server sheds with RESOURCE_EXHAUSTED ("retry with
+                    // backoff") while the restarted process fills up again.
+                    Err(status) if status.code() == Code::ResourceExhausted => {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
                     Err(status) => panic!("order refused: {status:?}"),
                 }
             }

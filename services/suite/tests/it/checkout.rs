@@ -581,52 +581,66 @@ async fn a_caller_who_gives_up_does_not_park_its_order_or_the_stock_it_holds() {
     let suite = Suite::spawn().await;
     suite.product("MUG", 1299, 3).await;
     let ada = suite.customer("ada@example.com", VISA).await;
-    let mut request = authed(
-        &ada.token,
-        pb::PlaceOrderRequest {
-            customer: "accounts/me".into(),
-            lines: vec![pb::LineItem {
-                sku: "MUG".into(),
-                quantity: 1,
-            }],
-            payment_method: ada.card.clone(),
-            shipping_address: ada.address.clone(),
-            currency_code: "EUR".into(),
-            request_id: request_id(),
-        },
-    );
-    request.set_timeout(Duration::from_millis(15));
-    let gave_up = suite.checkout.clone().place_order(request).await;
-    assert!(
-        gave_up.is_err(),
-        "the caller hung up before the saga finished"
-    );
-    let started = std::time::Instant::now();
-    let order = loop {
-        let orders = suite
-            .checkout
-            .clone()
-            .list_orders(authed(
-                &ada.token,
-                pb::ListOrdersRequest {
-                    customer: "accounts/me".into(),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .orders;
-        if let Some(order) = orders.into_iter().find(|o| {
-            o.state == pb::OrderState::Completed as i32 || o.state == pb::OrderState::Failed as i32
-        }) {
-            break order;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the order stayed mid-saga after its caller left"
+    // The caller may give up so early that no order exists yet (nothing is
+    // held then); it tries again with more patience until one does.
+    let mut patience = Duration::from_millis(15);
+    let (order, started) = 'placed: loop {
+        let mut request = authed(
+            &ada.token,
+            pb::PlaceOrderRequest {
+                customer: "accounts/me".into(),
+                lines: vec![pb::LineItem {
+                    sku: "MUG".into(),
+                    quantity: 1,
+                }],
+                payment_method: ada.card.clone(),
+                shipping_address: ada.address.clone(),
+                currency_code: "EUR".into(),
+                request_id: request_id(),
+            },
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        request.set_timeout(patience);
+        let gave_up = suite.checkout.clone().place_order(request).await;
+        assert!(
+            gave_up.is_err(),
+            "the caller hung up before the saga finished"
+        );
+        let started = std::time::Instant::now();
+        loop {
+            let orders = suite
+                .checkout
+                .clone()
+                .list_orders(authed(
+                    &ada.token,
+                    pb::ListOrdersRequest {
+                        customer: "accounts/me".into(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .orders;
+            if let Some(order) = orders.iter().find(|o| {
+                o.state == pb::OrderState::Completed as i32
+                    || o.state == pb::OrderState::Failed as i32
+            }) {
+                break 'placed (order.clone(), started);
+            }
+            if orders.is_empty() && started.elapsed() > Duration::from_secs(2) {
+                assert!(
+                    patience < Duration::from_secs(1),
+                    "no order was ever stored"
+                );
+                patience *= 2;
+                continue 'placed;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the order stayed mid-saga after its caller left: {orders:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     };
     println!(
         "order {} after the caller left: {:?}",

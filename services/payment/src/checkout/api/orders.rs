@@ -307,39 +307,38 @@ impl CheckoutApi {
             currency: cmd.currency,
             lines: cmd.lines,
         };
-        let (stored, created) = self
-            .store
-            .write(move |conn, now| repo::orders::insert_order(conn, &order, now))
-            .await?;
-        let id = stored.id;
-        record("order", id);
-        if created {
-            tracing::info!(order = %id, "order placed");
-        }
-
-        // Drive the saga; when another worker drives it or a step waits for
-        // a retry, keep checking until it is terminal or our time is up.
+        // The order's insert and its saga's first drive run on their own
+        // task: if this caller gives up (its deadline, a hang-up) at any
+        // point — even while the insert commits — the saga still runs on at
+        // once; it never holds its reservation idle until a worker's lease
+        // expires.
         let give_up = tokio::time::Instant::now() + wait;
-        // The first drive runs on its own task: if this caller gives up (its
-        // deadline, a hang-up), the saga still runs on at once — it never
-        // holds its reservation idle until the lease expires.
-        let saga = self.saga.clone();
-        let mut first = Some(tokio::spawn(
+        let (store, saga) = (self.store.clone(), self.saga.clone());
+        let placed = tokio::spawn(
             async move {
                 let _slot = drive_slot;
-                saga.drive(id).await
+                let (stored, created) = store
+                    .write(move |conn, now| repo::orders::insert_order(conn, &order, now))
+                    .await?;
+                if created {
+                    tracing::info!(order = %stored.id, "order placed");
+                }
+                Ok::<_, Status>((stored.id, saga.drive(stored.id).await?))
             }
             .instrument(tracing::Span::current()),
-        ));
+        )
+        .await
+        .map_err(|err| {
+            Status::from(Error::Db(backroom_shared::db::DbError::Other(
+                anyhow::anyhow!("checkout task: {err}"),
+            )))
+        })?;
+        let (id, mut driven) = placed?;
+        record("order", id);
+
+        // When another worker drives the saga or a step waits for a retry,
+        // keep checking until it is terminal or our time is up.
         loop {
-            let driven = match first.take() {
-                Some(task) => task.await.map_err(|err| {
-                    Status::from(Error::Db(backroom_shared::db::DbError::Other(
-                        anyhow::anyhow!("saga task: {err}"),
-                    )))
-                })??,
-                None => self.saga.drive(id).await?,
-            };
             let (order, lines) = self.load(id).await?;
             let now = tokio::time::Instant::now();
             if order.state.is_terminal() || now >= give_up || driven == Driven::Crashed {
@@ -354,6 +353,7 @@ impl CheckoutApi {
                     .min(give_up - now),
             )
             .await;
+            driven = self.saga.drive(id).await?;
         }
     }
 
