@@ -29,8 +29,6 @@
 //!
 //! The test prints what it injected and what it checked, with figures.
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     sync::{
@@ -40,6 +38,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::common::{
+    Attempt, Load, MixedLoad, SKUS, World, lazy_channel, mixed_load_options, request_id,
+};
 use backon::{BlockingRetryable as _, ConstantBuilder, Retryable as _};
 use backroom_loadgen::stack::Service;
 use backroom_proto::{
@@ -47,7 +48,6 @@ use backroom_proto::{
     inventory::v1::{self as inventory_pb, inventory_service_client::InventoryServiceClient},
     payment::v1::{self as pb, checkout_service_client::CheckoutServiceClient},
 };
-use common::{Attempt, Load, MixedLoad, SKUS, World, lazy_channel, mixed_load_options, request_id};
 use tonic::{Code, Request, Response, Status};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,

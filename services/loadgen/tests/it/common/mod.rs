@@ -1,5 +1,4 @@
-//! What the fault tests against the three service binaries share
-//! (`chaos.rs`, `db_outage.rs`): the world (a durable or fast throwaway
+//! What the tests against the three service binaries share: the world (a durable or fast throwaway
 //! Postgres, the three processes, their logs), the mixed load with its
 //! bookkeeping of every acknowledged write and every call attempt, and the
 //! checks after it (every saga terminal, every acknowledged write there, no
@@ -740,12 +739,18 @@ pub struct World {
     pub admin_url: String,
     pub stack: Stack,
     logs: PathBuf,
+    /// Held for the world's life: one world at a time (see `main.rs`).
+    _exclusive: tokio::sync::MutexGuard<'static, ()>,
 }
+
+/// The lock every `World` holds.
+static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl World {
     /// Starts Postgres (`durable`: every acknowledged commit survives a
     /// crash) and the services with `options`, logging to a fresh directory.
     pub async fn start(test: &str, durable: bool, mut options: StackOptions) -> Self {
+        let exclusive = EXCLUSIVE.lock().await;
         let started = Instant::now();
         let bin_dir = bin_dir();
         let (cluster, admin_url) = cluster(durable).await;
@@ -767,6 +772,7 @@ impl World {
             admin_url,
             stack,
             logs,
+            _exclusive: exclusive,
         }
     }
 

@@ -20,14 +20,13 @@
 //!
 //! Each test prints what it injected and what it checked.
 
-mod common;
-
 use std::{
     future::Future,
     sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
 
+use crate::common::{CALL_DEADLINE, MixedLoad, World, call, mixed_load_options, request_id};
 use backroom_loadgen::{
     fixtures,
     stack::{Service, StackOptions},
@@ -37,7 +36,6 @@ use backroom_proto::{
     inventory::v1::{self as inventory_pb, inventory_service_client::InventoryServiceClient},
 };
 use backroom_shared::errors::reason_of;
-use common::{CALL_DEADLINE, MixedLoad, World, call, mixed_load_options, request_id};
 use tonic::{Code, Status, transport::Channel};
 
 /// Orders acknowledged between two faults (and after the last).
