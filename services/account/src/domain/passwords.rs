@@ -8,10 +8,13 @@
 //! grew past 1 GiB under a login storm. A few long-lived threads reuse the
 //! same memory; excess requests queue for them.
 //!
-//! The hashing threads run at the lowest scheduling priority (nice 19): a
-//! login storm then takes the CPU the rest of the service leaves idle, but
-//! cannot push other RPCs' latency up (BENCHMARKS.md measured GetProduct's
-//! p99 growing 11× during a storm at normal priority).
+//! The hashing threads run at normal scheduling priority. They once ran at
+//! nice 19, which did not keep a login storm from slowing GetProduct
+//! (BENCHMARKS.md: 11× at normal priority, 12× at nice 19 — the cost is cold
+//! caches, not lost wakeups) but did let a flood of cheap calls starve them:
+//! with the async workers busy refusing the flood, a Login's 20 ms hash got
+//! 1–2 % of a core and took seconds (`services/loadgen/tests/it/attacks/
+//! login_flood.rs` times out at 2 s).
 //!
 //! The queue in front of the threads is bounded: when it is full a call is
 //! refused at once ([`Error::Overloaded`], RESOURCE_EXHAUSTED) instead of
@@ -177,11 +180,6 @@ fn start_pool(threads: usize, depth: usize) -> anyhow::Result<Arc<QueueHandle>> 
         std::thread::Builder::new()
             .name(format!("argon2-{n}"))
             .spawn(move || {
-                if let Err(err) = thread_priority::set_current_thread_priority(
-                    thread_priority::ThreadPriority::Min,
-                ) {
-                    tracing::warn!(?err, "cannot lower the hashing thread's priority");
-                }
                 while let Some(job) = queue.pop() {
                     job();
                 }
