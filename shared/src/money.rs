@@ -21,6 +21,10 @@ use diesel::{
 
 use crate::errors::FieldViolation;
 
+/// The largest amount one payment may collect — and so the largest a unit
+/// price or an order's total may be: 99,999,999 minor units.
+pub const MAX_AMOUNT: i64 = 99_999_999;
+
 /// ISO-4217 currencies Backroom accepts. A short allow-list on purpose: an
 /// unknown code is far more often a typo than a new currency.
 pub const CURRENCIES: [&str; 20] = [

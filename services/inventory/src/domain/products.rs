@@ -17,8 +17,9 @@ pub const MAX_DESCRIPTION: usize = 5_000;
 pub const MAX_WEIGHT_GRAMS: i64 = 1_000_000;
 /// Longest ListProducts query, characters.
 pub const MAX_QUERY: usize = 100;
-/// The unit prices a product may have, minor units.
-pub const UNIT_PRICES: std::ops::RangeInclusive<i64> = 0..=i64::MAX;
+/// The unit prices a product may have, minor units: at most what one
+/// payment may collect (a dearer unit could never be sold).
+pub const UNIT_PRICES: std::ops::RangeInclusive<i64> = 0..=backroom_shared::money::MAX_AMOUNT;
 
 /// A product of the catalogue.
 #[derive(Debug, Clone, PartialEq, Eq)]

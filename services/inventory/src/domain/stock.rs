@@ -216,9 +216,14 @@ pub struct AdjustStock {
     pub expected_version: i64,
 }
 
+/// The most units one AdjustStock may add or remove: a billion, far past
+/// any real delivery or write-off, and far inside the counters' range.
+pub const MAX_ADJUSTMENT: i64 = 1_000_000_000;
+
 impl AdjustStock {
     /// Checks a delta against its reason (`field` is the delta's): never
-    /// zero, and of the sign the reason implies.
+    /// zero, at most [`MAX_ADJUSTMENT`] units either way, and of the sign
+    /// the reason implies.
     pub fn check_delta(
         field: &str,
         delta: i64,
@@ -227,6 +232,10 @@ impl AdjustStock {
         use AdjustmentReason::{Damaged, Lost, Received, Returned};
         match reason {
             _ if delta == 0 => Err(FieldViolation::new(field, "must not be zero")),
+            _ if !(-MAX_ADJUSTMENT..=MAX_ADJUSTMENT).contains(&delta) => Err(FieldViolation::new(
+                field,
+                format!("must be between -{MAX_ADJUSTMENT} and {MAX_ADJUSTMENT}"),
+            )),
             Some(Received | Returned) if delta < 0 => Err(FieldViolation::new(
                 field,
                 "must be positive for this reason",
@@ -514,6 +523,17 @@ mod tests {
             assert_eq!(deltas.on_hand(), on_hand);
         }
         assert!(MovementKind::from_stored("SHIPPED").is_err());
+    }
+
+    #[test]
+    fn a_delta_is_bounded_so_the_counters_never_overflow() {
+        // i64::MAX once answered INTERNAL "bigint out of range".
+        for delta in [i64::MAX, i64::MIN, MAX_ADJUSTMENT + 1, -MAX_ADJUSTMENT - 1] {
+            let refused = AdjustStock::check_delta("delta", delta, None).unwrap_err();
+            assert!(refused.description.contains("between"), "{refused:?}");
+        }
+        assert!(AdjustStock::check_delta("delta", MAX_ADJUSTMENT, None).is_ok());
+        assert!(AdjustStock::check_delta("delta", -MAX_ADJUSTMENT, None).is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use backroom_shared::{
     errors::{FieldViolation, Violations},
     // One Luhn check, in `shared`, next to the card-number guard for free
     // text that every service applies.
-    validate::{luhn_valid, optional_text},
+    validate::{PAN_DIGITS, luhn_valid, optional_text},
 };
 use chrono::{DateTime, Datelike as _, Utc};
 use hmac::{Hmac, Mac as _};
@@ -105,14 +105,15 @@ impl fmt::Debug for CardNumber {
 }
 
 impl CardNumber {
-    /// Checks 12–19 ASCII digits and Luhn.
+    /// Checks 13–19 ASCII digits ([`PAN_DIGITS`], the lengths the text
+    /// guard spots too) and Luhn.
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldViolation> {
         if raw.is_empty() {
             return Err(FieldViolation::new(field, "is required"));
         }
         // The description never echoes the value.
-        if !(12..=19).contains(&raw.len()) || !raw.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(FieldViolation::new(field, "must be 12–19 digits"));
+        if !PAN_DIGITS.contains(&raw.len()) || !raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(FieldViolation::new(field, "must be 13–19 digits"));
         }
         if !luhn_valid(raw) {
             return Err(FieldViolation::new(field, "is not a valid card number"));
@@ -338,6 +339,17 @@ mod tests {
         assert!(CardNumber::parse("n", "4242424242424241").is_err());
         assert!(CardNumber::parse("n", "42424242").is_err());
         assert!(CardNumber::parse("n", "4242 4242 4242 4242").is_err());
+    }
+
+    #[test]
+    fn a_card_number_is_13_to_19_digits_as_the_text_guard_reads_them() {
+        // 12 Luhn-valid digits: no network issues them, and the guard
+        // would not spot them in a text field either.
+        assert!(luhn_valid("424242424242"));
+        let refused = CardNumber::parse("n", "424242424242").unwrap_err();
+        assert_eq!(refused.description, "must be 13–19 digits");
+        assert!(CardNumber::parse("n", "4222222222222").is_ok());
+        assert!(CardNumber::parse("n", "42424242424242424242").is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use backroom_shared::{
 use super::Error;
 
 /// The largest amount of an intent, refund or capture, minor units.
-pub const MAX_AMOUNT: i64 = 99_999_999;
+pub use backroom_shared::money::MAX_AMOUNT;
 
 /// The amounts an intent, refund or capture may ask for: 1–[`MAX_AMOUNT`]
 /// minor units.

@@ -125,6 +125,33 @@ async fn a_declined_card_fails_the_order_releases_stock_and_captures_nothing() {
 }
 
 #[tokio::test]
+async fn an_order_dearer_than_one_payment_fails_with_its_reason_before_any_stock_is_held() {
+    // The most one payment collects is 99,999,999 minor units; a unit may
+    // cost that much, two may not be bought at once.
+    let suite = Suite::spawn().await;
+    suite.product("GOLD", 99_999_999, 5).await;
+    let ada = suite.customer("rich@example.com", VISA).await;
+    let order = suite
+        .place(&ada, &ada.card, &[("GOLD", 2)], &request_id())
+        .await
+        .unwrap();
+    assert_eq!(order.state, pb::OrderState::Failed as i32);
+    let failure = order.failure.unwrap();
+    assert_eq!(failure.reason, "ORDER_TOO_LARGE");
+    assert_eq!(
+        failure.metadata.get("max_minor").map(String::as_str),
+        Some("99999999")
+    );
+    assert!(order.payment_intent.is_empty(), "no intent was created");
+    assert_eq!(
+        suite.level("GOLD").await.available,
+        5,
+        "nothing was reserved"
+    );
+    suite.audit().await;
+}
+
+#[tokio::test]
 async fn insufficient_stock_fails_the_order_without_any_authorization() {
     let suite = Suite::spawn().await;
     suite.product("RARE", 5000, 1).await;

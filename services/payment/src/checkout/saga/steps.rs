@@ -7,7 +7,11 @@ use backroom_proto::{
     account::v1 as account_pb, common::v1::Money as ProtoMoney, inventory::v1 as inventory_pb,
     payment::v1 as pb,
 };
-use backroom_shared::{auth::audience, errors::reason_of, money::Money};
+use backroom_shared::{
+    auth::audience,
+    errors::reason_of,
+    money::{MAX_AMOUNT, Money},
+};
 use chrono::DateTime;
 use prost::Message as _;
 use tonic::{Code, Status};
@@ -123,6 +127,24 @@ impl Saga {
             .await?
             .map_err(business("QUOTE_FAILED"))?;
         self.fault_after_call(State::Pending)?;
+        // One payment collects at most MAX_AMOUNT: a dearer order fails
+        // here, with its reason, instead of at the payment intent.
+        let total = quote.total.as_ref().map_or(0, |m| m.amount_minor);
+        if total > MAX_AMOUNT {
+            let mut failure = Failure::new(
+                "ORDER_TOO_LARGE",
+                format!(
+                    "the order's total is more than one payment may collect ({MAX_AMOUNT} minor units)"
+                ),
+            );
+            failure
+                .metadata
+                .insert("total_minor".into(), total.to_string());
+            failure
+                .metadata
+                .insert("max_minor".into(), MAX_AMOUNT.to_string());
+            return Err(StepError::Business(failure));
+        }
         // Quoted in the order's currency, as asked.
         let amount = |m: &Option<ProtoMoney>| {
             m.as_ref()
