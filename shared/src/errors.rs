@@ -145,6 +145,40 @@ impl<A> Parsed for Option<A> {
     }
 }
 
+/// The conversions every service's domain `Error` has, for an enum with
+/// the variants `Db(DbError)` and `Validation(Vec<FieldViolation>)`:
+/// diesel errors and unknown stored values become `Db` (they are the
+/// database's failures), one or more field violations become `Validation`.
+/// `?` then works on each of them inside repositories and commands.
+#[macro_export]
+macro_rules! domain_error_conversions {
+    ($error:ty) => {
+        impl From<diesel::result::Error> for $error {
+            fn from(err: diesel::result::Error) -> Self {
+                Self::Db(err.into())
+            }
+        }
+
+        impl From<$crate::stored::UnknownStoredValue> for $error {
+            fn from(err: $crate::stored::UnknownStoredValue) -> Self {
+                Self::Db(err.into())
+            }
+        }
+
+        impl From<$crate::errors::FieldViolation> for $error {
+            fn from(violation: $crate::errors::FieldViolation) -> Self {
+                Self::Validation(vec![violation])
+            }
+        }
+
+        impl From<Vec<$crate::errors::FieldViolation>> for $error {
+            fn from(violations: Vec<$crate::errors::FieldViolation>) -> Self {
+                Self::Validation(violations)
+            }
+        }
+    };
+}
+
 macro_rules! parsed_tuple {
     ($($name:ident),+) => {
         impl<$($name),+> Parsed for ($(Option<$name>,)+) {

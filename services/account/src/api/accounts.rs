@@ -3,7 +3,7 @@
 
 use backroom_proto::account::v1 as pb;
 use backroom_shared::{
-    auth::{AccountRef, Caller},
+    auth::{Access, AccountRef, Caller},
     clock::to_timestamp,
     errors::Violations,
     idempotency,
@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use tracing::{Span, field::Empty, instrument};
 use uuid::Uuid;
 
-use super::{AccountApi, RequestId, account_name, record_account};
+use super::{AccountApi, RequestId, account_name, acting_on, record_account};
 use crate::{
     DOMAIN,
     db::repo,
@@ -171,12 +171,12 @@ pub(super) async fn get_account(
 ) -> Result<Response<pb::Account>, Status> {
     let caller = api.caller(&request).await?;
     let cmd = GetAccount::try_from(request.into_inner())?;
-    let id = cmd.account.resolve("name", &caller).map_err(Error::from)?;
-    record_account(id);
-    caller
-        .access()
-        .require_owner_admin_or_service(id)
-        .map_err(Error::from)?;
+    let id = acting_on(
+        &caller,
+        cmd.account,
+        "name",
+        Access::require_owner_admin_or_service,
+    )?;
     let account = api
         .deps
         .store
@@ -266,13 +266,13 @@ pub(super) async fn update_account(
 ) -> Result<Response<pb::Account>, Status> {
     let caller = api.caller(&request).await?;
     let cmd = UpdateAccount::try_from(request.into_inner())?;
-    let id = cmd
-        .account
-        .resolve("account.name", &caller)
-        .map_err(Error::from)?;
-    record_account(id);
+    let id = acting_on(
+        &caller,
+        cmd.account,
+        "account.name",
+        Access::require_owner_or_admin,
+    )?;
     let access = caller.access();
-    access.require_owner_or_admin(id).map_err(Error::from)?;
     if cmd.changes.roles.is_some() {
         access.require_admin().map_err(Error::from)?;
         SelfAction::ChangeRoles.check(access.account, id)?;

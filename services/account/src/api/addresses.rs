@@ -5,7 +5,7 @@
 
 use backroom_proto::account::v1 as pb;
 use backroom_shared::{
-    auth::AccountRef,
+    auth::{Access, AccountRef},
     clock::to_timestamp,
     errors::{FieldViolation, Violations},
     idempotency,
@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use tracing::{Span, field::Empty, instrument};
 use uuid::Uuid;
 
-use super::{AccountApi, RequestId, account_name, address_name, record_account};
+use super::{AccountApi, RequestId, account_name, acting_on, address_name, record_account};
 use crate::{
     db::repo,
     domain::{Address, AddressFields, Error, PostalAddress},
@@ -113,15 +113,12 @@ pub(super) async fn create_address(
 ) -> Result<Response<pb::Address>, Status> {
     let caller = api.caller(&request).await?;
     let cmd = CreateAddress::try_from(request.into_inner())?;
-    let account_id = cmd
-        .account
-        .resolve("parent", &caller)
-        .map_err(Error::from)?;
-    record_account(account_id);
-    caller
-        .access()
-        .require_owner_or_admin(account_id)
-        .map_err(Error::from)?;
+    let account_id = acting_on(
+        &caller,
+        cmd.account,
+        "parent",
+        Access::require_owner_or_admin,
+    )?;
     let key = cmd.request_id.key("CreateAddress", Some(&caller))?;
     let fingerprint = idempotency::fingerprint(&pb::CreateAddressRequest {
         parent: account_name(account_id),
@@ -169,12 +166,13 @@ pub(super) async fn get_address(
 ) -> Result<Response<pb::Address>, Status> {
     let caller = api.caller(&request).await?;
     let GetAddress { account, address } = GetAddress::try_from(request.into_inner())?;
-    let account_id = account.resolve("name", &caller).map_err(Error::from)?;
+    let account_id = acting_on(
+        &caller,
+        account,
+        "name",
+        Access::require_owner_admin_or_service,
+    )?;
     record_address(account_id, address);
-    caller
-        .access()
-        .require_owner_admin_or_service(account_id)
-        .map_err(Error::from)?;
     let found = api
         .deps
         .store
@@ -216,12 +214,7 @@ pub(super) async fn list_addresses(
 ) -> Result<Response<pb::ListAddressesResponse>, Status> {
     let caller = api.caller(&request).await?;
     let ListAddresses { account, page } = ListAddresses::try_from(request.into_inner())?;
-    let account_id = account.resolve("parent", &caller).map_err(Error::from)?;
-    record_account(account_id);
-    caller
-        .access()
-        .require_owner_or_admin(account_id)
-        .map_err(Error::from)?;
+    let account_id = acting_on(&caller, account, "parent", Access::require_owner_or_admin)?;
     // After the access check: a refused caller learns nothing from the token.
     let after = page.after_uuid().map_err(Error::from)?;
     let lookup = page.clone();
@@ -268,15 +261,9 @@ pub(super) async fn delete_address(
 ) -> Result<Response<()>, Status> {
     let caller = api.caller(&request).await?;
     let cmd = DeleteAddress::try_from(request.into_inner())?;
-    let (address, account_id) = (
-        cmd.address,
-        cmd.account.resolve("name", &caller).map_err(Error::from)?,
-    );
+    let address = cmd.address;
+    let account_id = acting_on(&caller, cmd.account, "name", Access::require_owner_or_admin)?;
     record_address(account_id, address);
-    caller
-        .access()
-        .require_owner_or_admin(account_id)
-        .map_err(Error::from)?;
     let key = cmd.request_id.key("DeleteAddress", Some(&caller))?;
     let fingerprint = idempotency::fingerprint(&pb::DeleteAddressRequest {
         name: address_name(account_id, address),

@@ -21,7 +21,7 @@ mod sessions;
 
 use backroom_proto::account::v1::{self as pb, account_service_server};
 use backroom_shared::{
-    auth::{Caller, Principal},
+    auth::{Access, AccessDenied, AccountRef, Caller, Principal},
     errors::{
         FieldViolation, internal, invalid_argument, invalid_argument_with_reason, with_reason,
         with_retry_info,
@@ -84,6 +84,20 @@ fn address_name(account: Uuid, address: Uuid) -> String {
 /// Records the account an RPC acts on in its span, by resource name.
 fn record_account(id: Uuid) {
     tracing::Span::current().record("account", account_name(id).as_str());
+}
+
+/// The account `named` (request field `field`; `me` is the caller's own),
+/// recorded in the span, once `rule` lets the caller act on it.
+fn acting_on(
+    caller: &Caller,
+    named: AccountRef,
+    field: &str,
+    rule: fn(Access, Uuid) -> Result<(), AccessDenied>,
+) -> Result<Uuid, Error> {
+    let id = named.resolve(field, caller)?;
+    record_account(id);
+    rule(caller.access(), id)?;
+    Ok(id)
 }
 
 /// A mutation's `request_id` (AIP-155), checked while the request parses —

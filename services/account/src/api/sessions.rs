@@ -6,7 +6,7 @@
 
 use backroom_proto::account::v1 as pb;
 use backroom_shared::{
-    auth::{AccessDenied, AccountRef},
+    auth::{Access, AccessDenied, AccountRef},
     clock::to_timestamp,
     errors::{FieldViolation, Violations},
     idempotency,
@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 use tracing::{field::Empty, instrument};
 
-use super::{AccountApi, RequestId, account_name, record_account};
+use super::{AccountApi, RequestId, account_name, acting_on, record_account};
 use crate::{
     Deps,
     db::repo,
@@ -324,10 +324,8 @@ pub(super) async fn change_password(
     let caller = api.caller(&request).await?;
     let client = client_of(&request);
     let cmd = ChangePassword::try_from(request.into_inner())?;
-    let id = cmd.account.resolve("name", &caller).map_err(Error::from)?;
-    record_account(id);
+    let id = acting_on(&caller, cmd.account, "name", Access::require_owner_or_admin)?;
     let access = caller.access();
-    access.require_owner_or_admin(id).map_err(Error::from)?;
     if access.account != Some(id) {
         return Err(Error::from(OWNER_ONLY).into());
     }

@@ -19,9 +19,7 @@ pub mod sessions;
 pub mod tokens;
 pub mod values;
 
-use backroom_shared::{
-    auth::AccessDenied, db::DbError, errors::FieldViolation, stored::UnknownStoredValue,
-};
+use backroom_shared::{auth::AccessDenied, db::DbError, errors::FieldViolation};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -124,29 +122,7 @@ pub enum Error {
     Internal(anyhow::Error),
 }
 
-impl From<diesel::result::Error> for Error {
-    fn from(err: diesel::result::Error) -> Self {
-        Error::Db(err.into())
-    }
-}
-
-impl From<UnknownStoredValue> for Error {
-    fn from(err: UnknownStoredValue) -> Self {
-        Error::Db(err.into())
-    }
-}
-
-impl From<FieldViolation> for Error {
-    fn from(violation: FieldViolation) -> Self {
-        Error::Validation(vec![violation])
-    }
-}
-
-impl From<Vec<FieldViolation>> for Error {
-    fn from(violations: Vec<FieldViolation>) -> Self {
-        Error::Validation(violations)
-    }
-}
+backroom_shared::domain_error_conversions!(Error);
 
 impl Error {
     /// The lock in force at `now`.

@@ -27,7 +27,6 @@ use backroom_shared::{
     db::DbError,
     errors::FieldViolation,
     money::Currency,
-    stored::UnknownStoredValue,
     streams::TooManyStreams,
 };
 
@@ -126,23 +125,7 @@ pub enum Error {
     Db(#[from] DbError),
 }
 
-impl From<diesel::result::Error> for Error {
-    fn from(err: diesel::result::Error) -> Self {
-        Error::Db(err.into())
-    }
-}
-
-impl From<UnknownStoredValue> for Error {
-    fn from(err: UnknownStoredValue) -> Self {
-        Error::Db(err.into())
-    }
-}
-
-impl From<Vec<FieldViolation>> for Error {
-    fn from(violations: Vec<FieldViolation>) -> Self {
-        Error::Validation(violations)
-    }
-}
+backroom_shared::domain_error_conversions!(Error);
 
 impl Error {
     /// A single field violation.

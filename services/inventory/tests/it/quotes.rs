@@ -182,17 +182,34 @@ async fn quote_errors_name_the_products_and_fields() {
 }
 
 #[tokio::test]
-async fn quote_amounts_that_overflow_are_invalid_not_a_panic() {
+async fn quote_amounts_cannot_overflow_because_a_price_past_one_payment_is_refused() {
+    // A unit once could cost i64::MAX / 2, and three of them overflowed the
+    // quote. A price is now at most what one payment collects, so the
+    // dearest basket (100 lines × 10,000 units × 99,999,999) is ~10^14.
     let app = TestApp::spawn().await;
-    app.product("GOLD", i64::MAX / 2, 1).await;
-    let status = app
+    let refused = app
+        .client()
+        .create_product(authed(
+            &app.admin,
+            pb::CreateProductRequest {
+                product: Some(product("GOLD", "EUR", i64::MAX / 2, 1)),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(fields(&refused), ["product.unit_price.amount_minor"]);
+
+    app.product("GOLD", 99_999_999, 0).await;
+    let quote = app
         .client()
         .quote_order(authed(
             &app.customer,
             pb::QuoteOrderRequest {
                 lines: vec![pb::LineItem {
                     sku: "GOLD".into(),
-                    quantity: 3,
+                    quantity: 10_000,
                 }],
                 destination_country_code: "DE".into(),
                 destination_postal_code: String::new(),
@@ -200,9 +217,12 @@ async fn quote_amounts_that_overflow_are_invalid_not_a_panic() {
             },
         ))
         .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(fields(&status), ["lines[0].quantity"]);
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        quote.subtotal.map(|m| m.amount_minor),
+        Some(999_999_990_000)
+    );
 }
 
 #[tokio::test]

@@ -22,10 +22,7 @@ pub mod payment_methods;
 pub mod refunds;
 pub mod values;
 
-use backroom_shared::{
-    auth::AccessDenied, db::DbError, errors::FieldViolation, money::Money,
-    stored::UnknownStoredValue,
-};
+use backroom_shared::{auth::AccessDenied, db::DbError, errors::FieldViolation, money::Money};
 
 pub use ids::{CustomerId, IntentId, JournalId, LedgerCode, OrderId, PaymentMethodId, RefundId};
 pub use intents::IntentStatus;
@@ -176,29 +173,7 @@ pub enum Error {
     Db(#[from] DbError),
 }
 
-impl From<diesel::result::Error> for Error {
-    fn from(err: diesel::result::Error) -> Self {
-        Error::Db(err.into())
-    }
-}
-
-impl From<UnknownStoredValue> for Error {
-    fn from(err: UnknownStoredValue) -> Self {
-        Error::Db(err.into())
-    }
-}
-
-impl From<FieldViolation> for Error {
-    fn from(violation: FieldViolation) -> Self {
-        Error::Validation(vec![violation])
-    }
-}
-
-impl From<Vec<FieldViolation>> for Error {
-    fn from(violations: Vec<FieldViolation>) -> Self {
-        Error::Validation(violations)
-    }
-}
+backroom_shared::domain_error_conversions!(Error);
 
 impl Error {
     /// A single-field validation error.
