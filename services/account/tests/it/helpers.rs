@@ -188,3 +188,15 @@ pub fn reason(status: &tonic::Status) -> String {
 pub fn fields(status: &tonic::Status) -> Vec<String> {
     backroom_shared::errors::violated_fields(status)
 }
+
+/// A valid address in `country`.
+pub fn address(country: &str) -> pb::Address {
+    pb::Address {
+        recipient: "Ada Lovelace".into(),
+        line1: "12 St James's Square".into(),
+        city: "London".into(),
+        postal_code: "SW1Y 4JH".into(),
+        country_code: country.into(),
+        ..Default::default()
+    }
+}

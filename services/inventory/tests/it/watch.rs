@@ -1,8 +1,11 @@
 //! WatchStock under pressure: one poller for every stream (the database
 //! cost does not grow with the streams), caps per caller and per client
-//! address, streams that
-//! count against the concurrency limit, slow readers ended instead of
-//! buffered, and streams that end with their caller's token.
+//! address, streams that count against the concurrency limit, slow readers
+//! ended instead of buffered, and streams that end with their caller's
+//! token.
+//!
+//! Over 600 lines: each cap and each way a stream ends needs its own
+//! stream setup; they share the helpers at the top.
 
 use std::time::Duration;
 

@@ -12,6 +12,9 @@
 //! outright unless it is public or serves the shared catalogue — so an RPC
 //! added later that a customer can reach fails the test until it gets an
 //! ownership case.
+//!
+//! One file over 600 lines on purpose: it is one table of every RPC and
+//! the ownership case each needs; splitting it would hide a missing row.
 
 use crate::harness::{self, Suite};
 use backroom_account::domain::tokens::{SigningKeys, TokenIssuer};

@@ -2,6 +2,9 @@
 //! compensation, idempotent replays, crash recovery at every step boundary,
 //! a dependency outage, 100 orders racing for 30 units, and a burst of
 //! orders past checkout's own concurrency limit.
+//!
+//! Over 600 lines: every saga outcome against the same three services;
+//! the trace test is in `checkout_trace`, the attacks in `attack_surface`.
 
 use std::time::Duration;
 

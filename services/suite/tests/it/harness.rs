@@ -4,6 +4,9 @@
 //! connected generated clients. The three-service tests of this binary
 //! share it; loadgen's tests drive the service binaries as processes
 //! instead (`backroom_loadgen::stack`), so it stays here.
+//!
+//! Over 600 lines: the one fixture every three-service test builds on
+//! (servers, clients, tokens, customers, and the audit after each test).
 
 use std::{sync::Arc, time::Duration};
 

@@ -21,6 +21,10 @@
 //! `PROPTEST_CASES` sets the cases per RPC (default 32; `just fuzz` runs
 //! more); `PROPTEST_RNG_SEED` pins the cases (CI pins them; otherwise each
 //! run draws a seed and prints it).
+//!
+//! One file over 600 lines on purpose: the value generator, the per-field
+//! mutations and the table snapshot that proves a refusal changed nothing
+//! are one mechanism, read together.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
