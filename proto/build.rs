@@ -41,6 +41,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .codec_path("crate::codec::ProtoCodec")
+        // Every proto map is a BTreeMap: its wire encoding is then in key
+        // order, so the same request always encodes (and fingerprints for
+        // idempotency) the same; a HashMap's order changes per instance, and
+        // a replay with two metadata entries could be refused as
+        // REQUEST_ID_REUSED.
+        .btree_map(".")
         .compile_fds(fds)?;
     Ok(())
 }

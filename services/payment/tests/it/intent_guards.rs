@@ -500,3 +500,26 @@ async fn the_database_refuses_unbalanced_journals_and_ledger_edits() {
     assert!(edit.is_err(), "a ledger entry was edited");
     assert!(app.audit().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_replay_with_several_metadata_entries_is_the_same_request() {
+    // The fingerprint a request id is bound to is the request's encoding.
+    // Proto maps once decoded into HashMaps, whose order changes with each
+    // instance: a replay with a few metadata entries encoded differently
+    // and was refused as REQUEST_ID_REUSED.
+    let app = TestApp::spawn().await;
+    let ada = app.customer();
+    let card = app.attach(&ada, "4242424242424242").await.unwrap();
+    let request = pb::CreatePaymentIntentRequest {
+        request_id: request_id(),
+        metadata: (0..8)
+            .map(|i| (format!("key-{i}"), format!("value {i}")))
+            .collect(),
+        ..create_request(&ada, 1500, &card.name, true)
+    };
+    let first = app.create(&ada, request.clone()).await.unwrap();
+    for _ in 0..5 {
+        let replay = app.create(&ada, request.clone()).await.unwrap();
+        assert_eq!(replay.name, first.name);
+    }
+}
