@@ -236,7 +236,7 @@ pub async fn reserve_race(
                 lines: vec![ReservationLine {
                     sku: sku.clone(),
                     quantity: 1,
-                    location: String::new(),
+                    ..Default::default()
                 }],
                 ttl: Some(prost_types::Duration {
                     seconds: 900,

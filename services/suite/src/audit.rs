@@ -6,7 +6,8 @@
 //! Checked:
 //! - stock: `on_hand = available + reserved + committed`, nothing negative,
 //!   the movement log replays to every level, `reserved` equals the units of
-//!   ACTIVE reservations;
+//!   ACTIVE reservations, `committed` the unshipped units of COMMITTED ones
+//!   (and no line shipped more than it held);
 //! - no ACTIVE reservation held past its expiry plus `grace` (the sweeper's
 //!   interval and some slack);
 //! - the ledger (every journal balanced, the sum over accounts zero per
@@ -82,6 +83,20 @@ fn checks(tolerances: Tolerances) -> Vec<Check> {
                              FROM inventory.reservation_lines rl JOIN inventory.reservations r USING (order_id)
                              WHERE r.state = 'ACTIVE' GROUP BY rl.sku, rl.location) h USING (sku, location)
                   WHERE l.reserved <> coalesce(h.units, 0)"
+                .into(),
+        },
+        Check {
+            name: "committed equals the unshipped units of committed reservations",
+            sql: "SELECT l.sku || '@' || l.location || ': committed ' || l.committed || ', committed reservations hold ' || coalesce(h.units, 0) || ' unshipped' AS finding
+                  FROM inventory.stock_levels l
+                  LEFT JOIN (SELECT rl.sku, rl.location, sum(rl.quantity - rl.shipped) units
+                             FROM inventory.reservation_lines rl JOIN inventory.reservations r USING (order_id)
+                             WHERE r.state = 'COMMITTED' GROUP BY rl.sku, rl.location) h USING (sku, location)
+                  WHERE l.committed <> coalesce(h.units, 0)
+                  UNION ALL
+                  SELECT 'reservations/' || order_id || ' ' || sku || ': shipped ' || shipped || ' of ' || quantity
+                  FROM inventory.reservation_lines WHERE shipped > quantity OR (shipped > 0 AND order_id NOT IN
+                       (SELECT order_id FROM inventory.reservations WHERE state = 'COMMITTED'))"
                 .into(),
         },
         Check {

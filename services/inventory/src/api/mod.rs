@@ -252,6 +252,14 @@ impl InventoryService for InventoryApi {
     }
 
     #[instrument(skip_all, fields(reservation = %request.get_ref().name))]
+    async fn ship_reservation(
+        &self,
+        request: Request<pb::ShipReservationRequest>,
+    ) -> Result<Response<pb::Reservation>, Status> {
+        reservations::ship(self, request).await
+    }
+
+    #[instrument(skip_all, fields(reservation = %request.get_ref().name))]
     async fn get_reservation(
         &self,
         request: Request<pb::GetReservationRequest>,
@@ -401,6 +409,22 @@ impl From<Error> for Status {
                 "RESERVATION_COMMITTED",
                 "the reservation was committed; its stock is sold",
                 [],
+            ),
+            Error::ReservationNotCommitted(state) => with_reason(
+                Code::FailedPrecondition,
+                DOMAIN,
+                "RESERVATION_NOT_COMMITTED",
+                "only a committed reservation ships",
+                [("current_state".to_owned(), state.as_str().to_owned())],
+            ),
+            Error::ShipmentExceedsReservation(skus) => reason(
+                Code::FailedPrecondition,
+                "SHIPMENT_EXCEEDS_RESERVATION",
+                format!(
+                    "more units than the reservation holds unshipped: {}",
+                    sku_list(&skus)
+                ),
+                &skus,
             ),
             Error::TooManyStreams(err) => err.into_status(DOMAIN),
             Error::StreamTooSlow => backroom_shared::streams::too_slow(DOMAIN),

@@ -1,5 +1,5 @@
 //! ReserveStock, CommitReservation and ReleaseReservation (one handler,
-//! parameterised by the transition), GetReservation.
+//! parameterised by the transition), ShipReservation, GetReservation.
 
 use backroom_proto::inventory::v1 as pb;
 use backroom_shared::{
@@ -14,8 +14,8 @@ use crate::{
     domain::{
         Error,
         reservations::{
-            RequestedLine, Reservation, ReservationState, ReserveStock, Transition,
-            TransitionReservation, Ttl,
+            RequestedLine, Reservation, ReservationState, ReserveStock, ShipReservation,
+            Transition, TransitionReservation, Ttl,
         },
         values::{LocationId, OrderId, parse_lines},
     },
@@ -70,6 +70,21 @@ where
         })
         .await?;
     tracing::info!(reservation = %reservation.name, ?transition, "reservation transitioned");
+    Ok(Response::new(reservation))
+}
+
+pub(super) async fn ship(
+    api: &InventoryApi,
+    request: Request<pb::ShipReservationRequest>,
+) -> Result<Response<pb::Reservation>, Status> {
+    let caller = caller(&request, Access::require_service)?;
+    let shipment = mutation::<_, ShipReservation>(&caller, request.into_inner())?;
+    let reservation = shipment
+        .run(api.store(), |conn, cmd, now| {
+            Ok(to_proto(&repo::reservations::ship(conn, cmd, now)?, now))
+        })
+        .await?;
+    tracing::info!(reservation = %reservation.name, "reservation shipped");
     Ok(Response::new(reservation))
 }
 
@@ -148,6 +163,45 @@ impl TryFrom<pb::ReserveStockRequest> for ReserveStock {
     }
 }
 
+impl Retryable for pb::ShipReservationRequest {
+    const METHOD: &'static str = "ShipReservation";
+
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    fn fingerprint(&self) -> Vec<u8> {
+        let name = OrderId::parse_reservation_name("name", &self.name)
+            .map_or_else(|_| self.name.clone(), OrderId::reservation_name);
+        idempotency::fingerprint(&pb::ShipReservationRequest {
+            name,
+            request_id: String::new(),
+            ..self.clone()
+        })
+    }
+}
+
+impl TryFrom<pb::ShipReservationRequest> for ShipReservation {
+    type Error = Error;
+
+    fn try_from(req: pb::ShipReservationRequest) -> Result<Self, Error> {
+        let mut violations = Violations::default();
+        let order_id = violations.check(OrderId::parse_reservation_name("name", &req.name));
+        if req.request_id.is_empty() {
+            violations.push(
+                "request_id",
+                "is required: two shipments of the same units are two shipments",
+            );
+        }
+        let lines = parse_lines(
+            &mut violations,
+            req.lines.iter().map(|l| (l.sku.as_str(), l.quantity)),
+        );
+        let order_id = violations.finish_with(order_id)?;
+        Ok(Self { order_id, lines })
+    }
+}
+
 /// Commit and Release requests name a reservation and nothing else: the
 /// same parsing, and the same fingerprint (the reservation in canonical
 /// form, the request id left out).
@@ -215,6 +269,7 @@ fn to_proto(reservation: &Reservation, now: DateTime<Utc>) -> pb::Reservation {
                 sku: line.sku.as_str().to_owned(),
                 quantity: line.quantity.get(),
                 location: line.location.as_str().to_owned(),
+                shipped_quantity: line.shipped,
             })
             .collect(),
         state: state as i32,

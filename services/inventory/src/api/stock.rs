@@ -266,6 +266,7 @@ impl From<&Movement> for pb::StockMovement {
             MovementKind::Release => pb::StockMovementKind::Release,
             MovementKind::Commit => pb::StockMovementKind::Commit,
             MovementKind::Expire => pb::StockMovementKind::Expire,
+            MovementKind::Ship => pb::StockMovementKind::Ship,
         };
         Self {
             name: movement.name(),

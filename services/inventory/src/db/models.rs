@@ -232,6 +232,7 @@ pub struct ReservationLineRow {
     pub sku: String,
     pub location: String,
     pub quantity: i64,
+    pub shipped: i64,
 }
 
 impl ReservationLineRow {
@@ -244,6 +245,7 @@ impl ReservationLineRow {
             sku: line.sku.as_str().to_owned(),
             location: line.location.as_str().to_owned(),
             quantity: line.quantity.get(),
+            shipped: line.shipped,
         }
     }
 }
@@ -254,6 +256,7 @@ impl From<ReservationLineRow> for ReservationLine {
             sku: Sku::from_stored(row.sku),
             location: LocationId::from_stored(row.location),
             quantity: Quantity::from_stored(row.quantity),
+            shipped: row.shipped,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod inventory {
             sku -> Text,
             location -> Text,
             quantity -> Int8,
+            shipped -> Int8,
         }
     }
 

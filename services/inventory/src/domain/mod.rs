@@ -11,7 +11,7 @@
 //! - [`stock`]: levels (`on_hand = available + reserved + committed`),
 //!   movement kinds and their deltas, AdjustStock's compare-and-swap rules;
 //! - [`reservations`]: all-or-nothing holds, TTL bounds, expiry, the
-//!   Commit/Release state machine;
+//!   Commit/Release state machine, shipping committed units;
 //! - [`quotes`] and [`shipping`]: pricing an order, zones and weight bands.
 
 pub mod products;
@@ -31,6 +31,7 @@ use backroom_shared::{
 };
 
 use self::{
+    reservations::ReservationState,
     stock::LevelKey,
     values::{CountryCode, OrderId},
 };
@@ -103,6 +104,13 @@ pub enum Error {
     /// Release of a committed reservation.
     #[error("reservation committed")]
     ReservationCommitted,
+    /// ShipReservation of a reservation that is not committed.
+    #[error("reservation is {0:?}, not committed")]
+    ReservationNotCommitted(ReservationState),
+    /// ShipReservation: these lines would ship more than they hold
+    /// unshipped (or are not lines of the reservation), ascending.
+    #[error("shipment exceeds the reservation: {0:?}")]
+    ShipmentExceedsReservation(Vec<Sku>),
     /// WatchStock: the caller already holds its cap of open streams.
     #[error(transparent)]
     TooManyStreams(#[from] TooManyStreams),

@@ -83,9 +83,17 @@ pub struct ReservationLine {
     pub location: LocationId,
     /// Units.
     pub quantity: Quantity,
+    /// Units of a committed line that have shipped (0 ≤ shipped ≤
+    /// quantity); the rest are still committed at the location.
+    pub shipped: i64,
 }
 
 impl ReservationLine {
+    /// Units committed and not yet shipped.
+    pub fn unshipped(&self) -> i64 {
+        self.quantity.get() - self.shipped
+    }
+
     /// The level the line holds units of.
     pub fn level(&self) -> LevelKey {
         LevelKey {
@@ -292,6 +300,44 @@ pub fn require_every_line(short: Vec<Sku>) -> Result<(), Error> {
             skus: sorted(short),
             available: None,
         })
+    }
+}
+
+/// ShipReservation: units of a committed reservation's lines leave the
+/// building (one shipment; a reservation ships in as many as it takes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShipReservation {
+    /// The order.
+    pub order_id: OrderId,
+    /// Units per SKU, distinct SKUs.
+    pub lines: Vec<(Sku, Quantity)>,
+}
+
+impl ShipReservation {
+    /// The rules: only a COMMITTED reservation ships, and no line ships
+    /// more than it holds unshipped (a SKU that is not a line of the
+    /// reservation holds none). Returns each shipped line with its units,
+    /// in lock order.
+    pub fn check<'r>(
+        &self,
+        reservation: &'r Reservation,
+    ) -> Result<Vec<(&'r ReservationLine, i64)>, Error> {
+        if reservation.state != ReservationState::Committed {
+            return Err(Error::ReservationNotCommitted(reservation.state));
+        }
+        let mut shipped = Vec::with_capacity(self.lines.len());
+        let mut exceeding = Vec::new();
+        for (sku, units) in &self.lines {
+            match reservation.lines.iter().find(|line| &line.sku == sku) {
+                Some(line) if units.get() <= line.unshipped() => shipped.push((line, units.get())),
+                _ => exceeding.push(sku.clone()),
+            }
+        }
+        if !exceeding.is_empty() {
+            return Err(Error::ShipmentExceedsReservation(sorted(exceeding)));
+        }
+        shipped.sort_by(|(a, _), (b, _)| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
+        Ok(shipped)
     }
 }
 

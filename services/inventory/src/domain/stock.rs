@@ -97,6 +97,8 @@ backroom_shared::stored_enum!(
         Commit = "COMMIT",
         /// reserved → available (expiry).
         Expire = "EXPIRE",
+        /// committed → gone: shipped units leave on_hand.
+        Ship = "SHIP",
     }
 );
 
@@ -109,6 +111,7 @@ impl MovementKind {
             Self::Reserve => (-units, units, 0),
             Self::Release | Self::Expire => (units, -units, 0),
             Self::Commit => (0, -units, units),
+            Self::Ship => (0, 0, -units),
         };
         Deltas {
             available,
@@ -130,7 +133,7 @@ pub struct Deltas {
 }
 
 impl Deltas {
-    /// Change of on_hand (non-zero only for adjustments).
+    /// Change of on_hand (non-zero only for adjustments and shipments).
     pub fn on_hand(self) -> i64 {
         self.available + self.reserved + self.committed
     }
@@ -511,10 +514,10 @@ mod tests {
         for kind in MovementKind::ALL.iter().copied() {
             assert_eq!(MovementKind::from_stored(kind.as_str()), Ok(kind));
             let deltas = kind.deltas(3);
-            let on_hand = if kind == MovementKind::Adjustment {
-                3
-            } else {
-                0
+            let on_hand = match kind {
+                MovementKind::Adjustment => 3,
+                MovementKind::Ship => -3,
+                _ => 0,
             };
             assert_eq!(
                 deltas.available + deltas.reserved + deltas.committed,

@@ -370,7 +370,7 @@ pub fn reserve_request(order_id: &str, lines: &[(&str, i64)]) -> pb::ReserveStoc
             .map(|(sku, quantity)| pb::ReservationLine {
                 sku: (*sku).into(),
                 quantity: *quantity,
-                location: String::new(),
+                ..Default::default()
             })
             .collect(),
         ttl: None,

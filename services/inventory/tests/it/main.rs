@@ -5,7 +5,8 @@
 //! Layout: [`helpers`] (the `TestApp` and fixtures), then one module per
 //! area — [`products`], [`stock`] (levels, AdjustStock, movements,
 //! WatchStock's contract), [`quotes`] (QuoteOrder, shipping rules),
-//! [`access`] (tokens and roles), [`reservations`], [`concurrency`]
+//! [`access`] (tokens and roles), [`reservations`], [`shipments`]
+//! (committed units leaving the building), [`concurrency`]
 //! (oversell, deadlock, replay), [`watch`] (WatchStock under pressure),
 //! [`db_privileges`] (the runtime role), [`deploy_contract`] (the
 //! manifests against the binary's flags).
@@ -18,5 +19,6 @@ mod helpers;
 mod products;
 mod quotes;
 mod reservations;
+mod shipments;
 mod stock;
 mod watch;

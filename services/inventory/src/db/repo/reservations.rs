@@ -1,6 +1,7 @@
 //! Reservations: ReserveStock (every line or nothing, idempotent per
 //! order), Commit and Release (one code path, parameterised by the
-//! [`Transition`]), expiry (lazy and swept), and the sweep itself.
+//! [`Transition`]), shipping committed units, expiry (lazy and swept), and
+//! the sweep itself.
 
 use backroom_shared::{
     catalog::Sku,
@@ -26,7 +27,7 @@ use crate::{
         products::require_active,
         reservations::{
             Ending, RequestedLine, Reservation, ReservationLine, ReservationState, ReserveStock,
-            Step, Transition, require_every_line,
+            ShipReservation, Step, Transition, require_every_line,
         },
         stock::{Change, LevelKey, MovementKind},
         values::{LocationId, OrderId},
@@ -79,6 +80,7 @@ pub fn reserve(
                     sku: line.sku.clone(),
                     location,
                     quantity: line.quantity,
+                    shipped: 0,
                 };
                 rows.push(ReservationLineRow::new(cmd.order_id, position, &reserved));
             }
@@ -193,6 +195,36 @@ pub fn transition(
         Step::Unchanged => Ok(reservation),
         Step::End(ending) => end(conn, reservation, ending, now),
     }
+}
+
+/// Ships units of a committed reservation's lines (see ShipReservation in
+/// the proto): the reservation row is locked first, so concurrent shipments
+/// of the same lines serialise and together never ship more than a line
+/// holds; each shipped line is a SHIP movement at its location.
+#[instrument(skip_all, fields(order = %cmd.order_id, lines = cmd.lines.len()))]
+pub fn ship(
+    conn: &mut PgConnection,
+    cmd: &ShipReservation,
+    now: DateTime<Utc>,
+) -> Result<Reservation, Error> {
+    let reservation = load(conn, cmd.order_id, true)?;
+    for (line, units) in cmd.check(&reservation)? {
+        let change = Change::of_reservation(MovementKind::Ship, units, cmd.order_id);
+        let level = line.level();
+        stock::apply(conn, &level, change, now)?.ok_or_else(|| {
+            // The line's foreign key guarantees the level exists.
+            Error::Db(DbError::Other(anyhow::anyhow!(
+                "stock level {level} of a reservation line is missing"
+            )))
+        })?;
+        diesel::update(reservation_lines::table.find((cmd.order_id.0, line.sku.as_str())))
+            .set(reservation_lines::shipped.eq(reservation_lines::shipped + units))
+            .execute(conn)?;
+    }
+    diesel::update(reservations::table.find(cmd.order_id.0))
+        .set(reservations::updated_at.eq(now))
+        .execute(conn)?;
+    load(conn, cmd.order_id, false)
 }
 
 /// Ends a locked ACTIVE reservation, moving its units.

@@ -497,7 +497,7 @@ pub(super) async fn reserve_and_abandon(load: Arc<Load>) {
             lines: vec![inventory_pb::ReservationLine {
                 sku: sku.into(),
                 quantity: 1,
-                location: String::new(),
+                ..Default::default()
             }],
             ttl: Some(prost_types::Duration {
                 seconds: DIRECT_RESERVATION_TTL_SECS,

@@ -192,7 +192,7 @@ impl Saga {
                         .map(|line| inventory_pb::ReservationLine {
                             sku: line.sku.as_str().to_owned(),
                             quantity: line.quantity.get(),
-                            location: String::new(),
+                            ..Default::default()
                         })
                         .collect(),
                     ttl: Some(ttl),
