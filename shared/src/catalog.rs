@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::errors::FieldViolation;
+use crate::errors::{FieldViolation, Violations};
 
 /// Most lines in a quote, reservation or order.
 pub const MAX_LINES: usize = 100;
@@ -81,6 +81,35 @@ impl Quantity {
     pub fn get(self) -> i64 {
         self.0
     }
+}
+
+/// The lines of a quote, reservation, order or shipment, each checked by
+/// the rules above and each SKU once; `lines` are (sku, quantity) in
+/// request order, at most [`MAX_LINES`] of them read (the caller checks how
+/// many there may be). Violations name `lines[i].sku` / `lines[i].quantity`;
+/// returns the lines that parsed (all of them when nothing was recorded).
+pub fn parse_lines<'a>(
+    violations: &mut Violations,
+    lines: impl Iterator<Item = (&'a str, i64)>,
+) -> Vec<(Sku, Quantity)> {
+    let mut parsed: Vec<(Sku, Quantity)> = Vec::new();
+    // Every SKU seen, whether or not its quantity parsed: a repeat is named
+    // either way.
+    let mut seen = std::collections::HashSet::new();
+    for (i, (sku, quantity)) in lines.enumerate().take(MAX_LINES) {
+        let sku = violations.check(Sku::parse(&format!("lines[{i}].sku"), sku));
+        let quantity = violations.check(Quantity::parse(&format!("lines[{i}].quantity"), quantity));
+        if let Some(sku) = &sku
+            && !seen.insert(sku.clone())
+        {
+            violations.push(format!("lines[{i}].sku"), "duplicates an earlier line");
+            continue;
+        }
+        if let (Some(sku), Some(quantity)) = (sku, quantity) {
+            parsed.push((sku, quantity));
+        }
+    }
+    parsed
 }
 
 #[cfg(test)]

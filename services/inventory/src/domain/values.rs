@@ -5,7 +5,7 @@
 //! money is [`backroom_shared::money`]. Every parser takes the request field
 //! path it reports violations under.
 
-use std::{collections::HashSet, fmt};
+use std::fmt;
 
 use backroom_shared::{
     catalog::{MAX_LINES, Quantity, Sku},
@@ -171,21 +171,7 @@ pub fn parse_lines<'a>(
         violations.push("lines", format!("at most {MAX_LINES} lines"));
         return Vec::new();
     }
-    let mut parsed = Vec::with_capacity(count);
-    let mut seen = HashSet::new();
-    for (i, (sku, quantity)) in lines.enumerate() {
-        let sku = violations.check(Sku::parse(&format!("lines[{i}].sku"), sku));
-        let quantity = violations.check(Quantity::parse(&format!("lines[{i}].quantity"), quantity));
-        if let Some(sku) = &sku
-            && !seen.insert(sku.clone())
-        {
-            violations.push(format!("lines[{i}].sku"), "duplicates an earlier line");
-        }
-        if let (Some(sku), Some(quantity)) = (sku, quantity) {
-            parsed.push((sku, quantity));
-        }
-    }
-    parsed
+    backroom_shared::catalog::parse_lines(violations, lines)
 }
 
 #[cfg(test)]

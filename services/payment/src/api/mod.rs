@@ -230,6 +230,40 @@ impl From<Error> for Status {
                 "request_id was already used for an order with different parameters",
                 [("field".to_owned(), "request_id".to_owned())],
             ),
+            Error::OrderNotShippable(state) => precondition(
+                "ORDER_NOT_SHIPPABLE",
+                format!("only a completed order ships; this one is {state}"),
+                vec![("current_state".to_owned(), state.to_owned())],
+            ),
+            Error::ShipmentExceedsOrder(skus) => {
+                let skus = skus
+                    .iter()
+                    .map(|sku| sku.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                precondition(
+                    "SHIPMENT_EXCEEDS_ORDER",
+                    format!("more units than the order has left to ship: {skus}"),
+                    vec![("skus".to_owned(), skus)],
+                )
+            }
+            Error::NothingToShip => precondition(
+                "NOTHING_TO_SHIP",
+                "every unit of the order has shipped or is shipping".into(),
+                vec![],
+            ),
+            Error::ShipmentRequestIdReused => with_reason(
+                Code::InvalidArgument,
+                DOMAIN,
+                "REQUEST_ID_REUSED",
+                "request_id was already used for a shipment of this order with different parameters",
+                [("field".to_owned(), "request_id".to_owned())],
+            ),
+            Error::ShipmentFailed(cause) => precondition(
+                "SHIPMENT_FAILED",
+                format!("inventory refused the shipment: {cause}"),
+                vec![("cause".to_owned(), cause)],
+            ),
             Error::ManagedByOrder { order, intent } => precondition(
                 "INTENT_MANAGED_BY_ORDER",
                 format!(

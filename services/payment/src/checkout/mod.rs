@@ -9,7 +9,9 @@
 //!   after a crash has no second effect; a lease makes one worker drive an
 //!   order at a time, across replicas; the [`saga::Saga::recover_due`]
 //!   worker resumes whatever a crash left half-done;
-//! - [`repo`]: the `orders` / `order_lines` tables;
+//! - [`shipment`]: what of a completed order has shipped, and the rules of
+//!   shipping it;
+//! - [`repo`]: the `orders` / `order_lines` / `shipments` tables;
 //! - [`api`]: the tonic `CheckoutService` impl.
 //!
 //! The saga calls PaymentService through its own gRPC API (with the
@@ -20,3 +22,4 @@ pub mod api;
 pub mod order;
 pub mod repo;
 pub mod saga;
+pub mod shipment;

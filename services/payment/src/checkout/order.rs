@@ -142,6 +142,8 @@ pub struct OrderLine {
     pub unit_price: Option<Money>,
     /// `unit_price × quantity`.
     pub line_total: Option<Money>,
+    /// Units shipped so far (SHIPPED shipments), 0 – quantity.
+    pub shipped: i64,
 }
 
 /// A new order, as PlaceOrder stores it.

@@ -40,6 +40,31 @@ pub mod payment {
             display_name -> Text,
             unit_price_minor -> Nullable<Int8>,
             line_total_minor -> Nullable<Int8>,
+            shipped -> Int8,
+        }
+    }
+
+    diesel::table! {
+        payment.shipment_lines (shipment_id, position) {
+            shipment_id -> Uuid,
+            position -> Int4,
+            sku -> Text,
+            quantity -> Int8,
+        }
+    }
+
+    diesel::table! {
+        payment.shipments (id) {
+            id -> Uuid,
+            order_id -> Uuid,
+            request_id -> Uuid,
+            fingerprint -> Bytea,
+            state -> Text,
+            carrier -> Text,
+            tracking_number -> Text,
+            failure_reason -> Nullable<Text>,
+            created_at -> Timestamptz,
+            updated_at -> Timestamptz,
         }
     }
 
@@ -136,6 +161,8 @@ pub mod payment {
     diesel::joinable!(ledger_entries -> journals (journal_id));
     diesel::joinable!(ledger_entries -> ledger_accounts (ledger_account));
     diesel::joinable!(order_lines -> orders (order_id));
+    diesel::joinable!(shipment_lines -> shipments (shipment_id));
+    diesel::joinable!(shipments -> orders (order_id));
     diesel::joinable!(payment_intents -> orders (order_id));
     diesel::joinable!(payment_intents -> payment_methods (payment_method_id));
     diesel::joinable!(refunds -> payment_intents (payment_intent_id));
@@ -149,5 +176,7 @@ pub mod payment {
         payment_intents,
         payment_methods,
         refunds,
+        shipment_lines,
+        shipments,
     );
 }

@@ -108,6 +108,22 @@ impl RefundId {
     }
 }
 
+uuid_id!(
+    /// A shipment of an order; its name is nested under the order's
+    /// ([`ShipmentId::name_under`]).
+    ShipmentId
+);
+
+impl ShipmentId {
+    /// The collection of shipments under an order.
+    pub const COLLECTION: &'static str = "shipments";
+
+    /// `orders/{order}/shipments/{id}`.
+    pub fn name_under(self, order: OrderId) -> String {
+        names::nested(OrderId::COLLECTION, order, Self::COLLECTION, self)
+    }
+}
+
 /// A ledger account's code (`authorization_holds`, …): 1–64 of `a–z _`.
 /// Whether it exists is the database's business.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

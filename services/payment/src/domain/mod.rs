@@ -24,7 +24,9 @@ pub mod values;
 
 use backroom_shared::{auth::AccessDenied, db::DbError, errors::FieldViolation, money::Money};
 
-pub use ids::{CustomerId, IntentId, JournalId, LedgerCode, OrderId, PaymentMethodId, RefundId};
+pub use ids::{
+    CustomerId, IntentId, JournalId, LedgerCode, OrderId, PaymentMethodId, RefundId, ShipmentId,
+};
 pub use intents::IntentStatus;
 
 /// Why the processor declined an authorization (a definitive outcome).
@@ -118,6 +120,26 @@ pub enum Error {
     /// parameters.
     #[error("request id reused for another order")]
     OrderRequestIdReused,
+    /// CreateShipment: only a COMPLETED order ships (the saga state it is
+    /// in, as the proto names it).
+    #[error("order is {0}, not completed")]
+    OrderNotShippable(&'static str),
+    /// CreateShipment: these lines would ship more than they have left
+    /// unshipped, or are not lines of the order (ascending).
+    #[error("shipment exceeds the order: {0:?}")]
+    ShipmentExceedsOrder(Vec<backroom_shared::catalog::Sku>),
+    /// CreateShipment without lines when every unit has shipped or is
+    /// shipping.
+    #[error("nothing left to ship")]
+    NothingToShip,
+    /// CreateShipment: the request id was used for another shipment of the
+    /// order.
+    #[error("request id reused for another shipment")]
+    ShipmentRequestIdReused,
+    /// CreateShipment: inventory refused the shipment definitively (the
+    /// shipment is FAILED with this reason).
+    #[error("the shipment failed: {0}")]
+    ShipmentFailed(String),
     /// The intent is an order's payment: only checkout acts on it.
     #[error("payment intent {intent} is managed by order {order}")]
     ManagedByOrder {

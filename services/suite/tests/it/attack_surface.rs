@@ -196,7 +196,7 @@ const SHARED_CATALOGUE: [&str; 7] = [
 
 /// Payment and checkout RPCs that look up a resource by name, with the
 /// reason a missing one gets: another customer's must get exactly that.
-const NOT_FOUND_AS_IF_MISSING: [(&str, &str); 8] = [
+const NOT_FOUND_AS_IF_MISSING: [(&str, &str); 9] = [
     ("GetPaymentMethod", "PAYMENT_METHOD_NOT_FOUND"),
     ("DetachPaymentMethod", "PAYMENT_METHOD_NOT_FOUND"),
     ("GetPaymentIntent", "PAYMENT_INTENT_NOT_FOUND"),
@@ -205,6 +205,7 @@ const NOT_FOUND_AS_IF_MISSING: [(&str, &str); 8] = [
     ("ListRefunds", "PAYMENT_INTENT_NOT_FOUND"),
     ("GetRefund", "REFUND_NOT_FOUND"),
     ("GetOrder", "ORDER_NOT_FOUND"),
+    ("ListShipments", "ORDER_NOT_FOUND"),
 ];
 
 /// Calls `path` as `token` with `message` (any prost message); the code and
@@ -459,6 +460,18 @@ async fn a_customer_cannot_reach_another_customers_resources() {
             t,
             pb::GetOrderRequest {
                 name: order.name.clone(),
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "ListShipments",
+        call_with(
+            payment.clone(),
+            &format!("{c}ListShipments"),
+            t,
+            pb::ListShipmentsRequest {
+                parent: order.name.clone(),
             },
         )
         .await,

@@ -7,7 +7,7 @@ use crate::harness::{self, DECLINE, Suite, VISA};
 use backroom::audit::{Tolerances, audit};
 use diesel::connection::SimpleConnection as _;
 
-async fn findings(suite: &Suite, tolerances: Tolerances) -> Vec<String> {
+pub(crate) async fn findings(suite: &Suite, tolerances: Tolerances) -> Vec<String> {
     let url = suite.admin_url.clone();
     tokio::task::spawn_blocking(move || {
         let mut conn = backroom_shared::db::connect(&url).unwrap();

@@ -10,4 +10,5 @@ mod checkout_trace;
 mod harness;
 mod hostile_input;
 mod order_payments;
+mod shipments;
 mod up;

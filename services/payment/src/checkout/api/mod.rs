@@ -5,9 +5,11 @@
 //! `crate::api`.
 //!
 //! Layout: this module (the service impl that delegates), `orders`
-//! (parsing, conversion, the handlers).
+//! (parsing, conversion, the handlers), `shipments` (CreateShipment and
+//! ListShipments).
 
 mod orders;
+mod shipments;
 
 use backroom_proto::payment::v1::{
     self as pb, checkout_service_server::CheckoutService,
@@ -75,5 +77,19 @@ impl CheckoutService for CheckoutApi {
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
         self.orders(request).await
+    }
+
+    async fn create_shipment(
+        &self,
+        request: Request<pb::CreateShipmentRequest>,
+    ) -> Result<Response<pb::Shipment>, Status> {
+        self.ship_order(request).await
+    }
+
+    async fn list_shipments(
+        &self,
+        request: Request<pb::ListShipmentsRequest>,
+    ) -> Result<Response<pb::ListShipmentsResponse>, Status> {
+        self.shipments(request).await
     }
 }

@@ -29,9 +29,22 @@ use crate::{
         order::{self, AddressName, GetOrder, ListOrders, NewOrder, Order, OrderLine, PlaceOrder},
         repo,
         saga::{Driven, State},
+        shipment::{self, Fulfillment},
     },
     domain::{CustomerId, Error, OrderId, PaymentMethodId, intents::resolve_customer},
 };
+
+/// The lines of a PlaceOrder or CreateShipment, by the catalogue's rules
+/// (the caller checks how many there may be).
+pub(super) fn parse_lines(
+    violations: &mut Violations,
+    raw: &[pb::LineItem],
+) -> Vec<(Sku, Quantity)> {
+    backroom_shared::catalog::parse_lines(
+        violations,
+        raw.iter().map(|l| (l.sku.as_str(), l.quantity)),
+    )
+}
 
 impl TryFrom<&pb::PlaceOrderRequest> for PlaceOrder {
     type Error = Error;
@@ -51,21 +64,7 @@ impl TryFrom<&pb::PlaceOrderRequest> for PlaceOrder {
         if req.lines.is_empty() || req.lines.len() > MAX_LINES {
             violations.push("lines", format!("must hold 1–{MAX_LINES} lines"));
         }
-        let mut lines: Vec<(Sku, Quantity)> = Vec::with_capacity(req.lines.len());
-        for (i, line) in req.lines.iter().enumerate().take(MAX_LINES) {
-            let sku = violations.check(Sku::parse(&format!("lines[{i}].sku"), &line.sku));
-            let quantity = violations.check(Quantity::parse(
-                &format!("lines[{i}].quantity"),
-                line.quantity,
-            ));
-            match sku {
-                Some(sku) if lines.iter().any(|(s, _)| *s == sku) => {
-                    violations.push(format!("lines[{i}].sku"), "appears twice; merge the lines");
-                }
-                Some(sku) => lines.extend(quantity.map(|quantity| (sku, quantity))),
-                None => {}
-            }
-        }
+        let lines = parse_lines(&mut violations, &req.lines);
         let payment_method = violations.check(PaymentMethodId::parse(
             "payment_method",
             &req.payment_method,
@@ -196,6 +195,7 @@ pub fn order_to_proto(order: &Order, lines: &[OrderLine]) -> pb::Order {
                 quantity: line.quantity.get(),
                 unit_price: line.unit_price.map(Into::into),
                 line_total: line.line_total.map(Into::into),
+                shipped_quantity: line.shipped,
             })
             .collect(),
         shipping_address: order.shipping_address.as_str().to_owned(),
@@ -226,6 +226,12 @@ pub fn order_to_proto(order: &Order, lines: &[OrderLine]) -> pb::Order {
             .unwrap_or_default(),
         create_time: Some(to_timestamp(order.created_at)),
         update_time: Some(to_timestamp(order.updated_at)),
+        fulfillment_status: match shipment::fulfillment(lines) {
+            Fulfillment::Unfulfilled => pb::FulfillmentStatus::Unfulfilled,
+            Fulfillment::PartiallyFulfilled => pb::FulfillmentStatus::PartiallyFulfilled,
+            Fulfillment::Fulfilled => pb::FulfillmentStatus::Fulfilled,
+        }
+        .into(),
     }
 }
 

@@ -149,6 +149,7 @@ pub struct LineRow {
     pub display_name: String,
     pub unit_price_minor: Option<i64>,
     pub line_total_minor: Option<i64>,
+    pub shipped: i64,
 }
 
 impl LineRow {
@@ -166,6 +167,7 @@ impl LineRow {
                 display_name: String::new(),
                 unit_price_minor: None,
                 line_total_minor: None,
+                shipped: 0,
             })
             .collect()
     }
@@ -179,6 +181,7 @@ impl LineRow {
             display_name: self.display_name,
             unit_price: self.unit_price_minor.map(|m| Money::new(currency, m)),
             line_total: self.line_total_minor.map(|m| Money::new(currency, m)),
+            shipped: self.shipped,
         }
     }
 }

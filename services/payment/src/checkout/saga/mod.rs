@@ -29,6 +29,7 @@
 mod compensation;
 mod recovery;
 mod remote;
+mod shipments;
 mod state;
 mod steps;
 

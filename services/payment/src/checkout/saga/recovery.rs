@@ -1,6 +1,7 @@
 //! The recovery worker: every `recovery_interval` it drives each due,
 //! unleased, unfinished order — what a crash, a lost lease or a step
-//! waiting for its retry left behind — until the server shuts down.
+//! waiting for its retry left behind — and ships each shipment a crash or
+//! an outage left PENDING, until the server shuts down.
 
 use backroom_shared::service::Shutdown;
 
@@ -40,6 +41,11 @@ impl Saga {
                         Ok(0) => {}
                         Ok(picked) => tracing::info!(picked, "recovery pass"),
                         Err(err) => tracing::warn!(%err, "recovery pass failed"),
+                    }
+                    match self.ship_pending().await {
+                        Ok(0) => {}
+                        Ok(picked) => tracing::info!(picked, "pending shipments picked up"),
+                        Err(err) => tracing::warn!(%err, "pending shipments pass failed"),
                     }
                 }
             })

@@ -1,0 +1,151 @@
+//! CreateShipment and ListShipments: parsing, conversion of a shipment,
+//! and the handlers.
+
+use backroom_proto::payment::v1 as pb;
+use backroom_shared::{
+    auth::Caller,
+    catalog::MAX_LINES,
+    clock::to_timestamp,
+    errors::{FieldViolation, Violations},
+    idempotency,
+    validate::required_text,
+};
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::{CheckoutApi, orders::parse_lines};
+use crate::{
+    api::record,
+    checkout::{
+        order, repo,
+        shipment::{CreateShipment, MAX_TRACKING_TEXT, Shipment, ShipmentState},
+    },
+    domain::{Error, OrderId},
+};
+
+impl TryFrom<pb::CreateShipmentRequest> for CreateShipment {
+    type Error = Error;
+
+    fn try_from(req: pb::CreateShipmentRequest) -> Result<Self, Error> {
+        let mut violations = Violations::default();
+        let order_id = violations.check(OrderId::parse("parent", &req.parent));
+        let request_id = if req.request_id.is_empty() {
+            violations.push("request_id", "is required for CreateShipment");
+            None
+        } else {
+            violations.check(
+                Uuid::try_parse(&req.request_id)
+                    .map_err(|_| FieldViolation::new("request_id", "must be a UUID")),
+            )
+        };
+        if req.lines.len() > MAX_LINES {
+            violations.push("lines", format!("must hold at most {MAX_LINES} lines"));
+        }
+        let lines = parse_lines(&mut violations, &req.lines);
+        let carrier = violations.check(required_text("carrier", &req.carrier, MAX_TRACKING_TEXT));
+        let tracking_number = violations.check(required_text(
+            "tracking_number",
+            &req.tracking_number,
+            MAX_TRACKING_TEXT,
+        ));
+        let fingerprint = idempotency::fingerprint(&pb::CreateShipmentRequest {
+            request_id: String::new(),
+            ..req
+        });
+        let (order_id, request_id, carrier, tracking_number) =
+            violations.finish_with((order_id, request_id, carrier, tracking_number))?;
+        Ok(Self {
+            order_id,
+            lines,
+            carrier,
+            tracking_number,
+            request_id,
+            fingerprint,
+        })
+    }
+}
+
+/// The wire form of `shipment`.
+pub fn shipment_to_proto(shipment: &Shipment) -> pb::Shipment {
+    pb::Shipment {
+        name: shipment.name(),
+        lines: shipment
+            .lines
+            .iter()
+            .map(|(sku, units)| pb::LineItem {
+                sku: sku.as_str().to_owned(),
+                quantity: units.get(),
+            })
+            .collect(),
+        carrier: shipment.carrier.clone(),
+        tracking_number: shipment.tracking_number.clone(),
+        state: match shipment.state {
+            ShipmentState::Pending => pb::ShipmentState::Pending,
+            ShipmentState::Shipped => pb::ShipmentState::Shipped,
+            ShipmentState::Failed => pb::ShipmentState::Failed,
+        }
+        .into(),
+        failure_reason: shipment.failure_reason.clone().unwrap_or_default(),
+        create_time: Some(to_timestamp(shipment.created_at)),
+        update_time: Some(to_timestamp(shipment.updated_at)),
+    }
+}
+
+impl CheckoutApi {
+    #[instrument(skip_all, fields(order, shipment))]
+    pub(super) async fn ship_order(
+        &self,
+        request: Request<pb::CreateShipmentRequest>,
+    ) -> Result<Response<pb::Shipment>, Status> {
+        Caller::of(&request)?
+            .access()
+            .require_admin_or_service()
+            .map_err(Error::from)?;
+        let cmd = CreateShipment::try_from(request.into_inner())?;
+        record("order", cmd.order_id);
+        let stored = self
+            .store
+            .write(move |conn, now| repo::shipments::begin(conn, &cmd, now))
+            .await?;
+        record("shipment", stored.id);
+        // Shipped on the saga's own task: a caller who gives up does not
+        // leave the shipment PENDING until recovery finds it.
+        let saga = self.saga.clone();
+        let shipment = tokio::spawn(async move { saga.ship(stored.id).await })
+            .await
+            .map_err(|err| {
+                Status::from(Error::Db(backroom_shared::db::DbError::Other(
+                    anyhow::anyhow!("shipment task: {err}"),
+                )))
+            })??;
+        if shipment.state == ShipmentState::Failed {
+            return Err(Error::ShipmentFailed(shipment.failure_reason.unwrap_or_default()).into());
+        }
+        tracing::info!(shipment = %shipment.name(), state = shipment.state.as_str(), "shipment created");
+        Ok(Response::new(shipment_to_proto(&shipment)))
+    }
+
+    #[instrument(skip_all, fields(order))]
+    pub(super) async fn shipments(
+        &self,
+        request: Request<pb::ListShipmentsRequest>,
+    ) -> Result<Response<pb::ListShipmentsResponse>, Status> {
+        let access = Caller::of(&request)?.access();
+        let id = OrderId::parse("parent", &request.get_ref().parent)
+            .map_err(|violation| Error::Validation(vec![violation]))?;
+        record("order", id);
+        let shipments = self
+            .store
+            .read(move |conn| {
+                let found = repo::orders::find(conn, id)?.map(|order| (order, ()));
+                // Another customer's order does not exist, as far as they know.
+                order::visible(access, found).ok_or(Error::OrderNotFound(id))?;
+                repo::shipments::list(conn, id)
+            })
+            .await?;
+        Ok(Response::new(pb::ListShipmentsResponse {
+            shipments: shipments.iter().map(shipment_to_proto).collect(),
+        }))
+    }
+}

@@ -1,0 +1,97 @@
+//! Shipping a stored shipment: inventory ships its units
+//! (`ShipReservation`, request id = the shipment's id, so a retry or a
+//! replay after a crash ships them once), then the shipment is SHIPPED —
+//! or FAILED when inventory refuses definitively. A shipment whose call
+//! got no definitive answer stays PENDING; [`Saga::ship_pending`] (run by
+//! the recovery worker) finishes it.
+
+use backroom_proto::inventory::v1 as inventory_pb;
+use backroom_shared::{auth::audience, errors::reason_of};
+use chrono::Duration;
+use diesel::Connection as _;
+use tracing::instrument;
+
+use super::{Saga, state::StepError};
+use crate::{
+    checkout::{
+        order::ReservationName,
+        repo,
+        shipment::{Shipment, ShipmentState},
+    },
+    domain::{Error, ShipmentId},
+};
+
+/// A PENDING shipment untouched this long is the recovery worker's.
+const PENDING_GRACE: Duration = Duration::seconds(10);
+
+/// Most pending shipments one recovery pass picks up.
+const SHIPMENT_BATCH: i64 = 50;
+
+impl Saga {
+    /// Ships `id` at inventory if it is PENDING and records the outcome;
+    /// returns the shipment as it is then (still PENDING when inventory
+    /// gave no definitive answer). Errors only when our database fails.
+    #[instrument(skip_all, fields(shipment = %id))]
+    pub async fn ship(&self, id: ShipmentId) -> Result<Shipment, Error> {
+        let shipment = self.db(move |conn| repo::shipments::load(conn, id)).await?;
+        if shipment.state != ShipmentState::Pending {
+            return Ok(shipment);
+        }
+        let request = inventory_pb::ShipReservationRequest {
+            name: ReservationName::of(shipment.order_id).as_str().to_owned(),
+            lines: shipment
+                .lines
+                .iter()
+                .map(|(sku, units)| inventory_pb::LineItem {
+                    sku: sku.as_str().to_owned(),
+                    quantity: units.get(),
+                })
+                .collect(),
+            request_id: id.to_string(),
+        };
+        let outcome = self
+            .remote(
+                &self.inner.downstream.inventory,
+                audience::INVENTORY,
+                request,
+                |mut client, request| async move { client.ship_reservation(request).await },
+            )
+            .await;
+        let now = self.now();
+        match outcome {
+            Ok(Ok(_)) => {
+                self.db(move |conn| conn.transaction(|conn| repo::shipments::finish(conn, id, now)))
+                    .await
+            }
+            Ok(Err(status)) => {
+                let reason = reason_of(&status).unwrap_or_else(|| format!("{:?}", status.code()));
+                tracing::warn!(%reason, message = status.message(), "inventory refused a shipment");
+                self.db(move |conn| repo::shipments::fail(conn, id, &reason, now))
+                    .await
+            }
+            Err(StepError::Transient(status)) => {
+                tracing::warn!(code = ?status.code(), "shipment not confirmed yet; it stays pending");
+                self.db(move |conn| repo::shipments::load(conn, id)).await
+            }
+            Err(StepError::Local(err)) => Err(err),
+            Err(other) => Err(Error::Db(backroom_shared::db::DbError::Other(
+                anyhow::anyhow!("unexpected outcome of a shipment call: {other:?}"),
+            ))),
+        }
+    }
+
+    /// Ships every PENDING shipment untouched for [`PENDING_GRACE`] (a
+    /// crash or an outage left it); returns how many it picked up.
+    pub async fn ship_pending(&self) -> Result<usize, Error> {
+        let before = self.now() - PENDING_GRACE;
+        let due = self
+            .db(move |conn| repo::shipments::pending_before(conn, before, SHIPMENT_BATCH))
+            .await?;
+        for id in &due {
+            if let Err(err) = self.ship(*id).await {
+                tracing::warn!(shipment = %id, %err, "recovery could not ship the shipment");
+            }
+        }
+        Ok(due.len())
+    }
+}

@@ -1,0 +1,163 @@
+//! Shipments: what of a completed order has left the warehouse, and the
+//! rules of shipping it.
+//!
+//! - Only a COMPLETED order ships (its stock committed, its payment
+//!   captured).
+//! - A shipment names units per SKU of the order (none: everything left);
+//!   no line ships more than it has left — units of SHIPPED and of PENDING
+//!   shipments both count, so concurrent shipments cannot claim the same
+//!   units ([`plan`]).
+//! - A shipment is stored PENDING before inventory ships its units, then
+//!   SHIPPED (its units added to the order lines), or FAILED when inventory
+//!   refuses definitively (its units free again). One shipment per order
+//!   and request id.
+
+use backroom_shared::catalog::{Quantity, Sku};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{
+    order::{Order, OrderLine},
+    saga::State,
+};
+use crate::domain::{Error, OrderId, ShipmentId};
+
+/// Longest carrier name and tracking number, characters.
+pub const MAX_TRACKING_TEXT: usize = 100;
+
+backroom_shared::stored_enum!(
+    /// Where a shipment is.
+    pub ShipmentState {
+        /// Stored; inventory has not confirmed its units left yet.
+        Pending = "PENDING",
+        /// Its units left the warehouse.
+        Shipped = "SHIPPED",
+        /// Inventory refused it; it shipped nothing.
+        Failed = "FAILED",
+    }
+);
+
+/// A shipment of an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shipment {
+    /// Its id.
+    pub id: ShipmentId,
+    /// The order it ships.
+    pub order_id: OrderId,
+    /// The CreateShipment request id that made it.
+    pub request_id: Uuid,
+    /// That request's fingerprint (a reused id with other parameters is
+    /// refused).
+    pub fingerprint: Vec<u8>,
+    /// Where it is.
+    pub state: ShipmentState,
+    /// Who carries it.
+    pub carrier: String,
+    /// The carrier's tracking number.
+    pub tracking_number: String,
+    /// Units per SKU, in request order.
+    pub lines: Vec<(Sku, Quantity)>,
+    /// Why it failed (FAILED only).
+    pub failure_reason: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When its state last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Shipment {
+    /// `orders/{order}/shipments/{id}`.
+    pub fn name(&self) -> String {
+        self.id.name_under(self.order_id)
+    }
+}
+
+/// CreateShipment, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateShipment {
+    /// The order.
+    pub order_id: OrderId,
+    /// Units per SKU; empty: everything the order has left to ship.
+    pub lines: Vec<(Sku, Quantity)>,
+    /// Who carries it.
+    pub carrier: String,
+    /// The carrier's tracking number.
+    pub tracking_number: String,
+    /// The request id (required).
+    pub request_id: Uuid,
+    /// The request's fingerprint.
+    pub fingerprint: Vec<u8>,
+}
+
+/// An order line's fulfilment: every unit, some, or none shipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fulfillment {
+    /// Nothing shipped.
+    Unfulfilled,
+    /// Some units shipped, some not.
+    PartiallyFulfilled,
+    /// Every unit shipped.
+    Fulfilled,
+}
+
+/// The fulfilment of an order with `lines`.
+pub fn fulfillment(lines: &[OrderLine]) -> Fulfillment {
+    let shipped: i64 = lines.iter().map(|l| l.shipped).sum();
+    let ordered: i64 = lines.iter().map(|l| l.quantity.get()).sum();
+    match shipped {
+        0 => Fulfillment::Unfulfilled,
+        s if s >= ordered => Fulfillment::Fulfilled,
+        _ => Fulfillment::PartiallyFulfilled,
+    }
+}
+
+/// The lines a new shipment of `order` takes: `requested` (or, when empty,
+/// everything left), each within what its line has left once the
+/// `claimed` units (SHIPPED and PENDING shipments) are counted.
+pub fn plan(
+    order: &Order,
+    lines: &[OrderLine],
+    claimed: &[(Sku, i64)],
+    requested: &[(Sku, Quantity)],
+) -> Result<Vec<(Sku, Quantity)>, Error> {
+    if order.state != State::Completed {
+        return Err(Error::OrderNotShippable(order.state.as_str()));
+    }
+    let left = |line: &OrderLine| {
+        let taken: i64 = claimed
+            .iter()
+            .filter(|(sku, _)| sku == &line.sku)
+            .map(|(_, units)| units)
+            .sum();
+        line.quantity.get() - taken
+    };
+    if requested.is_empty() {
+        let everything: Vec<(Sku, Quantity)> = lines
+            .iter()
+            .filter_map(|line| {
+                Quantity::parse("lines", left(line))
+                    .ok()
+                    .map(|units| (line.sku.clone(), units))
+            })
+            .collect();
+        if everything.is_empty() {
+            return Err(Error::NothingToShip);
+        }
+        return Ok(everything);
+    }
+    let mut exceeding: Vec<Sku> = requested
+        .iter()
+        .filter(|(sku, units)| {
+            lines
+                .iter()
+                .find(|line| &line.sku == sku)
+                .is_none_or(|line| units.get() > left(line))
+        })
+        .map(|(sku, _)| sku.clone())
+        .collect();
+    if !exceeding.is_empty() {
+        exceeding.sort();
+        return Err(Error::ShipmentExceedsOrder(exceeding));
+    }
+    Ok(requested.to_vec())
+}
