@@ -6,8 +6,8 @@
 //! Checked:
 //! - stock: `on_hand = available + reserved + committed`, nothing negative,
 //!   the movement log replays to every level, `reserved` equals the units of
-//!   ACTIVE reservations, `committed` the unshipped units of COMMITTED ones
-//!   (and no line shipped more than it held);
+//!   ACTIVE reservations, `committed` the units of COMMITTED ones neither
+//!   shipped nor uncommitted (and no line settled more than it held);
 //! - no ACTIVE reservation held past its expiry plus `grace` (the sweeper's
 //!   interval and some slack);
 //! - the ledger (every journal balanced, the sum over accounts zero per
@@ -18,7 +18,12 @@
 //! - no order NEEDS_ATTENTION (stock committed, payment not capturable): each
 //!   is reported with its reason, its payment and its stock until an
 //!   operator resolves it;
-//! - no saga left unfinished for longer than `stuck_after`.
+//! - no saga left unfinished for longer than `stuck_after`, nor a shipment
+//!   or cancellation left PENDING;
+//! - once nothing is in flight for an order, its lines' shipped and
+//!   canceled units are its reservation's shipped and uncommitted ones, and
+//!   its refunds are those of its DONE cancellations, never more than its
+//!   total.
 
 use std::time::Duration;
 
@@ -86,16 +91,16 @@ fn checks(tolerances: Tolerances) -> Vec<Check> {
                 .into(),
         },
         Check {
-            name: "committed equals the unshipped units of committed reservations",
-            sql: "SELECT l.sku || '@' || l.location || ': committed ' || l.committed || ', committed reservations hold ' || coalesce(h.units, 0) || ' unshipped' AS finding
+            name: "committed equals the unsettled units of committed reservations",
+            sql: "SELECT l.sku || '@' || l.location || ': committed ' || l.committed || ', committed reservations hold ' || coalesce(h.units, 0) || ' unsettled' AS finding
                   FROM inventory.stock_levels l
-                  LEFT JOIN (SELECT rl.sku, rl.location, sum(rl.quantity - rl.shipped) units
+                  LEFT JOIN (SELECT rl.sku, rl.location, sum(rl.quantity - rl.shipped - rl.uncommitted) units
                              FROM inventory.reservation_lines rl JOIN inventory.reservations r USING (order_id)
                              WHERE r.state = 'COMMITTED' GROUP BY rl.sku, rl.location) h USING (sku, location)
                   WHERE l.committed <> coalesce(h.units, 0)
                   UNION ALL
-                  SELECT 'reservations/' || order_id || ' ' || sku || ': shipped ' || shipped || ' of ' || quantity
-                  FROM inventory.reservation_lines WHERE shipped > quantity OR (shipped > 0 AND order_id NOT IN
+                  SELECT 'reservations/' || order_id || ' ' || sku || ': shipped ' || shipped || ' + uncommitted ' || uncommitted || ' of ' || quantity
+                  FROM inventory.reservation_lines WHERE shipped + uncommitted > quantity OR (shipped + uncommitted > 0 AND order_id NOT IN
                        (SELECT order_id FROM inventory.reservations WHERE state = 'COMMITTED'))"
                 .into(),
         },
@@ -155,6 +160,39 @@ fn checks(tolerances: Tolerances) -> Vec<Check> {
                  FROM payment.orders
                  WHERE state NOT IN ('COMPLETED', 'FAILED', 'NEEDS_ATTENTION') AND updated_at < now() - interval '{stuck} seconds'"
             ),
+        },
+        Check {
+            name: "no shipment or cancellation left pending",
+            sql: format!(
+                "SELECT 'orders/' || order_id || '/shipments/' || id || ' PENDING since ' || updated_at AS finding
+                 FROM payment.shipments WHERE state = 'PENDING' AND updated_at < now() - interval '{stuck} seconds'
+                 UNION ALL
+                 SELECT 'cancellation ' || id || ' of orders/' || order_id || ' PENDING since ' || updated_at
+                 FROM payment.cancellations WHERE state = 'PENDING' AND updated_at < now() - interval '{stuck} seconds'"
+            ),
+        },
+        Check {
+            // Once nothing is in flight for an order, what it says shipped
+            // and canceled is what inventory shipped and took back.
+            name: "an order's shipped and canceled units are its reservation's shipped and uncommitted",
+            sql: "SELECT 'orders/' || ol.order_id || ' ' || ol.sku || ': order shipped ' || ol.shipped || ' canceled ' || ol.canceled
+                         || ', reservation shipped ' || coalesce(rl.shipped, 0) || ' uncommitted ' || coalesce(rl.uncommitted, 0) AS finding
+                  FROM payment.order_lines ol
+                  JOIN payment.orders o ON o.id = ol.order_id AND o.state = 'COMPLETED'
+                  LEFT JOIN inventory.reservation_lines rl ON rl.order_id = ol.order_id AND rl.sku = ol.sku
+                  WHERE (ol.shipped, ol.canceled) <> (coalesce(rl.shipped, 0), coalesce(rl.uncommitted, 0))
+                    AND NOT EXISTS (SELECT 1 FROM payment.shipments s WHERE s.order_id = ol.order_id AND s.state = 'PENDING')
+                    AND NOT EXISTS (SELECT 1 FROM payment.cancellations c WHERE c.order_id = ol.order_id AND c.state = 'PENDING')"
+                .into(),
+        },
+        Check {
+            name: "an order's refunds are its done cancellations' and never more than its total",
+            sql: "SELECT 'orders/' || o.id || ': refunded ' || o.refunded_minor || ', done cancellations ' || coalesce(c.refunds, 0) || ', total ' || coalesce(o.total_minor, 0) AS finding
+                  FROM payment.orders o
+                  LEFT JOIN (SELECT order_id, sum(refund_minor) refunds FROM payment.cancellations WHERE state = 'DONE' GROUP BY order_id) c
+                         ON c.order_id = o.id
+                  WHERE o.refunded_minor <> coalesce(c.refunds, 0) OR o.refunded_minor > coalesce(o.total_minor, 0)"
+                .into(),
         },
     ]
 }

@@ -4,5 +4,6 @@ ALTER TABLE stock_movements
         CHECK (kind IN ('ADJUSTMENT', 'RESERVE', 'RELEASE', 'COMMIT', 'EXPIRE'));
 
 ALTER TABLE reservation_lines
-    DROP CONSTRAINT reservation_lines_shipped_within,
+    DROP CONSTRAINT reservation_lines_settled_within,
+    DROP COLUMN uncommitted,
     DROP COLUMN shipped;

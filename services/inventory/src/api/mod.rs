@@ -256,7 +256,15 @@ impl InventoryService for InventoryApi {
         &self,
         request: Request<pb::ShipReservationRequest>,
     ) -> Result<Response<pb::Reservation>, Status> {
-        reservations::ship(self, request).await
+        reservations::settle(self, request).await
+    }
+
+    #[instrument(skip_all, fields(reservation = %request.get_ref().name))]
+    async fn uncommit_reservation(
+        &self,
+        request: Request<pb::UncommitReservationRequest>,
+    ) -> Result<Response<pb::Reservation>, Status> {
+        reservations::settle(self, request).await
     }
 
     #[instrument(skip_all, fields(reservation = %request.get_ref().name))]
@@ -417,11 +425,11 @@ impl From<Error> for Status {
                 "only a committed reservation ships",
                 [("current_state".to_owned(), state.as_str().to_owned())],
             ),
-            Error::ShipmentExceedsReservation(skus) => reason(
+            Error::ExceedsCommitted(skus) => reason(
                 Code::FailedPrecondition,
-                "SHIPMENT_EXCEEDS_RESERVATION",
+                "EXCEEDS_COMMITTED",
                 format!(
-                    "more units than the reservation holds unshipped: {}",
+                    "more units than the reservation still holds committed: {}",
                     sku_list(&skus)
                 ),
                 &skus,

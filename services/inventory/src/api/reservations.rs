@@ -1,5 +1,7 @@
 //! ReserveStock, CommitReservation and ReleaseReservation (one handler,
-//! parameterised by the transition), ShipReservation, GetReservation.
+//! parameterised by the transition), ShipReservation and
+//! UncommitReservation (one handler, parameterised by the settlement),
+//! GetReservation.
 
 use backroom_proto::inventory::v1 as pb;
 use backroom_shared::{
@@ -14,8 +16,8 @@ use crate::{
     domain::{
         Error,
         reservations::{
-            RequestedLine, Reservation, ReservationState, ReserveStock, ShipReservation,
-            Transition, TransitionReservation, Ttl,
+            RequestedLine, Reservation, ReservationState, ReserveStock, SettleReservation,
+            Settlement, Transition, TransitionReservation, Ttl,
         },
         values::{LocationId, OrderId, parse_lines},
     },
@@ -73,18 +75,25 @@ where
     Ok(Response::new(reservation))
 }
 
-pub(super) async fn ship(
+/// ShipReservation and UncommitReservation: the same handler, the
+/// settlement named by the request.
+pub(super) async fn settle<M>(
     api: &InventoryApi,
-    request: Request<pb::ShipReservationRequest>,
-) -> Result<Response<pb::Reservation>, Status> {
+    request: Request<M>,
+) -> Result<Response<pb::Reservation>, Status>
+where
+    M: Retryable,
+    SettleReservation: TryFrom<M, Error = Error>,
+{
     let caller = caller(&request, Access::require_service)?;
-    let shipment = mutation::<_, ShipReservation>(&caller, request.into_inner())?;
-    let reservation = shipment
+    let change = mutation::<_, SettleReservation>(&caller, request.into_inner())?;
+    let settlement = change.cmd.settlement;
+    let reservation = change
         .run(api.store(), |conn, cmd, now| {
-            Ok(to_proto(&repo::reservations::ship(conn, cmd, now)?, now))
+            Ok(to_proto(&repo::reservations::settle(conn, cmd, now)?, now))
         })
         .await?;
-    tracing::info!(reservation = %reservation.name, "reservation shipped");
+    tracing::info!(reservation = %reservation.name, ?settlement, "reservation units settled");
     Ok(Response::new(reservation))
 }
 
@@ -163,44 +172,65 @@ impl TryFrom<pb::ReserveStockRequest> for ReserveStock {
     }
 }
 
-impl Retryable for pb::ShipReservationRequest {
-    const METHOD: &'static str = "ShipReservation";
+/// Ship and Uncommit requests name a reservation, its lines and a
+/// required request id: the same parsing and the same fingerprint.
+macro_rules! settle_request {
+    ($request:ty, $method:literal, $settlement:expr) => {
+        impl Retryable for $request {
+            const METHOD: &'static str = $method;
 
-    fn request_id(&self) -> &str {
-        &self.request_id
-    }
+            fn request_id(&self) -> &str {
+                &self.request_id
+            }
 
-    fn fingerprint(&self) -> Vec<u8> {
-        let name = OrderId::parse_reservation_name("name", &self.name)
-            .map_or_else(|_| self.name.clone(), OrderId::reservation_name);
-        idempotency::fingerprint(&pb::ShipReservationRequest {
-            name,
-            request_id: String::new(),
-            ..self.clone()
-        })
-    }
-}
-
-impl TryFrom<pb::ShipReservationRequest> for ShipReservation {
-    type Error = Error;
-
-    fn try_from(req: pb::ShipReservationRequest) -> Result<Self, Error> {
-        let mut violations = Violations::default();
-        let order_id = violations.check(OrderId::parse_reservation_name("name", &req.name));
-        if req.request_id.is_empty() {
-            violations.push(
-                "request_id",
-                "is required: two shipments of the same units are two shipments",
-            );
+            fn fingerprint(&self) -> Vec<u8> {
+                let name = OrderId::parse_reservation_name("name", &self.name)
+                    .map_or_else(|_| self.name.clone(), OrderId::reservation_name);
+                idempotency::fingerprint(&Self {
+                    name,
+                    request_id: String::new(),
+                    ..self.clone()
+                })
+            }
         }
-        let lines = parse_lines(
-            &mut violations,
-            req.lines.iter().map(|l| (l.sku.as_str(), l.quantity)),
-        );
-        let order_id = violations.finish_with(order_id)?;
-        Ok(Self { order_id, lines })
-    }
+
+        impl TryFrom<$request> for SettleReservation {
+            type Error = Error;
+
+            fn try_from(req: $request) -> Result<Self, Error> {
+                let mut violations = Violations::default();
+                let order_id = violations.check(OrderId::parse_reservation_name("name", &req.name));
+                if req.request_id.is_empty() {
+                    violations.push(
+                        "request_id",
+                        "is required: two calls for the same units are two settlements",
+                    );
+                }
+                let lines = parse_lines(
+                    &mut violations,
+                    req.lines.iter().map(|l| (l.sku.as_str(), l.quantity)),
+                );
+                let order_id = violations.finish_with(order_id)?;
+                Ok(Self {
+                    order_id,
+                    lines,
+                    settlement: $settlement,
+                })
+            }
+        }
+    };
 }
+
+settle_request!(
+    pb::ShipReservationRequest,
+    "ShipReservation",
+    Settlement::Ship
+);
+settle_request!(
+    pb::UncommitReservationRequest,
+    "UncommitReservation",
+    Settlement::Uncommit
+);
 
 /// Commit and Release requests name a reservation and nothing else: the
 /// same parsing, and the same fingerprint (the reservation in canonical
@@ -270,6 +300,7 @@ fn to_proto(reservation: &Reservation, now: DateTime<Utc>) -> pb::Reservation {
                 quantity: line.quantity.get(),
                 location: line.location.as_str().to_owned(),
                 shipped_quantity: line.shipped,
+                uncommitted_quantity: line.uncommitted,
             })
             .collect(),
         state: state as i32,

@@ -267,6 +267,7 @@ impl From<&Movement> for pb::StockMovement {
             MovementKind::Commit => pb::StockMovementKind::Commit,
             MovementKind::Expire => pb::StockMovementKind::Expire,
             MovementKind::Ship => pb::StockMovementKind::Ship,
+            MovementKind::Uncommit => pb::StockMovementKind::Uncommit,
         };
         Self {
             name: movement.name(),

@@ -233,6 +233,7 @@ pub struct ReservationLineRow {
     pub location: String,
     pub quantity: i64,
     pub shipped: i64,
+    pub uncommitted: i64,
 }
 
 impl ReservationLineRow {
@@ -246,6 +247,7 @@ impl ReservationLineRow {
             location: line.location.as_str().to_owned(),
             quantity: line.quantity.get(),
             shipped: line.shipped,
+            uncommitted: line.uncommitted,
         }
     }
 }
@@ -257,6 +259,7 @@ impl From<ReservationLineRow> for ReservationLine {
             location: LocationId::from_stored(row.location),
             quantity: Quantity::from_stored(row.quantity),
             shipped: row.shipped,
+            uncommitted: row.uncommitted,
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod inventory {
             location -> Text,
             quantity -> Int8,
             shipped -> Int8,
+            uncommitted -> Int8,
         }
     }
 

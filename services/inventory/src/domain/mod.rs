@@ -104,13 +104,14 @@ pub enum Error {
     /// Release of a committed reservation.
     #[error("reservation committed")]
     ReservationCommitted,
-    /// ShipReservation of a reservation that is not committed.
+    /// Ship or Uncommit of a reservation that is not committed.
     #[error("reservation is {0:?}, not committed")]
     ReservationNotCommitted(ReservationState),
-    /// ShipReservation: these lines would ship more than they hold
-    /// unshipped (or are not lines of the reservation), ascending.
-    #[error("shipment exceeds the reservation: {0:?}")]
-    ShipmentExceedsReservation(Vec<Sku>),
+    /// Ship or Uncommit: these lines would settle more units than they
+    /// still hold committed (or are not lines of the reservation),
+    /// ascending.
+    #[error("more than the reservation holds committed: {0:?}")]
+    ExceedsCommitted(Vec<Sku>),
     /// WatchStock: the caller already holds its cap of open streams.
     #[error(transparent)]
     TooManyStreams(#[from] TooManyStreams),

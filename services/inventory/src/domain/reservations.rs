@@ -83,15 +83,18 @@ pub struct ReservationLine {
     pub location: LocationId,
     /// Units.
     pub quantity: Quantity,
-    /// Units of a committed line that have shipped (0 ≤ shipped ≤
-    /// quantity); the rest are still committed at the location.
+    /// Units of a committed line that have shipped.
     pub shipped: i64,
+    /// Units of a committed line returned to available (they will not
+    /// ship). `shipped + uncommitted ≤ quantity`; the rest are still
+    /// committed at the location.
+    pub uncommitted: i64,
 }
 
 impl ReservationLine {
-    /// Units committed and not yet shipped.
+    /// Units still committed: neither shipped nor returned.
     pub fn unshipped(&self) -> i64 {
-        self.quantity.get() - self.shipped
+        self.quantity.get() - self.shipped - self.uncommitted
     }
 
     /// The level the line holds units of.
@@ -303,21 +306,44 @@ pub fn require_every_line(short: Vec<Sku>) -> Result<(), Error> {
     }
 }
 
-/// ShipReservation: units of a committed reservation's lines leave the
-/// building (one shipment; a reservation ships in as many as it takes).
+/// What becomes of committed units: they ship, or they go back to
+/// available because they will not ship (the order canceled them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// ShipReservation: they leave the building.
+    Ship,
+    /// UncommitReservation: back to available.
+    Uncommit,
+}
+
+impl Settlement {
+    /// The movement of each line's units.
+    pub fn movement(self) -> MovementKind {
+        match self {
+            Self::Ship => MovementKind::Ship,
+            Self::Uncommit => MovementKind::Uncommit,
+        }
+    }
+}
+
+/// ShipReservation or UncommitReservation: units of a committed
+/// reservation's lines settled one way (a reservation settles in as many
+/// calls as it takes).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShipReservation {
+pub struct SettleReservation {
     /// The order.
     pub order_id: OrderId,
     /// Units per SKU, distinct SKUs.
     pub lines: Vec<(Sku, Quantity)>,
+    /// Ship or uncommit.
+    pub settlement: Settlement,
 }
 
-impl ShipReservation {
-    /// The rules: only a COMMITTED reservation ships, and no line ships
-    /// more than it holds unshipped (a SKU that is not a line of the
-    /// reservation holds none). Returns each shipped line with its units,
-    /// in lock order.
+impl SettleReservation {
+    /// The rules: only a COMMITTED reservation settles, and no line settles
+    /// more than it still holds committed (a SKU that is not a line of the
+    /// reservation holds none). Returns each line with its units, in lock
+    /// order.
     pub fn check<'r>(
         &self,
         reservation: &'r Reservation,
@@ -334,7 +360,7 @@ impl ShipReservation {
             }
         }
         if !exceeding.is_empty() {
-            return Err(Error::ShipmentExceedsReservation(sorted(exceeding)));
+            return Err(Error::ExceedsCommitted(sorted(exceeding)));
         }
         shipped.sort_by(|(a, _), (b, _)| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
         Ok(shipped)

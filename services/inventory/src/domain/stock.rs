@@ -99,6 +99,9 @@ backroom_shared::stored_enum!(
         Expire = "EXPIRE",
         /// committed → gone: shipped units leave on_hand.
         Ship = "SHIP",
+        /// committed → available: units that will not ship (the order
+        /// canceled them).
+        Uncommit = "UNCOMMIT",
     }
 );
 
@@ -112,6 +115,7 @@ impl MovementKind {
             Self::Release | Self::Expire => (units, -units, 0),
             Self::Commit => (0, -units, units),
             Self::Ship => (0, 0, -units),
+            Self::Uncommit => (units, 0, -units),
         };
         Deltas {
             available,

@@ -99,7 +99,7 @@ async fn committed_units_ship_in_parts_and_leave_on_hand() {
     let status = assert_error(
         ship(&app, &order, &[("MUG", 1)], &new_request_id()).await,
         Code::FailedPrecondition,
-        "SHIPMENT_EXCEEDS_RESERVATION",
+        "EXCEEDS_COMMITTED",
     );
     assert_eq!(metadata(&status, "skus"), "MUG");
 
@@ -156,7 +156,7 @@ async fn only_what_a_committed_line_holds_ships_and_refusals_name_the_reason() {
     let status = assert_error(
         ship(&app, &order, &[("MUG", 3), ("CAP", 1)], &new_request_id()).await,
         Code::FailedPrecondition,
-        "SHIPMENT_EXCEEDS_RESERVATION",
+        "EXCEEDS_COMMITTED",
     );
     assert_eq!(metadata(&status, "skus"), "CAP,MUG");
     assert_eq!(units(&app, "MUG", "main").await, (10, 8, 0, 2));
@@ -221,7 +221,7 @@ async fn racing_shipments_never_ship_more_than_the_line_holds() {
         if let Err(status) = outcome {
             assert_eq!(
                 crate::helpers::reason(status),
-                "SHIPMENT_EXCEEDS_RESERVATION",
+                "EXCEEDS_COMMITTED",
                 "{status:?}"
             );
         }
@@ -240,4 +240,98 @@ async fn racing_shipments_never_ship_more_than_the_line_holds() {
         .unwrap()
         .into_inner();
     assert_eq!(shipped(&reservation), [("MUG".to_owned(), 10)]);
+}
+
+async fn uncommit(
+    app: &TestApp,
+    order_id: &str,
+    lines: &[(&str, i64)],
+    request_id: &str,
+) -> Result<pb::Reservation, tonic::Status> {
+    let ship = ship_request(order_id, lines, request_id);
+    app.client()
+        .uncommit_reservation(authed(
+            &app.service,
+            pb::UncommitReservationRequest {
+                name: ship.name,
+                lines: ship.lines,
+                request_id: ship.request_id,
+            },
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn units_that_will_not_ship_go_back_to_available_and_a_racing_ship_gets_each_unit_or_not() {
+    let app = TestApp::spawn().await;
+    app.product("MUG", 1299, 300).await;
+    app.stock("MUG", "main", 30).await;
+    let order = order_id();
+    app.reserve(&order, &[("MUG", 4)]).await.unwrap();
+    app.commit(&order).await.unwrap();
+    // One ships, one goes back.
+    ship(&app, &order, &[("MUG", 1)], &new_request_id())
+        .await
+        .unwrap();
+    let back_id = new_request_id();
+    let back = uncommit(&app, &order, &[("MUG", 1)], &back_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            back.lines[0].shipped_quantity,
+            back.lines[0].uncommitted_quantity
+        ),
+        (1, 1)
+    );
+    // on_hand keeps the returned unit; a replay returns nothing more.
+    assert_eq!(units(&app, "MUG", "main").await, (29, 27, 0, 2));
+    uncommit(&app, &order, &[("MUG", 1)], &back_id)
+        .await
+        .unwrap();
+    assert_eq!(units(&app, "MUG", "main").await, (29, 27, 0, 2));
+    let kinds: Vec<i32> = app
+        .movements("products/MUG/stockLevels/main")
+        .await
+        .iter()
+        .map(|m| m.kind)
+        .collect();
+    assert!(kinds.contains(&(pb::StockMovementKind::Uncommit as i32)));
+
+    // Ship and uncommit race for the last two units, ten of each: each unit
+    // goes one way, never both, never neither.
+    let races = join_all((0..20).map(|i| {
+        let (app, order) = (&app, &order);
+        async move {
+            if i % 2 == 0 {
+                ship(app, order, &[("MUG", 1)], &new_request_id()).await
+            } else {
+                uncommit(app, order, &[("MUG", 1)], &new_request_id()).await
+            }
+        }
+    }))
+    .await;
+    assert_eq!(races.iter().filter(|r| r.is_ok()).count(), 2);
+    for refused in races.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(crate::helpers::reason(refused), "EXCEEDS_COMMITTED");
+    }
+    let (on_hand, available, reserved, committed) = units(&app, "MUG", "main").await;
+    assert_eq!((reserved, committed), (0, 0));
+    assert_eq!(on_hand, available);
+    // Every one of the four units went exactly one way.
+    let reservation = app
+        .client()
+        .get_reservation(authed(
+            &app.service,
+            pb::GetReservationRequest {
+                name: format!("reservations/{order}"),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let line = &reservation.lines[0];
+    assert_eq!(line.shipped_quantity + line.uncommitted_quantity, 4);
+    assert_eq!(on_hand, 30 - line.shipped_quantity);
 }

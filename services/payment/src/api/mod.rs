@@ -252,6 +252,23 @@ impl From<Error> for Status {
                 "every unit of the order has shipped or is shipping".into(),
                 vec![],
             ),
+            Error::OrderNotCancelable(state) => precondition(
+                "ORDER_NOT_CANCELABLE",
+                format!("only a completed order is canceled; this one is {state}"),
+                vec![("current_state".to_owned(), state.to_owned())],
+            ),
+            Error::NothingToCancel => precondition(
+                "NOTHING_TO_CANCEL",
+                "every unit of the order has shipped, is shipping or is canceled".into(),
+                vec![],
+            ),
+            Error::CancellationRequestIdReused => with_reason(
+                Code::InvalidArgument,
+                DOMAIN,
+                "REQUEST_ID_REUSED",
+                "request_id was already used to cancel this order with different parameters",
+                [("field".to_owned(), "request_id".to_owned())],
+            ),
             Error::ShipmentRequestIdReused => with_reason(
                 Code::InvalidArgument,
                 DOMAIN,

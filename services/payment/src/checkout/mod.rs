@@ -10,7 +10,7 @@
 //!   order at a time, across replicas; the [`saga::Saga::recover_due`]
 //!   worker resumes whatever a crash left half-done;
 //! - [`shipment`]: what of a completed order has shipped, and the rules of
-//!   shipping it;
+//!   shipping it; [`cancellation`]: what will not ship, and the refund;
 //! - [`repo`]: the `orders` / `order_lines` / `shipments` tables;
 //! - [`api`]: the tonic `CheckoutService` impl.
 //!
@@ -19,6 +19,7 @@
 //! idempotency mechanism, one trace.
 
 pub mod api;
+pub mod cancellation;
 pub mod order;
 pub mod repo;
 pub mod saga;

@@ -110,6 +110,8 @@ pub struct Order {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// What its refunds returned so far (DONE cancellations).
+    pub refunded: Money,
 }
 
 impl Order {
@@ -142,8 +144,11 @@ pub struct OrderLine {
     pub unit_price: Option<Money>,
     /// `unit_price × quantity`.
     pub line_total: Option<Money>,
-    /// Units shipped so far (SHIPPED shipments), 0 – quantity.
+    /// Units shipped so far (SHIPPED shipments).
     pub shipped: i64,
+    /// Units canceled (they will not ship); `shipped + canceled ≤
+    /// quantity`.
+    pub canceled: i64,
 }
 
 /// A new order, as PlaceOrder stores it.
@@ -255,4 +260,69 @@ pub fn listed_customer(
         return Err(denied);
     }
     Ok(Some(own))
+}
+
+/// The order as a whole, beside the saga's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStatus {
+    /// In checkout, or completed with units still to ship.
+    Open,
+    /// Every unit shipped or canceled, at least one shipped.
+    Completed,
+    /// Every unit canceled, or checkout failed.
+    Canceled,
+}
+
+/// The order's money.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentStatus {
+    /// Nothing authorized or taken.
+    Unpaid,
+    /// Authorized, not captured.
+    Authorized,
+    /// Captured, nothing refunded.
+    Paid,
+    /// Part of the capture refunded.
+    PartiallyRefunded,
+    /// All of it refunded.
+    Refunded,
+}
+
+impl Order {
+    /// Its status, from the saga's state and what of `lines` shipped or
+    /// was canceled.
+    pub fn status(&self, lines: &[OrderLine]) -> OrderStatus {
+        match self.state {
+            State::Failed => OrderStatus::Canceled,
+            State::Completed => {
+                let settled = lines
+                    .iter()
+                    .all(|l| l.shipped + l.canceled >= l.quantity.get());
+                let shipped = lines.iter().any(|l| l.shipped > 0);
+                match (settled, shipped) {
+                    (false, _) => OrderStatus::Open,
+                    (true, true) => OrderStatus::Completed,
+                    (true, false) => OrderStatus::Canceled,
+                }
+            }
+            _ => OrderStatus::Open,
+        }
+    }
+
+    /// Where its money is.
+    pub fn payment_status(&self) -> PaymentStatus {
+        match self.state {
+            State::Pending | State::Reserving | State::Failed => PaymentStatus::Unpaid,
+            State::Authorizing
+            | State::Committing
+            | State::Capturing
+            | State::Compensating
+            | State::NeedsAttention => PaymentStatus::Authorized,
+            State::Completed if self.refunded.minor() == 0 => PaymentStatus::Paid,
+            State::Completed if self.refunded.minor() >= self.total_or_zero().minor() => {
+                PaymentStatus::Refunded
+            }
+            State::Completed => PaymentStatus::PartiallyRefunded,
+        }
+    }
 }

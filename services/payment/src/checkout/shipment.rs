@@ -100,10 +100,11 @@ pub enum Fulfillment {
     Fulfilled,
 }
 
-/// The fulfilment of an order with `lines`.
+/// The fulfilment of an order with `lines`: of the units that will ship
+/// (ordered and not canceled), how many did.
 pub fn fulfillment(lines: &[OrderLine]) -> Fulfillment {
     let shipped: i64 = lines.iter().map(|l| l.shipped).sum();
-    let ordered: i64 = lines.iter().map(|l| l.quantity.get()).sum();
+    let ordered: i64 = lines.iter().map(|l| l.quantity.get() - l.canceled).sum();
     match shipped {
         0 => Fulfillment::Unfulfilled,
         s if s >= ordered => Fulfillment::Fulfilled,
@@ -111,9 +112,21 @@ pub fn fulfillment(lines: &[OrderLine]) -> Fulfillment {
     }
 }
 
+/// Units of `line` neither canceled nor claimed by a SHIPPED or PENDING
+/// shipment (`claimed`).
+pub fn left(line: &OrderLine, claimed: &[(Sku, i64)]) -> i64 {
+    let taken: i64 = claimed
+        .iter()
+        .filter(|(sku, _)| sku == &line.sku)
+        .map(|(_, units)| units)
+        .sum();
+    line.quantity.get() - line.canceled - taken
+}
+
 /// The lines a new shipment of `order` takes: `requested` (or, when empty,
-/// everything left), each within what its line has left once the
-/// `claimed` units (SHIPPED and PENDING shipments) are counted.
+/// everything left), each within what its line has left once canceled
+/// units and the `claimed` ones (SHIPPED and PENDING shipments) are
+/// counted.
 pub fn plan(
     order: &Order,
     lines: &[OrderLine],
@@ -123,14 +136,7 @@ pub fn plan(
     if order.state != State::Completed {
         return Err(Error::OrderNotShippable(order.state.as_str()));
     }
-    let left = |line: &OrderLine| {
-        let taken: i64 = claimed
-            .iter()
-            .filter(|(sku, _)| sku == &line.sku)
-            .map(|(_, units)| units)
-            .sum();
-        line.quantity.get() - taken
-    };
+    let left = |line: &OrderLine| left(line, claimed);
     if requested.is_empty() {
         let everything: Vec<(Sku, Quantity)> = lines
             .iter()

@@ -41,6 +41,31 @@ pub mod payment {
             unit_price_minor -> Nullable<Int8>,
             line_total_minor -> Nullable<Int8>,
             shipped -> Int8,
+            canceled -> Int8,
+        }
+    }
+
+    diesel::table! {
+        payment.cancellation_lines (cancellation_id, position) {
+            cancellation_id -> Uuid,
+            position -> Int4,
+            sku -> Text,
+            quantity -> Int8,
+        }
+    }
+
+    diesel::table! {
+        payment.cancellations (id) {
+            id -> Uuid,
+            order_id -> Uuid,
+            request_id -> Uuid,
+            fingerprint -> Bytea,
+            state -> Text,
+            reason -> Text,
+            refund_minor -> Int8,
+            refunds_shipping -> Bool,
+            created_at -> Timestamptz,
+            updated_at -> Timestamptz,
         }
     }
 
@@ -95,6 +120,7 @@ pub mod payment {
             next_attempt_at -> Timestamptz,
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
+            refunded_minor -> Int8,
         }
     }
 
@@ -163,11 +189,15 @@ pub mod payment {
     diesel::joinable!(order_lines -> orders (order_id));
     diesel::joinable!(shipment_lines -> shipments (shipment_id));
     diesel::joinable!(shipments -> orders (order_id));
+    diesel::joinable!(cancellation_lines -> cancellations (cancellation_id));
+    diesel::joinable!(cancellations -> orders (order_id));
     diesel::joinable!(payment_intents -> orders (order_id));
     diesel::joinable!(payment_intents -> payment_methods (payment_method_id));
     diesel::joinable!(refunds -> payment_intents (payment_intent_id));
 
     diesel::allow_tables_to_appear_in_same_query!(
+        cancellation_lines,
+        cancellations,
         journals,
         ledger_accounts,
         ledger_entries,

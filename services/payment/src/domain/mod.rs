@@ -132,6 +132,16 @@ pub enum Error {
     /// shipping.
     #[error("nothing left to ship")]
     NothingToShip,
+    /// CancelOrder of an order that is not COMPLETED.
+    #[error("order is {0}, not completed")]
+    OrderNotCancelable(&'static str),
+    /// CancelOrder when every unit has shipped, is shipping or is
+    /// canceled.
+    #[error("nothing left to cancel")]
+    NothingToCancel,
+    /// CancelOrder: the request id was used for another cancellation.
+    #[error("request id reused for another cancellation")]
+    CancellationRequestIdReused,
     /// CreateShipment: the request id was used for another shipment of the
     /// order.
     #[error("request id reused for another shipment")]

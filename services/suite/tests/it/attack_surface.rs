@@ -196,7 +196,7 @@ const SHARED_CATALOGUE: [&str; 7] = [
 
 /// Payment and checkout RPCs that look up a resource by name, with the
 /// reason a missing one gets: another customer's must get exactly that.
-const NOT_FOUND_AS_IF_MISSING: [(&str, &str); 9] = [
+const NOT_FOUND_AS_IF_MISSING: [(&str, &str); 10] = [
     ("GetPaymentMethod", "PAYMENT_METHOD_NOT_FOUND"),
     ("DetachPaymentMethod", "PAYMENT_METHOD_NOT_FOUND"),
     ("GetPaymentIntent", "PAYMENT_INTENT_NOT_FOUND"),
@@ -206,6 +206,7 @@ const NOT_FOUND_AS_IF_MISSING: [(&str, &str); 9] = [
     ("GetRefund", "REFUND_NOT_FOUND"),
     ("GetOrder", "ORDER_NOT_FOUND"),
     ("ListShipments", "ORDER_NOT_FOUND"),
+    ("CancelOrder", "ORDER_NOT_FOUND"),
 ];
 
 /// Calls `path` as `token` with `message` (any prost message); the code and
@@ -460,6 +461,20 @@ async fn a_customer_cannot_reach_another_customers_resources() {
             t,
             pb::GetOrderRequest {
                 name: order.name.clone(),
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "CancelOrder",
+        call_with(
+            payment.clone(),
+            &format!("{c}CancelOrder"),
+            t,
+            pb::CancelOrderRequest {
+                name: order.name.clone(),
+                reason: "not mine to cancel".into(),
+                request_id: uuid::Uuid::new_v4().to_string(),
             },
         )
         .await,

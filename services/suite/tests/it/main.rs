@@ -5,6 +5,7 @@
 
 mod attack_surface;
 mod audit;
+mod cancellations;
 mod checkout;
 mod checkout_trace;
 mod harness;

@@ -14,7 +14,7 @@ use crate::{
     harness::{Customer, Suite, VISA, authed},
 };
 
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
@@ -38,7 +38,7 @@ fn shipment_request(
     }
 }
 
-async fn ship(
+pub(crate) async fn ship(
     suite: &Suite,
     token: &str,
     order: &str,
@@ -71,11 +71,15 @@ async fn shipments(
         .map(|r| r.into_inner().shipments)
 }
 
-fn reason(status: &tonic::Status) -> String {
+pub(crate) fn reason(status: &tonic::Status) -> String {
     backroom_shared::errors::reason_of(status).unwrap_or_default()
 }
 
-async fn completed_order(suite: &Suite, who: &Customer, lines: &[(&str, i64)]) -> pb::Order {
+pub(crate) async fn completed_order(
+    suite: &Suite,
+    who: &Customer,
+    lines: &[(&str, i64)],
+) -> pb::Order {
     let order = suite
         .place(who, &who.card, lines, &request_id())
         .await
@@ -84,7 +88,7 @@ async fn completed_order(suite: &Suite, who: &Customer, lines: &[(&str, i64)]) -
     order
 }
 
-async fn assert_audit_clean(suite: &Suite) {
+pub(crate) async fn assert_audit_clean(suite: &Suite) {
     let found = findings(suite, Tolerances::default()).await;
     assert!(found.is_empty(), "audit: {found:#?}");
 }

@@ -1,7 +1,7 @@
 //! Reservations: ReserveStock (every line or nothing, idempotent per
 //! order), Commit and Release (one code path, parameterised by the
-//! [`Transition`]), shipping committed units, expiry (lazy and swept), and
-//! the sweep itself.
+//! [`Transition`]), shipping and uncommitting committed units, expiry (lazy
+//! and swept), and the sweep itself.
 
 use backroom_shared::{
     catalog::Sku,
@@ -27,7 +27,7 @@ use crate::{
         products::require_active,
         reservations::{
             Ending, RequestedLine, Reservation, ReservationLine, ReservationState, ReserveStock,
-            ShipReservation, Step, Transition, require_every_line,
+            SettleReservation, Settlement, Step, Transition, require_every_line,
         },
         stock::{Change, LevelKey, MovementKind},
         values::{LocationId, OrderId},
@@ -81,6 +81,7 @@ pub fn reserve(
                     location,
                     quantity: line.quantity,
                     shipped: 0,
+                    uncommitted: 0,
                 };
                 rows.push(ReservationLineRow::new(cmd.order_id, position, &reserved));
             }
@@ -197,19 +198,20 @@ pub fn transition(
     }
 }
 
-/// Ships units of a committed reservation's lines (see ShipReservation in
-/// the proto): the reservation row is locked first, so concurrent shipments
-/// of the same lines serialise and together never ship more than a line
-/// holds; each shipped line is a SHIP movement at its location.
-#[instrument(skip_all, fields(order = %cmd.order_id, lines = cmd.lines.len()))]
-pub fn ship(
+/// Ships or uncommits units of a committed reservation's lines (see
+/// ShipReservation and UncommitReservation in the proto): the reservation
+/// row is locked first, so concurrent calls on the same lines serialise and
+/// together never settle more than a line holds; each line is a SHIP or
+/// UNCOMMIT movement at its location.
+#[instrument(skip_all, fields(order = %cmd.order_id, settlement = ?cmd.settlement))]
+pub fn settle(
     conn: &mut PgConnection,
-    cmd: &ShipReservation,
+    cmd: &SettleReservation,
     now: DateTime<Utc>,
 ) -> Result<Reservation, Error> {
     let reservation = load(conn, cmd.order_id, true)?;
     for (line, units) in cmd.check(&reservation)? {
-        let change = Change::of_reservation(MovementKind::Ship, units, cmd.order_id);
+        let change = Change::of_reservation(cmd.settlement.movement(), units, cmd.order_id);
         let level = line.level();
         stock::apply(conn, &level, change, now)?.ok_or_else(|| {
             // The line's foreign key guarantees the level exists.
@@ -217,9 +219,15 @@ pub fn ship(
                 "stock level {level} of a reservation line is missing"
             )))
         })?;
-        diesel::update(reservation_lines::table.find((cmd.order_id.0, line.sku.as_str())))
-            .set(reservation_lines::shipped.eq(reservation_lines::shipped + units))
-            .execute(conn)?;
+        let row = reservation_lines::table.find((cmd.order_id.0, line.sku.as_str()));
+        match cmd.settlement {
+            Settlement::Ship => diesel::update(row)
+                .set(reservation_lines::shipped.eq(reservation_lines::shipped + units))
+                .execute(conn)?,
+            Settlement::Uncommit => diesel::update(row)
+                .set(reservation_lines::uncommitted.eq(reservation_lines::uncommitted + units))
+                .execute(conn)?,
+        };
     }
     diesel::update(reservations::table.find(cmd.order_id.0))
         .set(reservations::updated_at.eq(now))

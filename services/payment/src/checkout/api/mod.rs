@@ -5,8 +5,8 @@
 //! `crate::api`.
 //!
 //! Layout: this module (the service impl that delegates), `orders`
-//! (parsing, conversion, the handlers), `shipments` (CreateShipment and
-//! ListShipments).
+//! (parsing, conversion, the handlers), `shipments` (CreateShipment,
+//! ListShipments, CancelOrder: the order's life after checkout).
 
 mod orders;
 mod shipments;
@@ -84,6 +84,13 @@ impl CheckoutService for CheckoutApi {
         request: Request<pb::CreateShipmentRequest>,
     ) -> Result<Response<pb::Shipment>, Status> {
         self.ship_order(request).await
+    }
+
+    async fn cancel_order(
+        &self,
+        request: Request<pb::CancelOrderRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
+        self.cancel(request).await
     }
 
     async fn list_shipments(

@@ -26,7 +26,10 @@ use super::CheckoutApi;
 use crate::api::record;
 use crate::{
     checkout::{
-        order::{self, AddressName, GetOrder, ListOrders, NewOrder, Order, OrderLine, PlaceOrder},
+        order::{
+            self, AddressName, GetOrder, ListOrders, NewOrder, Order, OrderLine, OrderStatus,
+            PaymentStatus, PlaceOrder,
+        },
         repo,
         saga::{Driven, State},
         shipment::{self, Fulfillment},
@@ -196,6 +199,7 @@ pub fn order_to_proto(order: &Order, lines: &[OrderLine]) -> pb::Order {
                 unit_price: line.unit_price.map(Into::into),
                 line_total: line.line_total.map(Into::into),
                 shipped_quantity: line.shipped,
+                canceled_quantity: line.canceled,
             })
             .collect(),
         shipping_address: order.shipping_address.as_str().to_owned(),
@@ -232,6 +236,21 @@ pub fn order_to_proto(order: &Order, lines: &[OrderLine]) -> pb::Order {
             Fulfillment::Fulfilled => pb::FulfillmentStatus::Fulfilled,
         }
         .into(),
+        status: match order.status(lines) {
+            OrderStatus::Open => pb::OrderStatus::Open,
+            OrderStatus::Completed => pb::OrderStatus::Completed,
+            OrderStatus::Canceled => pb::OrderStatus::Canceled,
+        }
+        .into(),
+        payment_status: match order.payment_status() {
+            PaymentStatus::Unpaid => pb::PaymentStatus::Unpaid,
+            PaymentStatus::Authorized => pb::PaymentStatus::Authorized,
+            PaymentStatus::Paid => pb::PaymentStatus::Paid,
+            PaymentStatus::PartiallyRefunded => pb::PaymentStatus::PartiallyRefunded,
+            PaymentStatus::Refunded => pb::PaymentStatus::Refunded,
+        }
+        .into(),
+        refunded: Some(order.refunded.into()),
     }
 }
 
@@ -320,12 +339,16 @@ impl CheckoutApi {
         // expires.
         let give_up = tokio::time::Instant::now() + wait;
         let (store, saga) = (self.store.clone(), self.saga.clone());
+        // The insert keeps the caller's deadline (a task does not inherit
+        // it): with the database down it fails within the call's time, not
+        // after the pool's whole checkout timeout.
+        let deadline = backroom_shared::deadline::current();
         let placed = tokio::spawn(
             async move {
                 let _slot = drive_slot;
-                let (stored, created) = store
-                    .write(move |conn, now| repo::orders::insert_order(conn, &order, now))
-                    .await?;
+                let insert =
+                    store.write(move |conn, now| repo::orders::insert_order(conn, &order, now));
+                let (stored, created) = backroom_shared::deadline::scope(deadline, insert).await?;
                 if created {
                     tracing::info!(order = %stored.id, "order placed");
                 }

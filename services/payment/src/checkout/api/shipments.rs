@@ -1,5 +1,5 @@
-//! CreateShipment and ListShipments: parsing, conversion of a shipment,
-//! and the handlers.
+//! The order's life after checkout — CreateShipment, ListShipments and
+//! CancelOrder: parsing, conversion of a shipment, and the handlers.
 
 use backroom_proto::payment::v1 as pb;
 use backroom_shared::{
@@ -18,6 +18,7 @@ use super::{CheckoutApi, orders::parse_lines};
 use crate::{
     api::record,
     checkout::{
+        cancellation::{CancelOrder, MAX_REASON},
         order, repo,
         shipment::{CreateShipment, MAX_TRACKING_TEXT, Shipment, ShipmentState},
     },
@@ -147,5 +148,76 @@ impl CheckoutApi {
         Ok(Response::new(pb::ListShipmentsResponse {
             shipments: shipments.iter().map(shipment_to_proto).collect(),
         }))
+    }
+}
+
+impl TryFrom<pb::CancelOrderRequest> for CancelOrder {
+    type Error = Error;
+
+    fn try_from(req: pb::CancelOrderRequest) -> Result<Self, Error> {
+        let mut violations = Violations::default();
+        let order_id = violations.check(OrderId::parse("name", &req.name));
+        let request_id = if req.request_id.is_empty() {
+            violations.push("request_id", "is required for CancelOrder");
+            None
+        } else {
+            violations.check(
+                Uuid::try_parse(&req.request_id)
+                    .map_err(|_| FieldViolation::new("request_id", "must be a UUID")),
+            )
+        };
+        let reason = violations.check(required_text("reason", &req.reason, MAX_REASON));
+        let fingerprint = idempotency::fingerprint(&pb::CancelOrderRequest {
+            request_id: String::new(),
+            ..req
+        });
+        let (order_id, request_id, reason) =
+            violations.finish_with((order_id, request_id, reason))?;
+        Ok(Self {
+            order_id,
+            reason,
+            request_id,
+            fingerprint,
+        })
+    }
+}
+
+impl CheckoutApi {
+    #[instrument(skip_all, fields(order))]
+    pub(super) async fn cancel(
+        &self,
+        request: Request<pb::CancelOrderRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
+        let access = Caller::of(&request)?.access();
+        let cmd = CancelOrder::try_from(request.into_inner())?;
+        let id = cmd.order_id;
+        record("order", id);
+        let stored = self
+            .store
+            .write(move |conn, now| {
+                // Another customer's order does not exist, as far as they
+                // know; a service is no canceler.
+                let found = repo::orders::find(conn, id)?.map(|order| (order, ()));
+                order::visible(access, found).ok_or(Error::OrderNotFound(id))?;
+                repo::cancellations::begin(conn, &cmd, now)
+            })
+            .await?;
+        // Finished on the saga's own task: a caller who gives up does not
+        // leave the stock and the money waiting for recovery.
+        let saga = self.saga.clone();
+        tokio::spawn(async move { saga.cancel(stored.id).await })
+            .await
+            .map_err(|err| {
+                Status::from(Error::Db(backroom_shared::db::DbError::Other(
+                    anyhow::anyhow!("cancellation task: {err}"),
+                )))
+            })??;
+        let (order, lines) = self
+            .store
+            .read(move |conn| {
+                repo::orders::find_with_lines(conn, id)?.ok_or(Error::OrderNotFound(id))
+            })
+            .await?;
+        Ok(Response::new(super::orders::order_to_proto(&order, &lines)))
     }
 }

@@ -4,6 +4,7 @@
 //! the saga's bookkeeping on them — leases, guarded state transitions,
 //! retries, the recovery scan ([`leases`]).
 
+pub mod cancellations;
 pub mod leases;
 pub mod models;
 pub mod orders;

@@ -49,6 +49,7 @@ pub struct OrderRow {
     pub next_attempt_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub refunded_minor: i64,
 }
 
 impl TryFrom<OrderRow> for Order {
@@ -79,6 +80,7 @@ impl TryFrom<OrderRow> for Order {
             subtotal: money(row.subtotal_minor),
             shipping: money(row.shipping_minor),
             total: money(row.total_minor),
+            refunded: Money::new(row.currency_code, row.refunded_minor),
             shipping_zone: row.shipping_zone,
             state: State::from_stored(&row.state)?,
             failure,
@@ -150,6 +152,7 @@ pub struct LineRow {
     pub unit_price_minor: Option<i64>,
     pub line_total_minor: Option<i64>,
     pub shipped: i64,
+    pub canceled: i64,
 }
 
 impl LineRow {
@@ -168,6 +171,7 @@ impl LineRow {
                 unit_price_minor: None,
                 line_total_minor: None,
                 shipped: 0,
+                canceled: 0,
             })
             .collect()
     }
@@ -182,6 +186,7 @@ impl LineRow {
             unit_price: self.unit_price_minor.map(|m| Money::new(currency, m)),
             line_total: self.line_total_minor.map(|m| Money::new(currency, m)),
             shipped: self.shipped,
+            canceled: self.canceled,
         }
     }
 }

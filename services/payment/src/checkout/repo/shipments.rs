@@ -69,7 +69,7 @@ fn with_lines(conn: &mut PgConnection, row: ShipmentRow) -> Result<Shipment, Err
 }
 
 /// Units of each SKU that SHIPPED and PENDING shipments of `order` claim.
-fn claimed(conn: &mut PgConnection, order: OrderId) -> Result<Vec<(Sku, i64)>, Error> {
+pub(super) fn claimed(conn: &mut PgConnection, order: OrderId) -> Result<Vec<(Sku, i64)>, Error> {
     let rows: Vec<(String, i64)> = shipment_lines::table
         .inner_join(shipments::table)
         .filter(shipments::order_id.eq(order.uuid()))

@@ -26,6 +26,7 @@
 //! NEEDS_ATTENTION after it), `recovery` (the worker that resumes what a
 //! crash left half-done).
 
+mod cancellations;
 mod compensation;
 mod recovery;
 mod remote;

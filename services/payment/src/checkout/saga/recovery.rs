@@ -1,7 +1,8 @@
 //! The recovery worker: every `recovery_interval` it drives each due,
 //! unleased, unfinished order — what a crash, a lost lease or a step
-//! waiting for its retry left behind — and ships each shipment a crash or
-//! an outage left PENDING, until the server shuts down.
+//! waiting for its retry left behind — and ships each shipment and
+//! finishes each cancellation a crash or an outage left PENDING, until the
+//! server shuts down.
 
 use backroom_shared::service::Shutdown;
 
@@ -46,6 +47,11 @@ impl Saga {
                         Ok(0) => {}
                         Ok(picked) => tracing::info!(picked, "pending shipments picked up"),
                         Err(err) => tracing::warn!(%err, "pending shipments pass failed"),
+                    }
+                    match self.cancel_pending().await {
+                        Ok(0) => {}
+                        Ok(picked) => tracing::info!(picked, "pending cancellations picked up"),
+                        Err(err) => tracing::warn!(%err, "pending cancellations pass failed"),
                     }
                 }
             })

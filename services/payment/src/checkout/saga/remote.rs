@@ -19,7 +19,13 @@ use crate::domain::OrderId;
 /// A request id derived from the order and the step: stable across retries
 /// and crashes, so every downstream effect happens once.
 pub fn step_request_id(order: OrderId, step: &str) -> String {
-    let digest = Sha256::digest([order.uuid().as_bytes().as_slice(), step.as_bytes()].concat());
+    derived_request_id(order.uuid(), step)
+}
+
+/// A request id derived from a flow's id (an order, a cancellation) and
+/// its step: the same for every retry and every replay after a crash.
+pub fn derived_request_id(flow: uuid::Uuid, step: &str) -> String {
+    let digest = Sha256::digest([flow.as_bytes().as_slice(), step.as_bytes()].concat());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_random_bytes(bytes)

@@ -1,0 +1,214 @@
+//! Cancellations: storing one PENDING (idempotently per order and request
+//! id, its units canceled at once under the order's row lock), marking it
+//! DONE (the order's refunded amount grows), and the recovery scan.
+
+use backroom_shared::{
+    catalog::{Quantity, Sku},
+    money::Money,
+};
+use chrono::{DateTime, Utc};
+use diesel::{OptionalExtension as _, prelude::*};
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::{orders, shipments::claimed};
+use crate::{
+    checkout::cancellation::{self, CancelOrder, Cancellation, CancellationState},
+    db::schema::payment::{cancellation_lines, cancellations, order_lines, orders as orders_table},
+    domain::{Error, OrderId},
+};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = cancellations, check_for_backend(diesel::pg::Pg))]
+struct CancellationRow {
+    id: Uuid,
+    order_id: Uuid,
+    request_id: Uuid,
+    fingerprint: Vec<u8>,
+    state: String,
+    reason: String,
+    refund_minor: i64,
+    refunds_shipping: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = cancellation_lines, check_for_backend(diesel::pg::Pg))]
+struct CancellationLineRow {
+    cancellation_id: Uuid,
+    position: i32,
+    sku: String,
+    quantity: i64,
+}
+
+fn with_lines(conn: &mut PgConnection, row: CancellationRow) -> Result<Cancellation, Error> {
+    let order = orders::load(conn, OrderId::from_uuid(row.order_id))?;
+    let lines = cancellation_lines::table
+        .filter(cancellation_lines::cancellation_id.eq(row.id))
+        .order(cancellation_lines::position.asc())
+        .select(CancellationLineRow::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(|line| {
+            (
+                Sku::from_stored(line.sku),
+                Quantity::from_stored(line.quantity),
+            )
+        })
+        .collect();
+    Ok(Cancellation {
+        id: row.id,
+        order_id: order.id,
+        request_id: row.request_id,
+        fingerprint: row.fingerprint,
+        state: CancellationState::from_stored(&row.state)?,
+        reason: row.reason,
+        refund: Money::new(order.currency, row.refund_minor),
+        refunds_shipping: row.refunds_shipping,
+        lines,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+/// Stores the PENDING cancellation `cmd` asks for — its units canceled on
+/// the order's lines at once — or returns the one the order already has
+/// under its request id (same parameters) or refuses. The order's row is
+/// locked first, as shipments lock it: each unit ships or is canceled,
+/// never both. Run it in a transaction (`Store::write`).
+#[instrument(skip_all, fields(order = %cmd.order_id))]
+pub fn begin(
+    conn: &mut PgConnection,
+    cmd: &CancelOrder,
+    now: DateTime<Utc>,
+) -> Result<Cancellation, Error> {
+    orders_table::table
+        .find(cmd.order_id.uuid())
+        .select(orders_table::id)
+        .for_update()
+        .first::<Uuid>(conn)
+        .optional()?
+        .ok_or(Error::OrderNotFound(cmd.order_id))?;
+    let existing = cancellations::table
+        .filter(cancellations::order_id.eq(cmd.order_id.uuid()))
+        .filter(cancellations::request_id.eq(cmd.request_id))
+        .select(CancellationRow::as_select())
+        .first(conn)
+        .optional()?;
+    if let Some(existing) = existing {
+        if existing.fingerprint != cmd.fingerprint {
+            return Err(Error::CancellationRequestIdReused);
+        }
+        return with_lines(conn, existing);
+    }
+    let order = orders::load(conn, cmd.order_id)?;
+    let lines = orders::lines(conn, &order)?;
+    let cancellation::Planned {
+        lines: canceled,
+        refund,
+        refunds_shipping,
+    } = cancellation::plan(&order, &lines, &claimed(conn, order.id)?)?;
+    let id = Uuid::now_v7();
+    diesel::insert_into(cancellations::table)
+        .values(CancellationRow {
+            id,
+            order_id: order.id.uuid(),
+            request_id: cmd.request_id,
+            fingerprint: cmd.fingerprint.clone(),
+            state: CancellationState::Pending.as_str().to_owned(),
+            reason: cmd.reason.clone(),
+            refund_minor: refund.minor(),
+            refunds_shipping,
+            created_at: now,
+            updated_at: now,
+        })
+        .execute(conn)?;
+    let rows: Vec<CancellationLineRow> = canceled
+        .iter()
+        .zip(0..)
+        .map(|((sku, units), position)| CancellationLineRow {
+            cancellation_id: id,
+            position,
+            sku: sku.as_str().to_owned(),
+            quantity: units.get(),
+        })
+        .collect();
+    diesel::insert_into(cancellation_lines::table)
+        .values(&rows)
+        .execute(conn)?;
+    for (sku, units) in &canceled {
+        diesel::update(
+            order_lines::table
+                .filter(order_lines::order_id.eq(order.id.uuid()))
+                .filter(order_lines::sku.eq(sku.as_str())),
+        )
+        .set(order_lines::canceled.eq(order_lines::canceled + units.get()))
+        .execute(conn)?;
+    }
+    diesel::update(orders_table::table.find(order.id.uuid()))
+        .set(orders_table::updated_at.eq(now))
+        .execute(conn)?;
+    tracing::info!(cancellation = %id, lines = rows.len(), refund = %refund, "cancellation stored");
+    load(conn, id)
+}
+
+/// The cancellation `id`.
+pub fn load(conn: &mut PgConnection, id: Uuid) -> Result<Cancellation, Error> {
+    let row = cancellations::table
+        .find(id)
+        .select(CancellationRow::as_select())
+        .first(conn)?;
+    with_lines(conn, row)
+}
+
+/// Marks a PENDING cancellation DONE (its stock is back and its refund
+/// made) and adds its refund to the order's; no effect on one already
+/// DONE. Run it in a transaction.
+#[instrument(skip_all, fields(cancellation = %id))]
+pub fn finish(
+    conn: &mut PgConnection,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Cancellation, Error> {
+    let state: String = cancellations::table
+        .find(id)
+        .select(cancellations::state)
+        .for_update()
+        .first(conn)?;
+    let cancellation = load(conn, id)?;
+    if CancellationState::from_stored(&state)? != CancellationState::Pending {
+        return Ok(cancellation);
+    }
+    diesel::update(cancellations::table.find(id))
+        .set((
+            cancellations::state.eq(CancellationState::Done.as_str()),
+            cancellations::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    diesel::update(orders_table::table.find(cancellation.order_id.uuid()))
+        .set((
+            orders_table::refunded_minor
+                .eq(orders_table::refunded_minor + cancellation.refund.minor()),
+            orders_table::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    load(conn, id)
+}
+
+/// PENDING cancellations last touched before `before`, at most `limit`,
+/// oldest first.
+#[instrument(skip_all)]
+pub fn pending_before(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Uuid>, Error> {
+    Ok(cancellations::table
+        .filter(cancellations::state.eq(CancellationState::Pending.as_str()))
+        .filter(cancellations::updated_at.lt(before))
+        .order(cancellations::updated_at.asc())
+        .limit(limit)
+        .select(cancellations::id)
+        .load(conn)?)
+}
