@@ -433,4 +433,179 @@ async fn killing_the_payment_process_mid_checkout_loses_nothing_and_doubles_noth
     println!(
         "checked: 20 charges for 20 completed orders, no open authorization, ledger balanced, stock 0/0/20"
     );
+    // The order's life after checkout, killed mid-way too: half the orders
+    // ship (the admin as the warehouse), half are canceled by their own
+    // customer, every call retried with its request id until answered, and
+    // the process is killed -9 under them.
+    payment = start_payment(&env);
+    wait_serving(&payment_endpoint).await;
+    let mut owners = std::collections::HashMap::new();
+    for (token, _, _) in &customers {
+        let me = accounts
+            .get_account(authed(
+                token,
+                account_pb::GetAccountRequest {
+                    name: "accounts/me".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .name;
+        owners.insert(me, token.clone());
+    }
+    let settled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = tokio::task::JoinSet::new();
+    for (i, order) in completed.iter().enumerate() {
+        let (name, endpoint, settled) = (
+            order.name.clone(),
+            payment_endpoint.clone(),
+            settled.clone(),
+        );
+        let token = if i % 2 == 0 {
+            admin.clone()
+        } else {
+            owners[&order.customer].clone()
+        };
+        clients.spawn(async move {
+            let request_id = uuid::Uuid::new_v4().to_string();
+            loop {
+                let mut checkout = CheckoutServiceClient::new(
+                    channel(&ClientConfig::new(endpoint.clone())).unwrap(),
+                );
+                let result = if i % 2 == 0 {
+                    checkout
+                        .create_shipment(authed(
+                            &token,
+                            pb::CreateShipmentRequest {
+                                parent: name.clone(),
+                                lines: Vec::new(),
+                                carrier: "DHL".into(),
+                                tracking_number: format!("KILL{i}"),
+                                request_id: request_id.clone(),
+                            },
+                        ))
+                        .await
+                        .map(drop)
+                } else {
+                    checkout
+                        .cancel_order(authed(
+                            &token,
+                            pb::CancelOrderRequest {
+                                name: name.clone(),
+                                reason: "kill test".into(),
+                                request_id: request_id.clone(),
+                            },
+                        ))
+                        .await
+                        .map(drop)
+                };
+                match result {
+                    Ok(()) => {
+                        settled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    }
+                    Err(status)
+                        if matches!(
+                            status.code(),
+                            Code::Unavailable | Code::Unknown | Code::Cancelled
+                        ) =>
+                    {
+                        tokio::task::yield_now().await
+                    }
+                    Err(status) if status.code() == Code::ResourceExhausted => {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
+                    Err(status) => panic!("shipment or cancel refused: {status:?}"),
+                }
+            }
+        });
+    }
+    while settled.load(std::sync::atomic::Ordering::Relaxed) < 3 {
+        tokio::task::yield_now().await;
+    }
+    println!("injecting: kill -9 of backroom-payment with shipments and cancellations in flight");
+    payment.kill().unwrap();
+    payment.wait().unwrap();
+    payment = start_payment(&env);
+    wait_serving(&payment_endpoint).await;
+    while clients.join_next().await.is_some() {}
+    // Whatever the kill left PENDING, the restarted process finishes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending = count(
+            &payment_pool,
+            "SELECT (SELECT count(*) FROM shipments WHERE state = 'PENDING')
+                  + (SELECT count(*) FROM cancellations WHERE state = 'PENDING') AS n",
+        )
+        .await;
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{pending} shipments or cancellations still pending after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    payment.kill().unwrap();
+    payment.wait().unwrap();
+    let level = stock
+        .get_stock_level(authed(
+            &admin,
+            inventory_pb::GetStockLevelRequest {
+                name: "products/KILL/stockLevels/main".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            level.on_hand,
+            level.available,
+            level.reserved,
+            level.committed
+        ),
+        (10, 10, 0, 0),
+        "ten shipped once, ten back once"
+    );
+    let problems = payment_pool
+        .run(backroom_payment::db::repo::ledger::audit)
+        .await
+        .unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+    let refunded = count(
+        &payment_pool,
+        "SELECT coalesce(sum(amount_refunded), 0)::bigint AS n FROM payment_intents",
+    )
+    .await;
+    let canceled_totals: i64 = completed
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, o)| o.total.as_ref().map_or(0, |m| m.amount_minor))
+        .sum();
+    assert_eq!(
+        refunded, canceled_totals,
+        "each canceled order refunded once, in full"
+    );
+    println!(
+        "checked: after kill -9 mid shipments and cancellations: 10 shipped once, 10 canceled and refunded once ({refunded} minor units), stock 10/10/0/0, ledger balanced"
+    );
+}
+
+/// A bigint `n` selected by `sql` through `pool`.
+async fn count(pool: &Pool, sql: &'static str) -> i64 {
+    pool.run(move |conn| {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let found: Count = diesel::RunQueryDsl::get_result(diesel::sql_query(sql), conn)?;
+        Ok::<_, DbError>(found.n)
+    })
+    .await
+    .unwrap()
 }
