@@ -83,13 +83,7 @@ pub fn begin(
     cmd: &CancelOrder,
     now: DateTime<Utc>,
 ) -> Result<Cancellation, Error> {
-    orders_table::table
-        .find(cmd.order_id.uuid())
-        .select(orders_table::id)
-        .for_update()
-        .first::<Uuid>(conn)
-        .optional()?
-        .ok_or(Error::OrderNotFound(cmd.order_id))?;
+    orders::lock(conn, cmd.order_id)?;
     let existing = cancellations::table
         .filter(cancellations::order_id.eq(cmd.order_id.uuid()))
         .filter(cancellations::request_id.eq(cmd.request_id))

@@ -62,6 +62,21 @@ pub fn find(conn: &mut PgConnection, id: OrderId) -> Result<Option<Order>, Error
         .transpose()
 }
 
+/// Locks the order's row until the transaction ends (ORDER_NOT_FOUND if
+/// there is none): what changes an order after checkout — its shipments,
+/// its cancellations — takes this lock first, so they happen one at a time
+/// per order and each sees what the others claimed.
+pub fn lock(conn: &mut PgConnection, id: OrderId) -> Result<(), Error> {
+    orders::table
+        .find(id.uuid())
+        .select(orders::id)
+        .for_update()
+        .first::<uuid::Uuid>(conn)
+        .optional()?
+        .ok_or(Error::OrderNotFound(id))?;
+    Ok(())
+}
+
 /// The order with `id` (ORDER_NOT_FOUND if there is none).
 pub fn load(conn: &mut PgConnection, id: OrderId) -> Result<Order, Error> {
     find(conn, id)?.ok_or(Error::OrderNotFound(id))

@@ -93,13 +93,7 @@ pub fn begin(
     cmd: &CreateShipment,
     now: DateTime<Utc>,
 ) -> Result<Shipment, Error> {
-    orders_table::table
-        .find(cmd.order_id.uuid())
-        .select(orders_table::id)
-        .for_update()
-        .first::<Uuid>(conn)
-        .optional()?
-        .ok_or(Error::OrderNotFound(cmd.order_id))?;
+    orders::lock(conn, cmd.order_id)?;
     let existing = shipments::table
         .filter(shipments::order_id.eq(cmd.order_id.uuid()))
         .filter(shipments::request_id.eq(cmd.request_id))
