@@ -487,6 +487,7 @@ async fn a_customer_cannot_reach_another_customers_resources() {
             t,
             pb::ListShipmentsRequest {
                 parent: order.name.clone(),
+                ..Default::default()
             },
         )
         .await,

@@ -65,6 +65,7 @@ async fn shipments(
             token,
             pb::ListShipmentsRequest {
                 parent: order.into(),
+                ..Default::default()
             },
         ))
         .await
@@ -276,6 +277,35 @@ async fn racing_shipments_never_claim_the_same_units() {
     assert_eq!(shipped, 5);
     let mug = suite.level("MUG").await;
     assert_eq!((mug.on_hand, mug.committed), (15, 0));
+    // The shipments come in pages, oldest first, each once.
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = suite
+            .checkout
+            .clone()
+            .list_shipments(authed(
+                &ada.token,
+                pb::ListShipmentsRequest {
+                    parent: order.name.clone(),
+                    page_size: 2,
+                    page_token,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.shipments.len() <= 2);
+        seen.extend(page.shipments.into_iter().map(|s| s.name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!((seen.len(), sorted), (5, seen.clone()));
     assert_eq!(
         suite.order(&order.name).await.fulfillment_status,
         pb::FulfillmentStatus::Fulfilled as i32

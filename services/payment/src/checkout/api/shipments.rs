@@ -8,6 +8,7 @@ use backroom_shared::{
     clock::to_timestamp,
     errors::{FieldViolation, Violations},
     idempotency,
+    paging::page,
     validate::required_text,
 };
 use tonic::{Request, Response, Status};
@@ -133,20 +134,34 @@ impl CheckoutApi {
         request: Request<pb::ListShipmentsRequest>,
     ) -> Result<Response<pb::ListShipmentsResponse>, Status> {
         let access = Caller::of(&request)?.access();
-        let id = OrderId::parse("parent", &request.get_ref().parent)
-            .map_err(|violation| Error::Validation(vec![violation]))?;
+        let req = request.into_inner();
+        let mut violations = Violations::default();
+        let id = violations.check(OrderId::parse("parent", &req.parent));
+        let page = page(
+            &mut violations,
+            req.page_size,
+            &req.page_token,
+            &[&req.parent],
+        );
+        let after = page.as_ref().and_then(|p| violations.check(p.after_uuid()));
+        let (id, page, after) = violations
+            .finish_with((id, page, after))
+            .map_err(Error::from)?;
         record("order", id);
-        let shipments = self
+        let limit = page.fetch_limit();
+        let found = self
             .store
             .read(move |conn| {
                 let found = repo::orders::find(conn, id)?.map(|order| (order, ()));
                 // Another customer's order does not exist, as far as they know.
                 order::visible(access, found).ok_or(Error::OrderNotFound(id))?;
-                repo::shipments::list(conn, id)
+                repo::shipments::list(conn, id, after, limit)
             })
             .await?;
+        let (shipments, next_page_token) = page.finish(found, |s| s.id.to_string());
         Ok(Response::new(pb::ListShipmentsResponse {
             shipments: shipments.iter().map(shipment_to_proto).collect(),
+            next_page_token,
         }))
     }
 }

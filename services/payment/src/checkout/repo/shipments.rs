@@ -212,13 +212,25 @@ pub fn fail(
     load(conn, id)
 }
 
-/// Every shipment of `order`, oldest first.
+/// A page of `order`'s shipments, oldest first: after the shipment
+/// `after` (the previous page's last), at most `limit` rows.
 #[instrument(skip_all, fields(order = %order))]
-pub fn list(conn: &mut PgConnection, order: OrderId) -> Result<Vec<Shipment>, Error> {
-    shipments::table
+pub fn list(
+    conn: &mut PgConnection,
+    order: OrderId,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Shipment>, Error> {
+    let mut query = shipments::table
         .filter(shipments::order_id.eq(order.uuid()))
         .order(shipments::id.asc())
+        .limit(limit)
         .select(ShipmentRow::as_select())
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(shipments::id.gt(after));
+    }
+    query
         .load(conn)?
         .into_iter()
         .map(|row| with_lines(conn, row))
