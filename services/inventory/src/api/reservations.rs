@@ -172,6 +172,13 @@ impl TryFrom<pb::ReserveStockRequest> for ReserveStock {
     }
 }
 
+/// A reservation name in canonical form for fingerprints (as sent when it
+/// does not parse: the request is refused anyway).
+fn canonical_name(raw: &str) -> String {
+    OrderId::parse_reservation_name("name", raw)
+        .map_or_else(|_| raw.to_owned(), OrderId::reservation_name)
+}
+
 /// Ship and Uncommit requests name a reservation, its lines and a
 /// required request id: the same parsing and the same fingerprint.
 macro_rules! settle_request {
@@ -184,8 +191,7 @@ macro_rules! settle_request {
             }
 
             fn fingerprint(&self) -> Vec<u8> {
-                let name = OrderId::parse_reservation_name("name", &self.name)
-                    .map_or_else(|_| self.name.clone(), OrderId::reservation_name);
+                let name = canonical_name(&self.name);
                 idempotency::fingerprint(&Self {
                     name,
                     request_id: String::new(),
@@ -245,8 +251,7 @@ macro_rules! transition_request {
             }
 
             fn fingerprint(&self) -> Vec<u8> {
-                let name = OrderId::parse_reservation_name("name", &self.name)
-                    .map_or_else(|_| self.name.clone(), OrderId::reservation_name);
+                let name = canonical_name(&self.name);
                 idempotency::fingerprint(&Self {
                     name,
                     request_id: String::new(),

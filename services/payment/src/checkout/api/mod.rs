@@ -18,8 +18,11 @@ use backroom_proto::payment::v1::{
 use std::sync::Arc;
 
 use backroom_shared::{client::TracedChannel, store::Store};
-use tokio::sync::Semaphore;
+use std::future::Future;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use super::saga::Saga;
 
@@ -99,4 +102,39 @@ impl CheckoutService for CheckoutApi {
     ) -> Result<Response<pb::ListShipmentsResponse>, Status> {
         self.shipments(request).await
     }
+}
+
+impl CheckoutApi {
+    /// A slot for work that must finish whether or not its caller still
+    /// waits — a saga's first drive, a shipment, a cancellation — taken
+    /// before anything is stored: at most the checkout limit of them, and
+    /// past it the call is OVERLOADED instead of queueing work for nobody.
+    fn work_slot(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.drives
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| backroom_shared::concurrency::overloaded(crate::DOMAIN))
+    }
+}
+
+/// Runs `work` on its own task, holding `slot` until it ends, in the
+/// caller's span: a caller who gives up (its deadline, a hang-up) does not
+/// stop it half-way. Returns its result to a caller who still waits.
+async fn detached<T: Send + 'static>(
+    slot: OwnedSemaphorePermit,
+    work: impl Future<Output = Result<T, Status>> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::spawn(
+        async move {
+            let _slot = slot;
+            work.await
+        }
+        .instrument(tracing::Span::current()),
+    )
+    .await
+    .map_err(|err| {
+        Status::from(crate::domain::Error::Db(
+            backroom_shared::db::DbError::Other(anyhow::anyhow!("checkout task: {err}")),
+        ))
+    })?
 }

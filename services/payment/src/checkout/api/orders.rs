@@ -19,7 +19,7 @@ use backroom_shared::{
 };
 use prost::Message as _;
 use tonic::{Code, Request, Response, Status};
-use tracing::{Instrument as _, instrument};
+use tracing::instrument;
 use uuid::Uuid;
 
 use super::CheckoutApi;
@@ -304,11 +304,7 @@ impl CheckoutApi {
         let cmd = PlaceOrder::try_from(&req)?;
         // A slot for the saga's first drive, taken before the order exists:
         // when every slot is busy the order is refused, not parked.
-        let drive_slot = self
-            .drives
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| backroom_shared::concurrency::overloaded(crate::DOMAIN))?;
+        let drive_slot = self.work_slot()?;
         let customer = resolve_customer("customer", cmd.customer, access)?;
         record("customer", customer);
         let address = shipping_address(&cmd.shipping_address, customer, &caller)?;
@@ -343,26 +339,16 @@ impl CheckoutApi {
         // it): with the database down it fails within the call's time, not
         // after the pool's whole checkout timeout.
         let deadline = backroom_shared::deadline::current();
-        let placed = tokio::spawn(
-            async move {
-                let _slot = drive_slot;
-                let insert =
-                    store.write(move |conn, now| repo::orders::insert_order(conn, &order, now));
-                let (stored, created) = backroom_shared::deadline::scope(deadline, insert).await?;
-                if created {
-                    tracing::info!(order = %stored.id, "order placed");
-                }
-                Ok::<_, Status>((stored.id, saga.drive(stored.id).await?))
+        let (id, mut driven) = super::detached(drive_slot, async move {
+            let insert =
+                store.write(move |conn, now| repo::orders::insert_order(conn, &order, now));
+            let (stored, created) = backroom_shared::deadline::scope(deadline, insert).await?;
+            if created {
+                tracing::info!(order = %stored.id, "order placed");
             }
-            .instrument(tracing::Span::current()),
-        )
-        .await
-        .map_err(|err| {
-            Status::from(Error::Db(backroom_shared::db::DbError::Other(
-                anyhow::anyhow!("checkout task: {err}"),
-            )))
-        })?;
-        let (id, mut driven) = placed?;
+            Ok((stored.id, saga.drive(stored.id).await?))
+        })
+        .await?;
         record("order", id);
 
         // When another worker drives the saga or a step waits for a retry,

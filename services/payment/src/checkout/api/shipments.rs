@@ -106,21 +106,17 @@ impl CheckoutApi {
             .map_err(Error::from)?;
         let cmd = CreateShipment::try_from(request.into_inner())?;
         record("order", cmd.order_id);
+        let slot = self.work_slot()?;
         let stored = self
             .store
             .write(move |conn, now| repo::shipments::begin(conn, &cmd, now))
             .await?;
         record("shipment", stored.id);
-        // Shipped on the saga's own task: a caller who gives up does not
-        // leave the shipment PENDING until recovery finds it.
+        // Shipped on its own task: a caller who gives up does not leave the
+        // shipment PENDING until recovery finds it.
         let saga = self.saga.clone();
-        let shipment = tokio::spawn(async move { saga.ship(stored.id).await })
-            .await
-            .map_err(|err| {
-                Status::from(Error::Db(backroom_shared::db::DbError::Other(
-                    anyhow::anyhow!("shipment task: {err}"),
-                )))
-            })??;
+        let shipment =
+            super::detached(slot, async move { Ok(saga.ship(stored.id).await?) }).await?;
         if shipment.state == ShipmentState::Failed {
             return Err(Error::ShipmentFailed(shipment.failure_reason.unwrap_or_default()).into());
         }
@@ -207,6 +203,7 @@ impl CheckoutApi {
         let cmd = CancelOrder::try_from(request.into_inner())?;
         let id = cmd.order_id;
         record("order", id);
+        let slot = self.work_slot()?;
         let stored = self
             .store
             .write(move |conn, now| {
@@ -217,16 +214,10 @@ impl CheckoutApi {
                 repo::cancellations::begin(conn, &cmd, now)
             })
             .await?;
-        // Finished on the saga's own task: a caller who gives up does not
-        // leave the stock and the money waiting for recovery.
+        // Finished on its own task: a caller who gives up does not leave the
+        // stock and the money waiting for recovery.
         let saga = self.saga.clone();
-        tokio::spawn(async move { saga.cancel(stored.id).await })
-            .await
-            .map_err(|err| {
-                Status::from(Error::Db(backroom_shared::db::DbError::Other(
-                    anyhow::anyhow!("cancellation task: {err}"),
-                )))
-            })??;
+        super::detached(slot, async move { Ok(saga.cancel(stored.id).await?) }).await?;
         let (order, lines) = self
             .store
             .read(move |conn| {

@@ -9,12 +9,15 @@
 
 use backroom_proto::{inventory::v1 as inventory_pb, payment::v1 as pb};
 use backroom_shared::auth::audience;
-use chrono::Duration;
 use diesel::Connection as _;
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{Saga, remote::derived_request_id, state::StepError};
+use super::{
+    PENDING_BATCH, PENDING_GRACE, Saga,
+    remote::{Reply, derived_request_id, reply},
+    state::StepError,
+};
 use crate::{
     checkout::{
         cancellation::{Cancellation, CancellationState},
@@ -24,31 +27,21 @@ use crate::{
     domain::Error,
 };
 
-/// A PENDING cancellation untouched this long is the recovery worker's.
-const PENDING_GRACE: Duration = Duration::seconds(10);
-
-/// Most pending cancellations one recovery pass picks up.
-const CANCELLATION_BATCH: i64 = 50;
-
 /// Whether a step got its answer: `false` leaves the cancellation PENDING.
 fn answered<T>(
     step: &str,
     outcome: Result<Result<T, tonic::Status>, StepError>,
 ) -> Result<bool, Error> {
-    match outcome {
-        Ok(Ok(_)) => Ok(true),
-        Ok(Err(status)) => {
+    match reply(outcome)? {
+        Reply::Answered(_) => Ok(true),
+        Reply::Refused(status) => {
             tracing::error!(step, code = ?status.code(), status_message = status.message(), "a cancellation step was refused; it stays pending for an operator");
             Ok(false)
         }
-        Err(StepError::Transient(status)) => {
+        Reply::Unanswered(status) => {
             tracing::warn!(step, code = ?status.code(), "a cancellation step got no answer yet; it stays pending");
             Ok(false)
         }
-        Err(StepError::Local(err)) => Err(err),
-        Err(other) => Err(Error::Db(backroom_shared::db::DbError::Other(
-            anyhow::anyhow!("unexpected outcome of a cancellation step: {other:?}"),
-        ))),
     }
 }
 
@@ -129,7 +122,7 @@ impl Saga {
     pub async fn cancel_pending(&self) -> Result<usize, Error> {
         let before = self.now() - PENDING_GRACE;
         let due = self
-            .db(move |conn| repo::cancellations::pending_before(conn, before, CANCELLATION_BATCH))
+            .db(move |conn| repo::cancellations::pending_before(conn, before, PENDING_BATCH))
             .await?;
         for id in &due {
             if let Err(err) = self.cancel(*id).await {

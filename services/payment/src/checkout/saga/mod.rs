@@ -34,6 +34,14 @@ mod shipments;
 mod state;
 mod steps;
 
+/// A shipment or cancellation left PENDING this long (a crash, an outage,
+/// a caller who gave up) is the recovery worker's to finish.
+const PENDING_GRACE: chrono::Duration = chrono::Duration::seconds(10);
+
+/// Most pending shipments (and, separately, cancellations) one recovery
+/// pass picks up.
+const PENDING_BATCH: i64 = 50;
+
 use std::{sync::Arc, time::Duration};
 
 use backroom_proto::{

@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 use tonic::{Code, Request, Response, Status};
 
 use super::{Saga, state::StepError};
-use crate::domain::OrderId;
+use crate::domain::{Error, OrderId};
 
 /// A request id derived from the order and the step: stable across retries
 /// and crashes, so every downstream effect happens once.
@@ -83,5 +83,31 @@ impl Saga {
             Err(status) if is_transient(&status) => Err(StepError::Transient(status)),
             Err(status) => Ok(Err(status)),
         }
+    }
+}
+
+/// How a call of a flow after checkout (a shipment, a cancellation) ended,
+/// for the flow to record: these flows never compensate or need
+/// attention, so the saga's other step outcomes do not occur.
+pub(super) enum Reply<T> {
+    /// A definitive answer.
+    Answered(T),
+    /// A definitive refusal.
+    Refused(Status),
+    /// No definitive answer yet: the flow stays PENDING for a retry.
+    Unanswered(Status),
+}
+
+/// Sorts [`Saga::remote`]'s outcome into a [`Reply`]; our own database
+/// failing is the error.
+pub(super) fn reply<T>(outcome: Result<Result<T, Status>, StepError>) -> Result<Reply<T>, Error> {
+    match outcome {
+        Ok(Ok(value)) => Ok(Reply::Answered(value)),
+        Ok(Err(status)) => Ok(Reply::Refused(status)),
+        Err(StepError::Transient(status)) => Ok(Reply::Unanswered(status)),
+        Err(StepError::Local(err)) => Err(err),
+        Err(other) => Err(Error::Db(backroom_shared::db::DbError::Other(
+            anyhow::anyhow!("a saga outcome a flow after checkout cannot have: {other:?}"),
+        ))),
     }
 }

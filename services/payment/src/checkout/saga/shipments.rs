@@ -7,11 +7,13 @@
 
 use backroom_proto::inventory::v1 as inventory_pb;
 use backroom_shared::{auth::audience, errors::reason_of};
-use chrono::Duration;
 use diesel::Connection as _;
 use tracing::instrument;
 
-use super::{Saga, state::StepError};
+use super::{
+    PENDING_BATCH, PENDING_GRACE, Saga,
+    remote::{Reply, reply},
+};
 use crate::{
     checkout::{
         order::ReservationName,
@@ -20,12 +22,6 @@ use crate::{
     },
     domain::{Error, ShipmentId},
 };
-
-/// A PENDING shipment untouched this long is the recovery worker's.
-const PENDING_GRACE: Duration = Duration::seconds(10);
-
-/// Most pending shipments one recovery pass picks up.
-const SHIPMENT_BATCH: i64 = 50;
 
 impl Saga {
     /// Ships `id` at inventory if it is PENDING and records the outcome;
@@ -58,25 +54,21 @@ impl Saga {
             )
             .await;
         let now = self.now();
-        match outcome {
-            Ok(Ok(_)) => {
+        match reply(outcome)? {
+            Reply::Answered(_) => {
                 self.db(move |conn| conn.transaction(|conn| repo::shipments::finish(conn, id, now)))
                     .await
             }
-            Ok(Err(status)) => {
+            Reply::Refused(status) => {
                 let reason = reason_of(&status).unwrap_or_else(|| format!("{:?}", status.code()));
                 tracing::warn!(%reason, message = status.message(), "inventory refused a shipment");
                 self.db(move |conn| repo::shipments::fail(conn, id, &reason, now))
                     .await
             }
-            Err(StepError::Transient(status)) => {
+            Reply::Unanswered(status) => {
                 tracing::warn!(code = ?status.code(), "shipment not confirmed yet; it stays pending");
                 self.db(move |conn| repo::shipments::load(conn, id)).await
             }
-            Err(StepError::Local(err)) => Err(err),
-            Err(other) => Err(Error::Db(backroom_shared::db::DbError::Other(
-                anyhow::anyhow!("unexpected outcome of a shipment call: {other:?}"),
-            ))),
         }
     }
 
@@ -85,7 +77,7 @@ impl Saga {
     pub async fn ship_pending(&self) -> Result<usize, Error> {
         let before = self.now() - PENDING_GRACE;
         let due = self
-            .db(move |conn| repo::shipments::pending_before(conn, before, SHIPMENT_BATCH))
+            .db(move |conn| repo::shipments::pending_before(conn, before, PENDING_BATCH))
             .await?;
         for id in &due {
             if let Err(err) = self.ship(*id).await {
