@@ -83,6 +83,15 @@ impl Quantity {
     }
 }
 
+/// ErrorInfo metadata `skus` (and the SKUs of an error message): a
+/// comma-separated ascending, de-duplicated list.
+pub fn sku_list(skus: &[Sku]) -> String {
+    let mut sorted: Vec<&str> = skus.iter().map(Sku::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted.join(",")
+}
+
 /// The lines of a quote, reservation, order or shipment, each checked by
 /// the rules above and each SKU once; `lines` are (sku, quantity) in
 /// request order, at most [`MAX_LINES`] of them read (the caller checks how

@@ -169,6 +169,12 @@ pub struct AccountConfig {
     /// Every client in BACKROOM_SERVICE_CLIENTS must be listed.
     #[arg(long, env = "BACKROOM_SERVICE_CLIENT_AUDIENCES")]
     pub service_client_audiences: Option<String>,
+    /// Roles a service principal has beside `service`:
+    /// `client_id=role|role,…`; the only such role is `fulfillment` (a
+    /// warehouse system: it ships orders and receives returns). Clients
+    /// not listed have none.
+    #[arg(long, env = "BACKROOM_SERVICE_CLIENT_ROLES")]
+    pub service_client_roles: Option<String>,
     /// Email of an admin account created at start-up if no account has it.
     #[arg(long, env = "BACKROOM_BOOTSTRAP_ADMIN_EMAIL")]
     pub bootstrap_admin_email: Option<String>,
@@ -204,6 +210,7 @@ impl AccountConfig {
             hash_queue_depth: DEFAULT_QUEUE_DEPTH,
             service_clients: None,
             service_client_audiences: None,
+            service_client_roles: None,
             bootstrap_admin_email: None,
             bootstrap_admin_password: None,
             bootstrap_admin_promote_existing: false,
@@ -242,10 +249,11 @@ impl AccountConfig {
         })
     }
 
-    /// The configured service principals: id, secret (not yet hashed) and
-    /// the audiences each may ask tokens for.
-    fn service_clients(&self) -> anyhow::Result<Vec<(String, Password, Vec<String>)>> {
+    /// The configured service principals: id, secret (not yet hashed), the
+    /// audiences each may ask tokens for and its roles beside `service`.
+    fn service_clients(&self) -> anyhow::Result<Vec<ConfiguredClient>> {
         let allowed = parse_audiences(self.service_client_audiences.as_deref().unwrap_or(""))?;
+        let roles = parse_client_roles(self.service_client_roles.as_deref().unwrap_or(""))?;
         let Some(list) = &self.service_clients else {
             return Ok(Vec::new());
         };
@@ -277,7 +285,17 @@ impl AccountConfig {
                             "BACKROOM_SERVICE_CLIENT_AUDIENCES: no entry for service client {id}; list the audiences it may call, e.g. {id}=backroom.account"
                         )
                     })?;
-                Ok((id.to_owned(), secret, audiences))
+                let roles = roles
+                    .iter()
+                    .find(|(client, _)| client == id)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_default();
+                Ok(ConfiguredClient {
+                    id: id.to_owned(),
+                    secret,
+                    audiences,
+                    roles,
+                })
             })
             .collect()
     }
@@ -304,6 +322,41 @@ pub struct Deps {
 }
 
 /// Parses `client_id=aud|aud,…`.
+/// A service principal as configured, its secret not yet hashed.
+struct ConfiguredClient {
+    id: String,
+    secret: Password,
+    audiences: Vec<String>,
+    roles: Vec<String>,
+}
+
+/// `client_id=role|role,…`: the roles service principals have beside
+/// `service`, each one of [`SERVICE_CLIENT_ROLES`].
+fn parse_client_roles(spec: &str) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let (id, roles) = entry.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("BACKROOM_SERVICE_CLIENT_ROLES: expected client_id=role|role")
+            })?;
+            let roles: Vec<String> = roles.split('|').map(|r| r.trim().to_owned()).collect();
+            for role in &roles {
+                anyhow::ensure!(
+                    SERVICE_CLIENT_ROLES.contains(&role.as_str()),
+                    "BACKROOM_SERVICE_CLIENT_ROLES: a service principal may have role {} only, not {role:?}",
+                    SERVICE_CLIENT_ROLES.join(", ")
+                );
+            }
+            Ok((id.trim().to_owned(), roles))
+        })
+        .collect()
+}
+
+/// The roles a service principal may be given beside `service` (never
+/// admin: a principal's powers are what its role names, nothing more).
+const SERVICE_CLIENT_ROLES: &[&str] = &[backroom_shared::auth::ROLE_FULFILLMENT];
+
 fn parse_audiences(spec: &str) -> anyhow::Result<Vec<(String, Vec<String>)>> {
     spec.split(',')
         .map(str::trim)
@@ -347,12 +400,13 @@ impl Deps {
             chrono::Duration::seconds(config.access_token_ttl_secs),
         );
         let mut clients = Vec::new();
-        for (id, secret, audiences) in config.service_clients()? {
-            let secret_hash = hasher.hash(&secret).await?;
+        for client in config.service_clients()? {
+            let secret_hash = hasher.hash(&client.secret).await?;
             clients.push(ServiceClient {
-                id,
+                id: client.id,
                 secret_hash,
-                audiences,
+                audiences: client.audiences,
+                roles: client.roles,
             });
         }
         Ok(Self {

@@ -125,6 +125,14 @@ pub struct CheckoutConfig {
     /// of `BACKROOM_CONCURRENCY_LIMIT`.
     #[arg(long, env = "BACKROOM_CHECKOUT_CONCURRENCY_LIMIT")]
     pub checkout_concurrency_limit: Option<usize>,
+    /// Days after an order's last shipment during which its customer may
+    /// ask to return shipped units (RequestReturn); at least 0.
+    #[arg(
+        long,
+        env = "BACKROOM_RETURN_WINDOW_DAYS",
+        default_value_t = crate::checkout::returns::DEFAULT_WINDOW_DAYS
+    )]
+    pub return_window_days: i64,
 }
 
 impl Default for CheckoutConfig {
@@ -134,6 +142,7 @@ impl Default for CheckoutConfig {
             checkout_lease_secs: 30,
             checkout_capture_max_rounds: DEFAULT_CAPTURE_MAX_ROUNDS,
             checkout_concurrency_limit: None,
+            return_window_days: crate::checkout::returns::DEFAULT_WINDOW_DAYS,
         }
     }
 }
@@ -167,6 +176,10 @@ impl CheckoutConfig {
             self.checkout_capture_max_rounds >= 1,
             "BACKROOM_CHECKOUT_CAPTURE_MAX_ROUNDS must be at least 1"
         );
+        anyhow::ensure!(
+            (0..=3650).contains(&self.return_window_days),
+            "BACKROOM_RETURN_WINDOW_DAYS must be 0–3650"
+        );
         self.concurrency_limit(server).map(|_| ())
     }
 
@@ -190,6 +203,7 @@ impl CheckoutConfig {
         SagaConfig {
             lease: chrono::Duration::seconds(self.checkout_lease_secs),
             capture_max_rounds: self.checkout_capture_max_rounds,
+            return_window: chrono::Duration::days(self.return_window_days),
             ..SagaConfig::default()
         }
     }

@@ -13,7 +13,7 @@
 use tonic::{Code, Status};
 use uuid::Uuid;
 
-use super::{Caller, ROLE_ADMIN, ROLE_SERVICE};
+use super::{Caller, ROLE_ADMIN, ROLE_FULFILLMENT, ROLE_SERVICE};
 use crate::errors::{Domain, with_reason};
 
 /// What `metadata["required"]` says for the common requirements.
@@ -24,6 +24,8 @@ pub mod required {
     pub const SERVICE: &str = "role service";
     /// Role admin or role service.
     pub const ADMIN_OR_SERVICE: &str = "role admin or role service";
+    /// Role admin, or a service principal with role fulfillment.
+    pub const ADMIN_OR_FULFILLMENT: &str = "role admin or a service with role fulfillment";
     /// The owner or an admin.
     pub const OWNER_OR_ADMIN: &str = "owner or role admin";
     /// The owner, an admin or a service.
@@ -62,6 +64,8 @@ pub struct Access {
     pub admin: bool,
     /// A service principal with role service.
     pub service: bool,
+    /// A service principal with role fulfillment too (a warehouse).
+    pub fulfillment: bool,
 }
 
 impl Access {
@@ -71,6 +75,7 @@ impl Access {
             account: caller.account_id(),
             admin: caller.claims.has_role(ROLE_ADMIN),
             service: caller.is_service(),
+            fulfillment: caller.is_service() && caller.claims.has_role(ROLE_FULFILLMENT),
         }
     }
 
@@ -95,6 +100,15 @@ impl Access {
     /// Admins and service principals.
     pub fn require_admin_or_service(self) -> Result<(), AccessDenied> {
         Self::allow(self.admin || self.service, required::ADMIN_OR_SERVICE)
+    }
+
+    /// Admins and warehouse systems (service principals with role
+    /// fulfillment).
+    pub fn require_admin_or_fulfillment(self) -> Result<(), AccessDenied> {
+        Self::allow(
+            self.admin || self.fulfillment,
+            required::ADMIN_OR_FULFILLMENT,
+        )
     }
 
     /// `owner` itself or an admin.
@@ -182,6 +196,7 @@ mod tests {
             account: Some(Uuid::now_v7()),
             admin: false,
             service: false,
+            fulfillment: false,
         };
         assert_eq!(customer.sees(Some(owner), |o| *o), None);
         let me = Access {
@@ -211,5 +226,22 @@ mod tests {
             Some("ACCESS_DENIED")
         );
         assert_eq!(status.message(), "this call requires owner or role admin");
+        // A warehouse is a service with role fulfillment; a service
+        // without it, or a customer, is no warehouse.
+        let service = Access {
+            account: None,
+            service: true,
+            ..customer
+        };
+        assert!(service.require_admin_or_fulfillment().is_err());
+        assert!(customer.require_admin_or_fulfillment().is_err());
+        assert!(
+            Access {
+                fulfillment: true,
+                ..service
+            }
+            .require_admin_or_fulfillment()
+            .is_ok()
+        );
     }
 }

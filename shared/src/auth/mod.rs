@@ -73,6 +73,9 @@ pub const ROLE_CUSTOMER: &str = "customer";
 pub const ROLE_ADMIN: &str = "admin";
 /// Role of service principals (calls between services).
 pub const ROLE_SERVICE: &str = "service";
+/// Role a service principal may be given beside `service`: a warehouse
+/// system, which ships orders and receives returns.
+pub const ROLE_FULFILLMENT: &str = "fulfillment";
 
 /// The token audience of each service.
 pub mod audience {

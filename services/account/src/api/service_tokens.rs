@@ -88,9 +88,12 @@ pub(super) async fn issue_service_token(
         .authenticate(&deps.hasher, &cmd.client_id, &cmd.secret, &cmd.audience)
         .await?;
     Span::current().record("client", client.id.as_str());
-    let (access_token, expires) =
-        deps.issuer
-            .issue_for_service(&client.id, &cmd.audience, deps.store.now())?;
+    let (access_token, expires) = deps.issuer.issue_for_service(
+        &client.id,
+        &client.roles,
+        &cmd.audience,
+        deps.store.now(),
+    )?;
     Ok(Response::new(pb::ServiceToken {
         access_token,
         expire_time: Some(to_timestamp(expires)),

@@ -12,6 +12,8 @@ pub struct ServiceClient {
     pub secret_hash: String,
     /// The audiences it may ask tokens for.
     pub audiences: Vec<String>,
+    /// Its roles beside `service` (e.g. `fulfillment`).
+    pub roles: Vec<String>,
 }
 
 /// Every configured service principal.

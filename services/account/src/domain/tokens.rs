@@ -147,16 +147,20 @@ impl TokenIssuer {
         )
     }
 
-    /// A service token for the principal `client_id`, for `audience` only.
+    /// A service token for the principal `client_id` with role `service`
+    /// and its `roles`, for `audience` only.
     pub fn issue_for_service(
         &self,
         client_id: &str,
+        roles: &[String],
         audience: &str,
         now: DateTime<Utc>,
     ) -> Result<(String, DateTime<Utc>), Error> {
         self.issue(
             names::name("services", client_id),
-            vec![ROLE_SERVICE.to_owned()],
+            std::iter::once(ROLE_SERVICE.to_owned())
+                .chain(roles.iter().cloned())
+                .collect(),
             vec![audience.to_owned()],
             now,
         )

@@ -20,7 +20,7 @@ use std::pin::Pin;
 use backroom_proto::inventory::v1::{self as pb, inventory_service_server::InventoryService};
 use backroom_shared::{
     auth::{Access, AccessDenied, Caller},
-    catalog::Sku,
+    catalog::{Sku, sku_list},
     errors::{
         FieldViolation, Violations, invalid_argument, invalid_argument_with_reason, unavailable,
         with_reason,
@@ -268,6 +268,22 @@ impl InventoryService for InventoryApi {
     }
 
     #[instrument(skip_all, fields(reservation = %request.get_ref().name))]
+    async fn restock_reservation(
+        &self,
+        request: Request<pb::RestockReservationRequest>,
+    ) -> Result<Response<pb::Reservation>, Status> {
+        reservations::settle(self, request).await
+    }
+
+    #[instrument(skip_all, fields(reservation = %request.get_ref().name))]
+    async fn write_off_reservation(
+        &self,
+        request: Request<pb::WriteOffReservationRequest>,
+    ) -> Result<Response<pb::Reservation>, Status> {
+        reservations::settle(self, request).await
+    }
+
+    #[instrument(skip_all, fields(reservation = %request.get_ref().name))]
     async fn get_reservation(
         &self,
         request: Request<pb::GetReservationRequest>,
@@ -284,15 +300,6 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<Self::WatchStockStream>, Status> {
         watch::watch_stock(self, request).await
     }
-}
-
-/// ErrorInfo metadata `skus`: a comma-separated ascending, de-duplicated
-/// list.
-fn sku_list(skus: &[Sku]) -> String {
-    let mut sorted: Vec<&str> = skus.iter().map(Sku::as_str).collect();
-    sorted.sort_unstable();
-    sorted.dedup();
-    sorted.join(",")
 }
 
 /// The one mapping of domain errors to statuses; exhaustive on purpose.
@@ -422,7 +429,7 @@ impl From<Error> for Status {
                 Code::FailedPrecondition,
                 DOMAIN,
                 "RESERVATION_NOT_COMMITTED",
-                "only a committed reservation ships",
+                "only a committed reservation ships or takes units back",
                 [("current_state".to_owned(), state.as_str().to_owned())],
             ),
             Error::ExceedsCommitted(skus) => reason(
@@ -430,6 +437,15 @@ impl From<Error> for Status {
                 "EXCEEDS_COMMITTED",
                 format!(
                     "more units than the reservation still holds committed: {}",
+                    sku_list(&skus)
+                ),
+                &skus,
+            ),
+            Error::ExceedsShipped(skus) => reason(
+                Code::FailedPrecondition,
+                "EXCEEDS_SHIPPED",
+                format!(
+                    "more units than the reservation shipped and has not taken back: {}",
                     sku_list(&skus)
                 ),
                 &skus,

@@ -1,7 +1,7 @@
 //! ReserveStock, CommitReservation and ReleaseReservation (one handler,
-//! parameterised by the transition), ShipReservation and
-//! UncommitReservation (one handler, parameterised by the settlement),
-//! GetReservation.
+//! parameterised by the transition), ShipReservation, UncommitReservation,
+//! RestockReservation and WriteOffReservation (one handler, parameterised
+//! by the settlement), GetReservation.
 
 use backroom_proto::inventory::v1 as pb;
 use backroom_shared::{
@@ -75,8 +75,9 @@ where
     Ok(Response::new(reservation))
 }
 
-/// ShipReservation and UncommitReservation: the same handler, the
-/// settlement named by the request.
+/// ShipReservation, UncommitReservation, RestockReservation and
+/// WriteOffReservation: the same handler, the settlement named by the
+/// request.
 pub(super) async fn settle<M>(
     api: &InventoryApi,
     request: Request<M>,
@@ -179,7 +180,7 @@ fn canonical_name(raw: &str) -> String {
         .map_or_else(|_| raw.to_owned(), OrderId::reservation_name)
 }
 
-/// Ship and Uncommit requests name a reservation, its lines and a
+/// Ship, Uncommit, Restock and WriteOff requests name a reservation, its lines and a
 /// required request id: the same parsing and the same fingerprint.
 macro_rules! settle_request {
     ($request:ty, $method:literal, $settlement:expr) => {
@@ -236,6 +237,16 @@ settle_request!(
     pb::UncommitReservationRequest,
     "UncommitReservation",
     Settlement::Uncommit
+);
+settle_request!(
+    pb::RestockReservationRequest,
+    "RestockReservation",
+    Settlement::Restock
+);
+settle_request!(
+    pb::WriteOffReservationRequest,
+    "WriteOffReservation",
+    Settlement::WriteOff
 );
 
 /// Commit and Release requests name a reservation and nothing else: the
@@ -306,6 +317,8 @@ fn to_proto(reservation: &Reservation, now: DateTime<Utc>) -> pb::Reservation {
                 location: line.location.as_str().to_owned(),
                 shipped_quantity: line.shipped,
                 uncommitted_quantity: line.uncommitted,
+                restocked_quantity: line.restocked,
+                written_off_quantity: line.written_off,
             })
             .collect(),
         state: state as i32,

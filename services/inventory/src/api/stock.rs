@@ -268,6 +268,8 @@ impl From<&Movement> for pb::StockMovement {
             MovementKind::Expire => pb::StockMovementKind::Expire,
             MovementKind::Ship => pb::StockMovementKind::Ship,
             MovementKind::Uncommit => pb::StockMovementKind::Uncommit,
+            MovementKind::Return => pb::StockMovementKind::Return,
+            MovementKind::Damaged => pb::StockMovementKind::Damaged,
         };
         Self {
             name: movement.name(),

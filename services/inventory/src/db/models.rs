@@ -234,6 +234,8 @@ pub struct ReservationLineRow {
     pub quantity: i64,
     pub shipped: i64,
     pub uncommitted: i64,
+    pub restocked: i64,
+    pub written_off: i64,
 }
 
 impl ReservationLineRow {
@@ -248,6 +250,8 @@ impl ReservationLineRow {
             quantity: line.quantity.get(),
             shipped: line.shipped,
             uncommitted: line.uncommitted,
+            restocked: line.restocked,
+            written_off: line.written_off,
         }
     }
 }
@@ -260,6 +264,8 @@ impl From<ReservationLineRow> for ReservationLine {
             quantity: Quantity::from_stored(row.quantity),
             shipped: row.shipped,
             uncommitted: row.uncommitted,
+            restocked: row.restocked,
+            written_off: row.written_off,
         }
     }
 }

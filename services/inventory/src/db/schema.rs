@@ -25,6 +25,8 @@ pub mod inventory {
             quantity -> Int8,
             shipped -> Int8,
             uncommitted -> Int8,
+            restocked -> Int8,
+            written_off -> Int8,
         }
     }
 

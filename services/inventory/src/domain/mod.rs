@@ -112,6 +112,11 @@ pub enum Error {
     /// ascending.
     #[error("more than the reservation holds committed: {0:?}")]
     ExceedsCommitted(Vec<Sku>),
+    /// Restock or WriteOff: these lines would take back more units than
+    /// they shipped and have not taken back yet (or are not lines of the
+    /// reservation), ascending.
+    #[error("more than the reservation shipped: {0:?}")]
+    ExceedsShipped(Vec<Sku>),
     /// WatchStock: the caller already holds its cap of open streams.
     #[error(transparent)]
     TooManyStreams(#[from] TooManyStreams),

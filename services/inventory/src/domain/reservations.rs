@@ -89,12 +89,23 @@ pub struct ReservationLine {
     /// ship). `shipped + uncommitted ≤ quantity`; the rest are still
     /// committed at the location.
     pub uncommitted: i64,
+    /// Shipped units that came back and went back on the shelf.
+    pub restocked: i64,
+    /// Shipped units that came back unsellable and were written off.
+    /// `restocked + written_off ≤ shipped`.
+    pub written_off: i64,
 }
 
 impl ReservationLine {
     /// Units still committed: neither shipped nor returned.
     pub fn unshipped(&self) -> i64 {
         self.quantity.get() - self.shipped - self.uncommitted
+    }
+
+    /// Shipped units that have not come back (neither restocked nor
+    /// written off).
+    pub fn out(&self) -> i64 {
+        self.shipped - self.restocked - self.written_off
     }
 
     /// The level the line holds units of.
@@ -306,14 +317,20 @@ pub fn require_every_line(short: Vec<Sku>) -> Result<(), Error> {
     }
 }
 
-/// What becomes of committed units: they ship, or they go back to
-/// available because they will not ship (the order canceled them).
+/// What becomes of a committed reservation's units: committed ones ship,
+/// or go back to available because they will not ship (the order canceled
+/// them); shipped ones that come back (a return) go back on the shelf or
+/// are written off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settlement {
-    /// ShipReservation: they leave the building.
+    /// ShipReservation: committed units leave the building.
     Ship,
-    /// UncommitReservation: back to available.
+    /// UncommitReservation: committed units back to available.
     Uncommit,
+    /// RestockReservation: shipped units back on the shelf.
+    Restock,
+    /// WriteOffReservation: shipped units back, unsellable.
+    WriteOff,
 }
 
 impl Settlement {
@@ -322,6 +339,18 @@ impl Settlement {
         match self {
             Self::Ship => MovementKind::Ship,
             Self::Uncommit => MovementKind::Uncommit,
+            Self::Restock => MovementKind::Return,
+            Self::WriteOff => MovementKind::Damaged,
+        }
+    }
+
+    /// Units of `line` this settlement may still take: committed ones for
+    /// Ship and Uncommit, shipped ones not yet back for Restock and
+    /// WriteOff.
+    pub fn open(self, line: &ReservationLine) -> i64 {
+        match self {
+            Self::Ship | Self::Uncommit => line.unshipped(),
+            Self::Restock | Self::WriteOff => line.out(),
         }
     }
 }
@@ -341,8 +370,9 @@ pub struct SettleReservation {
 
 impl SettleReservation {
     /// The rules: only a COMMITTED reservation settles, and no line settles
-    /// more than it still holds committed (a SKU that is not a line of the
-    /// reservation holds none). Returns each line with its units, in lock
+    /// more than it still holds committed — or, for Restock and WriteOff,
+    /// more than it shipped and has not taken back (a SKU that is not a
+    /// line of the reservation holds none). Returns each line with its units, in lock
     /// order.
     pub fn check<'r>(
         &self,
@@ -355,12 +385,18 @@ impl SettleReservation {
         let mut exceeding = Vec::new();
         for (sku, units) in &self.lines {
             match reservation.lines.iter().find(|line| &line.sku == sku) {
-                Some(line) if units.get() <= line.unshipped() => shipped.push((line, units.get())),
+                Some(line) if units.get() <= self.settlement.open(line) => {
+                    shipped.push((line, units.get()))
+                }
                 _ => exceeding.push(sku.clone()),
             }
         }
         if !exceeding.is_empty() {
-            return Err(Error::ExceedsCommitted(sorted(exceeding)));
+            let exceeding = sorted(exceeding);
+            return Err(match self.settlement {
+                Settlement::Ship | Settlement::Uncommit => Error::ExceedsCommitted(exceeding),
+                Settlement::Restock | Settlement::WriteOff => Error::ExceedsShipped(exceeding),
+            });
         }
         shipped.sort_by(|(a, _), (b, _)| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
         Ok(shipped)

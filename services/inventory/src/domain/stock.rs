@@ -102,6 +102,11 @@ backroom_shared::stored_enum!(
         /// committed → available: units that will not ship (the order
         /// canceled them).
         Uncommit = "UNCOMMIT",
+        /// shipped → available: returned units back on the shelf.
+        Return = "RETURN",
+        /// Returned units written off: they never re-enter on_hand (no
+        /// part changes; the movement records them).
+        Damaged = "DAMAGED",
     }
 );
 
@@ -116,6 +121,8 @@ impl MovementKind {
             Self::Commit => (0, -units, units),
             Self::Ship => (0, 0, -units),
             Self::Uncommit => (units, 0, -units),
+            Self::Return => (units, 0, 0),
+            Self::Damaged => (0, 0, 0),
         };
         Deltas {
             available,
@@ -137,7 +144,8 @@ pub struct Deltas {
 }
 
 impl Deltas {
-    /// Change of on_hand (non-zero only for adjustments and shipments).
+    /// Change of on_hand (non-zero only for adjustments, shipments and
+    /// restocked returns).
     pub fn on_hand(self) -> i64 {
         self.available + self.reserved + self.committed
     }
@@ -521,6 +529,7 @@ mod tests {
             let on_hand = match kind {
                 MovementKind::Adjustment => 3,
                 MovementKind::Ship => -3,
+                MovementKind::Return => 3,
                 _ => 0,
             };
             assert_eq!(

@@ -27,6 +27,7 @@ use backroom_proto::{
 };
 use backroom_shared::{
     auth::{Caller, Principal},
+    catalog::sku_list,
     errors::{
         FieldViolation, Violations, invalid_argument, invalid_argument_with_reason, with_reason,
     },
@@ -236,11 +237,7 @@ impl From<Error> for Status {
                 vec![("current_state".to_owned(), state.to_owned())],
             ),
             Error::ShipmentExceedsOrder(skus) => {
-                let skus = skus
-                    .iter()
-                    .map(|sku| sku.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",");
+                let skus = sku_list(&skus);
                 precondition(
                     "SHIPMENT_EXCEEDS_ORDER",
                     format!("more units than the order has left to ship: {skus}"),
@@ -261,6 +258,66 @@ impl From<Error> for Status {
                 "NOTHING_TO_CANCEL",
                 "every unit of the order has shipped, is shipping or is canceled".into(),
                 vec![],
+            ),
+            Error::OrderNotReturnable(state) => precondition(
+                "ORDER_NOT_RETURNABLE",
+                format!("only a completed order is returned; this one is {state}"),
+                vec![("current_state".to_owned(), state.to_owned())],
+            ),
+            Error::ReturnExceedsShipped(skus) => {
+                let skus = sku_list(&skus);
+                precondition(
+                    "RETURN_EXCEEDS_SHIPPED",
+                    format!("more units than shipped and not yet returned: {skus}"),
+                    vec![("skus".to_owned(), skus)],
+                )
+            }
+            Error::NothingToReturn => precondition(
+                "NOTHING_TO_RETURN",
+                "every shipped unit of the order is returned or being returned".into(),
+                vec![],
+            ),
+            Error::ReturnWindowClosed { closed_at } => precondition(
+                "RETURN_WINDOW_CLOSED",
+                format!("the return window closed at {}", closed_at.to_rfc3339()),
+                vec![("closed_at".to_owned(), closed_at.to_rfc3339())],
+            ),
+            Error::ReturnNotFound { order, id } => {
+                not_found("RETURN_NOT_FOUND", id.name_under(order))
+            }
+            Error::ReturnRequestIdReused => with_reason(
+                Code::InvalidArgument,
+                DOMAIN,
+                "REQUEST_ID_REUSED",
+                "request_id was already used for a return of this order with different parameters",
+                [("field".to_owned(), "request_id".to_owned())],
+            ),
+            Error::ReturnAlreadyReceived => precondition(
+                "RETURN_ALREADY_RECEIVED",
+                "the return was already received with other decisions".into(),
+                vec![],
+            ),
+            Error::ReceiptMismatch(skus) => {
+                let skus = sku_list(&skus);
+                precondition(
+                    "RECEIPT_MISMATCH",
+                    format!(
+                        "each line of the return must be decided once, restocked + written off = its units: {skus}"
+                    ),
+                    vec![("skus".to_owned(), skus)],
+                )
+            }
+            Error::OrderNotRefundable(state) => precondition(
+                "ORDER_NOT_REFUNDABLE",
+                format!("only a completed order is refunded; this one is {state}"),
+                vec![("current_state".to_owned(), state.to_owned())],
+            ),
+            Error::OrderRefundRequestIdReused => with_reason(
+                Code::InvalidArgument,
+                DOMAIN,
+                "REQUEST_ID_REUSED",
+                "request_id was already used for a refund of this order with different parameters",
+                [("field".to_owned(), "request_id".to_owned())],
             ),
             Error::CancellationRequestIdReused => with_reason(
                 Code::InvalidArgument,

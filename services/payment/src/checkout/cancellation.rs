@@ -10,7 +10,9 @@
 //!   never both.
 //! - Its refund is the canceled units at their order price, plus the
 //!   shipping when nothing of the order has shipped or is shipping: then
-//!   the whole order is canceled and the customer gets everything back.
+//!   the whole order is canceled and the customer gets everything back —
+//!   capped at what the order may still refund (goodwill refunds may have
+//!   given some back already), and claimed on the order when it is stored.
 //! - It is stored PENDING, inventory returns the units' stock, payment
 //!   refunds, then it is DONE; the recovery worker finishes one a crash
 //!   left PENDING. One cancellation per order and request id.
@@ -126,6 +128,11 @@ pub fn plan(order: &Order, lines: &[OrderLine], claimed: &[(Sku, i64)]) -> Resul
         refund = refund
             .checked_add(shipping)
             .ok_or_else(|| Error::corrupt(format!("order {} refund", order.id)))?;
+    }
+    // Returns and goodwill refunds may have promised part of the money.
+    let refundable = order.refundable();
+    if refund.minor() > refundable.minor() {
+        refund = refundable;
     }
     Ok(Planned {
         lines: canceled,

@@ -11,7 +11,9 @@
 //!   worker resumes whatever a crash left half-done;
 //! - [`shipment`]: what of a completed order has shipped, and the rules of
 //!   shipping it; [`cancellation`]: what will not ship, and the refund;
-//! - [`repo`]: the `orders` / `order_lines` / `shipments` tables;
+//!   [`returns`]: what comes back; [`refund`]: goodwill refunds;
+//! - [`repo`]: the order tables and those of its shipments,
+//!   cancellations, returns and refunds;
 //! - [`api`]: the tonic `CheckoutService` impl.
 //!
 //! The saga calls PaymentService through its own gRPC API (with the
@@ -21,6 +23,8 @@
 pub mod api;
 pub mod cancellation;
 pub mod order;
+pub mod refund;
 pub mod repo;
+pub mod returns;
 pub mod saga;
 pub mod shipment;

@@ -110,14 +110,45 @@ pub struct Order {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
-    /// What its refunds returned so far (DONE cancellations).
+    /// What its refunds paid back so far (done cancellations, received
+    /// returns, goodwill refunds).
     pub refunded: Money,
+    /// What its refunds have promised, paid back or not yet: no new refund
+    /// goes past `total - refund_claimed`.
+    pub refund_claimed: Money,
+    /// A CancelOrder that came while it was still in checkout.
+    pub cancel_request: Option<CancelRequest>,
+}
+
+/// A CancelOrder of an order still in checkout: before the pivot the saga
+/// compensates; past it, the order completes and this becomes its
+/// cancellation in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelRequest {
+    /// The CancelOrder request id.
+    pub request_id: Uuid,
+    /// Its fingerprint.
+    pub fingerprint: Vec<u8>,
+    /// Why.
+    pub reason: String,
 }
 
 impl Order {
     /// The total, zero before the quote.
     pub fn total_or_zero(&self) -> Money {
         self.total.unwrap_or_else(|| Money::zero(self.currency))
+    }
+
+    /// What refunds may still promise: the captured total (COMPLETED
+    /// orders only; nothing otherwise) less what they promised already.
+    pub fn refundable(&self) -> Money {
+        if self.state != State::Completed {
+            return Money::zero(self.currency);
+        }
+        Money::new(
+            self.currency,
+            (self.total_or_zero().minor() - self.refund_claimed.minor()).max(0),
+        )
     }
 
     /// The reservation, by the name inventory gives it even before the
@@ -149,6 +180,8 @@ pub struct OrderLine {
     /// Units canceled (they will not ship); `shipped + canceled ≤
     /// quantity`.
     pub canceled: i64,
+    /// Shipped units returns have asked for; `returned ≤ shipped`.
+    pub returned: i64,
 }
 
 /// A new order, as PlaceOrder stores it.

@@ -98,15 +98,23 @@ pub enum Fulfillment {
     PartiallyFulfilled,
     /// Every unit shipped.
     Fulfilled,
+    /// Some shipped units are returned or being returned.
+    PartiallyReturned,
+    /// Every shipped unit is returned or being returned.
+    Returned,
 }
 
 /// The fulfilment of an order with `lines`: of the units that will ship
-/// (ordered and not canceled), how many did.
+/// (ordered and not canceled), how many did — and, once returns came, how
+/// many of those are coming back.
 pub fn fulfillment(lines: &[OrderLine]) -> Fulfillment {
     let shipped: i64 = lines.iter().map(|l| l.shipped).sum();
+    let returned: i64 = lines.iter().map(|l| l.returned).sum();
     let ordered: i64 = lines.iter().map(|l| l.quantity.get() - l.canceled).sum();
     match shipped {
         0 => Fulfillment::Unfulfilled,
+        s if returned >= s => Fulfillment::Returned,
+        _ if returned > 0 => Fulfillment::PartiallyReturned,
         s if s >= ordered => Fulfillment::Fulfilled,
         _ => Fulfillment::PartiallyFulfilled,
     }

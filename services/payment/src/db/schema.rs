@@ -42,6 +42,7 @@ pub mod payment {
             line_total_minor -> Nullable<Int8>,
             shipped -> Int8,
             canceled -> Int8,
+            returned -> Int8,
         }
     }
 
@@ -66,6 +67,47 @@ pub mod payment {
             refunds_shipping -> Bool,
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        payment.order_refunds (id) {
+            id -> Uuid,
+            order_id -> Uuid,
+            request_id -> Uuid,
+            fingerprint -> Bytea,
+            state -> Text,
+            reason -> Text,
+            amount_minor -> Int8,
+            created_at -> Timestamptz,
+            updated_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        payment.return_lines (return_id, position) {
+            return_id -> Uuid,
+            position -> Int4,
+            sku -> Text,
+            quantity -> Int8,
+            restocked -> Int8,
+            written_off -> Int8,
+        }
+    }
+
+    diesel::table! {
+        payment.returns (id) {
+            id -> Uuid,
+            order_id -> Uuid,
+            request_id -> Uuid,
+            fingerprint -> Bytea,
+            state -> Text,
+            reason -> Text,
+            note -> Text,
+            refund_minor -> Nullable<Int8>,
+            created_at -> Timestamptz,
+            updated_at -> Timestamptz,
+            received_at -> Nullable<Timestamptz>,
         }
     }
 
@@ -121,6 +163,10 @@ pub mod payment {
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
             refunded_minor -> Int8,
+            refund_claimed_minor -> Int8,
+            cancel_request_id -> Nullable<Uuid>,
+            cancel_fingerprint -> Nullable<Bytea>,
+            cancel_reason -> Nullable<Text>,
         }
     }
 
@@ -191,6 +237,9 @@ pub mod payment {
     diesel::joinable!(shipments -> orders (order_id));
     diesel::joinable!(cancellation_lines -> cancellations (cancellation_id));
     diesel::joinable!(cancellations -> orders (order_id));
+    diesel::joinable!(order_refunds -> orders (order_id));
+    diesel::joinable!(return_lines -> returns (return_id));
+    diesel::joinable!(returns -> orders (order_id));
     diesel::joinable!(payment_intents -> orders (order_id));
     diesel::joinable!(payment_intents -> payment_methods (payment_method_id));
     diesel::joinable!(refunds -> payment_intents (payment_intent_id));
@@ -202,10 +251,13 @@ pub mod payment {
         ledger_accounts,
         ledger_entries,
         order_lines,
+        order_refunds,
         orders,
         payment_intents,
         payment_methods,
         refunds,
+        return_lines,
+        returns,
         shipment_lines,
         shipments,
     );

@@ -124,6 +124,28 @@ impl ShipmentId {
     }
 }
 
+uuid_id!(
+    /// A return of an order; its name is nested under the order's
+    /// ([`ReturnId::name_under`]).
+    ReturnId
+);
+
+impl ReturnId {
+    /// The collection of returns under an order.
+    pub const COLLECTION: &'static str = "returns";
+
+    /// `orders/{order}/returns/{id}`.
+    pub fn name_under(self, order: OrderId) -> String {
+        names::nested(OrderId::COLLECTION, order, Self::COLLECTION, self)
+    }
+
+    /// Parses `orders/{uuid}/returns/{uuid}` into both ids.
+    pub fn parse_nested(field: &str, raw: &str) -> Result<(OrderId, Self), FieldViolation> {
+        names::parse_nested_uuids(field, OrderId::COLLECTION, Self::COLLECTION, raw)
+            .map(|(order, id)| (OrderId(order), Self(id)))
+    }
+}
+
 /// A ledger account's code (`authorization_holds`, …): 1–64 of `a–z _`.
 /// Whether it exists is the database's business.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -25,7 +25,8 @@ pub mod values;
 use backroom_shared::{auth::AccessDenied, db::DbError, errors::FieldViolation, money::Money};
 
 pub use ids::{
-    CustomerId, IntentId, JournalId, LedgerCode, OrderId, PaymentMethodId, RefundId, ShipmentId,
+    CustomerId, IntentId, JournalId, LedgerCode, OrderId, PaymentMethodId, RefundId, ReturnId,
+    ShipmentId,
 };
 pub use intents::IntentStatus;
 
@@ -139,6 +140,46 @@ pub enum Error {
     /// canceled.
     #[error("nothing left to cancel")]
     NothingToCancel,
+    /// RequestReturn: only a COMPLETED order is returned.
+    #[error("order is {0}, not completed")]
+    OrderNotReturnable(&'static str),
+    /// RequestReturn: these lines would return more than they shipped and
+    /// have not returned yet, or are not lines of the order (ascending).
+    #[error("return exceeds what shipped: {0:?}")]
+    ReturnExceedsShipped(Vec<backroom_shared::catalog::Sku>),
+    /// RequestReturn without lines when nothing shipped is left to return.
+    #[error("nothing left to return")]
+    NothingToReturn,
+    /// RequestReturn after the return window of the order's last shipment.
+    #[error("the return window closed at {closed_at}")]
+    ReturnWindowClosed {
+        /// When it closed.
+        closed_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// No such return of the order, or the order is another customer's.
+    #[error("return {id} of {order} not found")]
+    ReturnNotFound {
+        /// The order.
+        order: OrderId,
+        /// The return.
+        id: ReturnId,
+    },
+    /// RequestReturn: the request id was used for another return.
+    #[error("request id reused for another return")]
+    ReturnRequestIdReused,
+    /// ReceiveReturn of a return received before with other decisions.
+    #[error("the return was already received with other decisions")]
+    ReturnAlreadyReceived,
+    /// ReceiveReturn: the decisions do not cover exactly the return's
+    /// lines with their units (the SKUs, ascending).
+    #[error("the receipt does not match the return: {0:?}")]
+    ReceiptMismatch(Vec<backroom_shared::catalog::Sku>),
+    /// RefundOrder of an order that is not COMPLETED.
+    #[error("order is {0}, not completed")]
+    OrderNotRefundable(&'static str),
+    /// RefundOrder: the request id was used for another refund.
+    #[error("request id reused for another refund")]
+    OrderRefundRequestIdReused,
     /// CancelOrder: the request id was used for another cancellation.
     #[error("request id reused for another cancellation")]
     CancellationRequestIdReused,

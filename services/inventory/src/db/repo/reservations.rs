@@ -82,6 +82,8 @@ pub fn reserve(
                     quantity: line.quantity,
                     shipped: 0,
                     uncommitted: 0,
+                    restocked: 0,
+                    written_off: 0,
                 };
                 rows.push(ReservationLineRow::new(cmd.order_id, position, &reserved));
             }
@@ -226,6 +228,12 @@ pub fn settle(
                 .execute(conn)?,
             Settlement::Uncommit => diesel::update(row)
                 .set(reservation_lines::uncommitted.eq(reservation_lines::uncommitted + units))
+                .execute(conn)?,
+            Settlement::Restock => diesel::update(row)
+                .set(reservation_lines::restocked.eq(reservation_lines::restocked + units))
+                .execute(conn)?,
+            Settlement::WriteOff => diesel::update(row)
+                .set(reservation_lines::written_off.eq(reservation_lines::written_off + units))
                 .execute(conn)?,
         };
     }

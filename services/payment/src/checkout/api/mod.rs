@@ -4,11 +4,14 @@
 //! Errors are the service's one `Error`, mapped to a status by
 //! `crate::api`.
 //!
-//! Layout: this module (the service impl that delegates), `orders`
-//! (parsing, conversion, the handlers), `shipments` (CreateShipment,
-//! ListShipments, CancelOrder: the order's life after checkout).
+//! Layout: this module (the service impl that delegates, what the handlers
+//! share), `orders` (parsing, conversion, the handlers), `shipments`
+//! (CreateShipment, ListShipments, CancelOrder) and `returns`
+//! (RequestReturn, ReceiveReturn, ListReturns, RefundOrder): the order's
+//! life after checkout.
 
 mod orders;
+mod returns;
 mod shipments;
 
 use backroom_proto::payment::v1::{
@@ -17,8 +20,13 @@ use backroom_proto::payment::v1::{
 };
 use std::sync::Arc;
 
-use backroom_shared::{client::TracedChannel, store::Store};
+use backroom_shared::{
+    client::TracedChannel,
+    errors::{FieldViolation, Violations},
+    store::Store,
+};
 use std::future::Future;
+use uuid::Uuid;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
@@ -102,6 +110,64 @@ impl CheckoutService for CheckoutApi {
     ) -> Result<Response<pb::ListShipmentsResponse>, Status> {
         self.shipments(request).await
     }
+
+    async fn request_return(
+        &self,
+        request: Request<pb::RequestReturnRequest>,
+    ) -> Result<Response<pb::Return>, Status> {
+        CheckoutApi::request_return(self, request).await
+    }
+
+    async fn receive_return(
+        &self,
+        request: Request<pb::ReceiveReturnRequest>,
+    ) -> Result<Response<pb::Return>, Status> {
+        CheckoutApi::receive_return(self, request).await
+    }
+
+    async fn list_returns(
+        &self,
+        request: Request<pb::ListReturnsRequest>,
+    ) -> Result<Response<pb::ListReturnsResponse>, Status> {
+        self.returns(request).await
+    }
+
+    async fn refund_order(
+        &self,
+        request: Request<pb::RefundOrderRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
+        CheckoutApi::refund_order(self, request).await
+    }
+}
+
+/// The request id a mutation of `method` requires, recording a violation
+/// when it is missing or not a UUID.
+fn required_request_id(violations: &mut Violations, raw: &str, method: &str) -> Option<Uuid> {
+    if raw.is_empty() {
+        violations.push("request_id", format!("is required for {method}"));
+        return None;
+    }
+    violations.check(
+        Uuid::try_parse(raw).map_err(|_| FieldViolation::new("request_id", "must be a UUID")),
+    )
+}
+
+/// ORDER_NOT_FOUND unless the caller may see order `id`'s shipments and
+/// returns: its customer, an admin or a warehouse (a service principal with
+/// role fulfillment). Anyone else learns nothing, not even that it exists.
+fn visible_to_warehouse(
+    conn: &mut diesel::PgConnection,
+    access: backroom_shared::auth::Access,
+    id: crate::domain::OrderId,
+) -> Result<(), crate::domain::Error> {
+    let found = super::repo::orders::find(conn, id)?;
+    backroom_shared::auth::Access {
+        service: access.fulfillment,
+        ..access
+    }
+    .sees(found, |order| order.customer.uuid())
+    .map(|_| ())
+    .ok_or(crate::domain::Error::OrderNotFound(id))
 }
 
 impl CheckoutApi {

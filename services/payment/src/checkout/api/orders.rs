@@ -12,7 +12,7 @@ use backroom_shared::{
     auth::{AccountRef, Caller},
     catalog::{MAX_LINES, Quantity, Sku},
     clock::to_timestamp,
-    errors::{FieldViolation, Violations},
+    errors::Violations,
     idempotency,
     money::Currency,
     paging::page,
@@ -55,15 +55,7 @@ impl TryFrom<&pb::PlaceOrderRequest> for PlaceOrder {
     fn try_from(req: &pb::PlaceOrderRequest) -> Result<Self, Error> {
         let mut violations = Violations::default();
         let customer = violations.check(AccountRef::parse("customer", &req.customer));
-        let request_id = if req.request_id.is_empty() {
-            violations.push("request_id", "is required for PlaceOrder");
-            None
-        } else {
-            violations.check(
-                Uuid::try_parse(&req.request_id)
-                    .map_err(|_| FieldViolation::new("request_id", "must be a UUID")),
-            )
-        };
+        let request_id = super::required_request_id(&mut violations, &req.request_id, "PlaceOrder");
         if req.lines.is_empty() || req.lines.len() > MAX_LINES {
             violations.push("lines", format!("must hold 1–{MAX_LINES} lines"));
         }
@@ -200,6 +192,7 @@ pub fn order_to_proto(order: &Order, lines: &[OrderLine]) -> pb::Order {
                 line_total: line.line_total.map(Into::into),
                 shipped_quantity: line.shipped,
                 canceled_quantity: line.canceled,
+                returned_quantity: line.returned,
             })
             .collect(),
         shipping_address: order.shipping_address.as_str().to_owned(),
@@ -234,6 +227,8 @@ pub fn order_to_proto(order: &Order, lines: &[OrderLine]) -> pb::Order {
             Fulfillment::Unfulfilled => pb::FulfillmentStatus::Unfulfilled,
             Fulfillment::PartiallyFulfilled => pb::FulfillmentStatus::PartiallyFulfilled,
             Fulfillment::Fulfilled => pb::FulfillmentStatus::Fulfilled,
+            Fulfillment::PartiallyReturned => pb::FulfillmentStatus::PartiallyReturned,
+            Fulfillment::Returned => pb::FulfillmentStatus::Returned,
         }
         .into(),
         status: match order.status(lines) {
@@ -251,11 +246,12 @@ pub fn order_to_proto(order: &Order, lines: &[OrderLine]) -> pb::Order {
         }
         .into(),
         refunded: Some(order.refunded.into()),
+        cancel_requested: order.cancel_request.is_some() && !order.state.is_terminal(),
     }
 }
 
 impl CheckoutApi {
-    async fn load(&self, id: OrderId) -> Result<(Order, Vec<OrderLine>), Status> {
+    pub(super) async fn load(&self, id: OrderId) -> Result<(Order, Vec<OrderLine>), Status> {
         self.store
             .read(move |conn| {
                 repo::orders::find_with_lines(conn, id)?.ok_or(Error::OrderNotFound(id))

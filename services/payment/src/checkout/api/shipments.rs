@@ -1,19 +1,14 @@
 //! The order's life after checkout — CreateShipment, ListShipments and
-//! CancelOrder: parsing, conversion of a shipment, and the handlers.
+//! CancelOrder (of an order in checkout too): parsing, conversion of a
+//! shipment, and the handlers.
 
 use backroom_proto::payment::v1 as pb;
 use backroom_shared::{
-    auth::Caller,
-    catalog::MAX_LINES,
-    clock::to_timestamp,
-    errors::{FieldViolation, Violations},
-    idempotency,
-    paging::page,
-    validate::required_text,
+    auth::Caller, catalog::MAX_LINES, clock::to_timestamp, errors::Violations, idempotency,
+    paging::page, validate::required_text,
 };
 use tonic::{Request, Response, Status};
 use tracing::instrument;
-use uuid::Uuid;
 
 use super::{CheckoutApi, orders::parse_lines};
 use crate::{
@@ -21,6 +16,7 @@ use crate::{
     checkout::{
         cancellation::{CancelOrder, MAX_REASON},
         order, repo,
+        saga::State,
         shipment::{CreateShipment, MAX_TRACKING_TEXT, Shipment, ShipmentState},
     },
     domain::{Error, OrderId},
@@ -32,15 +28,8 @@ impl TryFrom<pb::CreateShipmentRequest> for CreateShipment {
     fn try_from(req: pb::CreateShipmentRequest) -> Result<Self, Error> {
         let mut violations = Violations::default();
         let order_id = violations.check(OrderId::parse("parent", &req.parent));
-        let request_id = if req.request_id.is_empty() {
-            violations.push("request_id", "is required for CreateShipment");
-            None
-        } else {
-            violations.check(
-                Uuid::try_parse(&req.request_id)
-                    .map_err(|_| FieldViolation::new("request_id", "must be a UUID")),
-            )
-        };
+        let request_id =
+            super::required_request_id(&mut violations, &req.request_id, "CreateShipment");
         if req.lines.len() > MAX_LINES {
             violations.push("lines", format!("must hold at most {MAX_LINES} lines"));
         }
@@ -102,7 +91,7 @@ impl CheckoutApi {
     ) -> Result<Response<pb::Shipment>, Status> {
         Caller::of(&request)?
             .access()
-            .require_admin_or_service()
+            .require_admin_or_fulfillment()
             .map_err(Error::from)?;
         let cmd = CreateShipment::try_from(request.into_inner())?;
         record("order", cmd.order_id);
@@ -148,9 +137,7 @@ impl CheckoutApi {
         let found = self
             .store
             .read(move |conn| {
-                let found = repo::orders::find(conn, id)?.map(|order| (order, ()));
-                // Another customer's order does not exist, as far as they know.
-                order::visible(access, found).ok_or(Error::OrderNotFound(id))?;
+                super::visible_to_warehouse(conn, access, id)?;
                 repo::shipments::list(conn, id, after, limit)
             })
             .await?;
@@ -168,15 +155,8 @@ impl TryFrom<pb::CancelOrderRequest> for CancelOrder {
     fn try_from(req: pb::CancelOrderRequest) -> Result<Self, Error> {
         let mut violations = Violations::default();
         let order_id = violations.check(OrderId::parse("name", &req.name));
-        let request_id = if req.request_id.is_empty() {
-            violations.push("request_id", "is required for CancelOrder");
-            None
-        } else {
-            violations.check(
-                Uuid::try_parse(&req.request_id)
-                    .map_err(|_| FieldViolation::new("request_id", "must be a UUID")),
-            )
-        };
+        let request_id =
+            super::required_request_id(&mut violations, &req.request_id, "CancelOrder");
         let reason = violations.check(required_text("reason", &req.reason, MAX_REASON));
         let fingerprint = idempotency::fingerprint(&pb::CancelOrderRequest {
             request_id: String::new(),
@@ -209,21 +189,37 @@ impl CheckoutApi {
             .write(move |conn, now| {
                 // Another customer's order does not exist, as far as they
                 // know; a service is no canceler.
+                repo::orders::lock(conn, id)?;
                 let found = repo::orders::find(conn, id)?.map(|order| (order, ()));
-                order::visible(access, found).ok_or(Error::OrderNotFound(id))?;
-                repo::cancellations::begin(conn, &cmd, now)
+                let (order, ()) = order::visible(access, found).ok_or(Error::OrderNotFound(id))?;
+                let asked_in_checkout = order
+                    .cancel_request
+                    .as_ref()
+                    .is_some_and(|asked| asked.request_id == cmd.request_id);
+                if !order.state.is_terminal() || (asked_in_checkout && order.state == State::Failed)
+                {
+                    // Still in checkout (or canceled there by this very
+                    // request): the saga heeds it.
+                    repo::orders::request_cancel(conn, &cmd, now)?;
+                    return Ok(None);
+                }
+                repo::cancellations::begin(conn, &cmd, now).map(Some)
             })
             .await?;
         // Finished on its own task: a caller who gives up does not leave the
         // stock and the money waiting for recovery.
         let saga = self.saga.clone();
-        super::detached(slot, async move { Ok(saga.cancel(stored.id).await?) }).await?;
-        let (order, lines) = self
-            .store
-            .read(move |conn| {
-                repo::orders::find_with_lines(conn, id)?.ok_or(Error::OrderNotFound(id))
-            })
-            .await?;
+        super::detached(slot, async move {
+            match stored {
+                Some(cancellation) => saga.cancel(cancellation.id).await.map(|_| ()),
+                // The saga compensates at its next step; drive it now
+                // unless another worker does.
+                None => saga.drive(id).await.map(|_| ()),
+            }
+            .map_err(Status::from)
+        })
+        .await?;
+        let (order, lines) = self.load(id).await?;
         Ok(Response::new(super::orders::order_to_proto(&order, &lines)))
     }
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{orders, shipments::claimed};
 use crate::{
     checkout::cancellation::{self, CancelOrder, Cancellation, CancellationState},
-    db::schema::payment::{cancellation_lines, cancellations, order_lines, orders as orders_table},
+    db::schema::payment::{cancellation_lines, cancellations, order_lines},
     domain::{Error, OrderId},
 };
 
@@ -140,11 +140,44 @@ pub fn begin(
         .set(order_lines::canceled.eq(order_lines::canceled + units.get()))
         .execute(conn)?;
     }
-    diesel::update(orders_table::table.find(order.id.uuid()))
-        .set(orders_table::updated_at.eq(now))
-        .execute(conn)?;
+    orders::claim_refund(conn, order.id, refund, now)?;
     tracing::info!(cancellation = %id, lines = rows.len(), refund = %refund, "cancellation stored");
     load(conn, id)
+}
+
+/// Turns the CancelOrder an order got while in checkout into its
+/// cancellation, now that it completed (in the transaction that completes
+/// it): the whole order is canceled as CancelOrder would have. No effect on
+/// an order without one.
+pub fn begin_requested(
+    conn: &mut PgConnection,
+    order: OrderId,
+    now: DateTime<Utc>,
+) -> Result<Option<Cancellation>, Error> {
+    let Some(request) = orders::load(conn, order)?.cancel_request else {
+        return Ok(None);
+    };
+    let cmd = CancelOrder {
+        order_id: order,
+        reason: request.reason,
+        request_id: request.request_id,
+        fingerprint: request.fingerprint,
+    };
+    begin(conn, &cmd, now).map(Some)
+}
+
+/// The cancellation `order` got under `request_id`, if any.
+pub fn find_by_request(
+    conn: &mut PgConnection,
+    order: OrderId,
+    request_id: Uuid,
+) -> Result<Option<Uuid>, Error> {
+    Ok(cancellations::table
+        .filter(cancellations::order_id.eq(order.uuid()))
+        .filter(cancellations::request_id.eq(request_id))
+        .select(cancellations::id)
+        .first(conn)
+        .optional()?)
 }
 
 /// The cancellation `id`.
@@ -180,13 +213,7 @@ pub fn finish(
             cancellations::updated_at.eq(now),
         ))
         .execute(conn)?;
-    diesel::update(orders_table::table.find(cancellation.order_id.uuid()))
-        .set((
-            orders_table::refunded_minor
-                .eq(orders_table::refunded_minor + cancellation.refund.minor()),
-            orders_table::updated_at.eq(now),
-        ))
-        .execute(conn)?;
+    orders::refunded(conn, cancellation.order_id, cancellation.refund, now)?;
     load(conn, id)
 }
 

@@ -74,6 +74,11 @@ pub fn advance(
                 orders::updated_at.eq(now),
             ))
             .execute(conn)?;
+        if moved == 1 && to == State::Completed {
+            // A CancelOrder came while it was in checkout, too late to
+            // compensate: it takes effect as the order completes.
+            super::cancellations::begin_requested(conn, id, now)?;
+        }
         if moved == 1 {
             for line in &progress.priced_lines {
                 diesel::update(order_lines::table.find((id.uuid(), line.position)))

@@ -1,6 +1,7 @@
-//! Checkout's tables, `orders`, `order_lines` and `shipments`: the rows and
-//! their conversions ([`models`]), storing and reading orders ([`orders`])
-//! and shipments ([`shipments`]), and
+//! Checkout's tables: orders and their lines — the rows and their
+//! conversions ([`models`]), storing and reading them ([`orders`]) — and
+//! what happens to an order after checkout ([`shipments`],
+//! [`cancellations`], [`returns`], [`refunds`]), and
 //! the saga's bookkeeping on them — leases, guarded state transitions,
 //! retries, the recovery scan ([`leases`]).
 
@@ -8,4 +9,6 @@ pub mod cancellations;
 pub mod leases;
 pub mod models;
 pub mod orders;
+pub mod refunds;
+pub mod returns;
 pub mod shipments;

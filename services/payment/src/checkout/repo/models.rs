@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use crate::{
     checkout::{
-        order::{AddressName, NewOrder, Order, OrderLine, Progress, ReservationName},
+        order::{
+            AddressName, CancelRequest, NewOrder, Order, OrderLine, Progress, ReservationName,
+        },
         saga::{Failure, State},
     },
     db::schema::payment::{order_lines, orders},
@@ -50,6 +52,10 @@ pub struct OrderRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub refunded_minor: i64,
+    pub refund_claimed_minor: i64,
+    pub cancel_request_id: Option<Uuid>,
+    pub cancel_fingerprint: Option<Vec<u8>>,
+    pub cancel_reason: Option<String>,
 }
 
 impl TryFrom<OrderRow> for Order {
@@ -81,6 +87,19 @@ impl TryFrom<OrderRow> for Order {
             shipping: money(row.shipping_minor),
             total: money(row.total_minor),
             refunded: Money::new(row.currency_code, row.refunded_minor),
+            refund_claimed: Money::new(row.currency_code, row.refund_claimed_minor),
+            cancel_request: match (
+                row.cancel_request_id,
+                row.cancel_fingerprint,
+                row.cancel_reason,
+            ) {
+                (Some(request_id), Some(fingerprint), Some(reason)) => Some(CancelRequest {
+                    request_id,
+                    fingerprint,
+                    reason,
+                }),
+                _ => None,
+            },
             shipping_zone: row.shipping_zone,
             state: State::from_stored(&row.state)?,
             failure,
@@ -153,6 +172,7 @@ pub struct LineRow {
     pub line_total_minor: Option<i64>,
     pub shipped: i64,
     pub canceled: i64,
+    pub returned: i64,
 }
 
 impl LineRow {
@@ -172,6 +192,7 @@ impl LineRow {
                 line_total_minor: None,
                 shipped: 0,
                 canceled: 0,
+                returned: 0,
             })
             .collect()
     }
@@ -187,6 +208,7 @@ impl LineRow {
             line_total: self.line_total_minor.map(|m| Money::new(currency, m)),
             shipped: self.shipped,
             canceled: self.canceled,
+            returned: self.returned,
         }
     }
 }

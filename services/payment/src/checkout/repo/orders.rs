@@ -1,6 +1,6 @@
 //! Storing an order idempotently and reading orders back.
 
-use backroom_shared::paging::PageRequest;
+use backroom_shared::{money::Money, paging::PageRequest};
 use chrono::{DateTime, Utc};
 use diesel::{OptionalExtension as _, prelude::*};
 use tracing::instrument;
@@ -8,6 +8,7 @@ use tracing::instrument;
 use super::models::{LineRow, NewOrderRow, OrderRow};
 use crate::{
     checkout::{
+        cancellation::CancelOrder,
         order::{NewOrder, Order, OrderLine},
         saga::State,
     },
@@ -64,8 +65,8 @@ pub fn find(conn: &mut PgConnection, id: OrderId) -> Result<Option<Order>, Error
 
 /// Locks the order's row until the transaction ends (ORDER_NOT_FOUND if
 /// there is none): what changes an order after checkout — its shipments,
-/// its cancellations — takes this lock first, so they happen one at a time
-/// per order and each sees what the others claimed.
+/// cancellations, returns and refunds — takes this lock first, so they
+/// happen one at a time per order and each sees what the others claimed.
 pub fn lock(conn: &mut PgConnection, id: OrderId) -> Result<(), Error> {
     orders::table
         .find(id.uuid())
@@ -74,6 +75,72 @@ pub fn lock(conn: &mut PgConnection, id: OrderId) -> Result<(), Error> {
         .first::<uuid::Uuid>(conn)
         .optional()?
         .ok_or(Error::OrderNotFound(id))?;
+    Ok(())
+}
+
+/// Claims `amount` of the locked order's money for a refund about to be
+/// stored (its cancellation, return or goodwill refund): what later
+/// refunds may promise shrinks by it.
+pub fn claim_refund(
+    conn: &mut PgConnection,
+    id: OrderId,
+    amount: Money,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    diesel::update(orders::table.find(id.uuid()))
+        .set((
+            orders::refund_claimed_minor.eq(orders::refund_claimed_minor + amount.minor()),
+            orders::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Keeps a CancelOrder of the order still in checkout (`cmd`) for the saga
+/// to heed; the first such request stays, later ones change nothing. Run
+/// it under the order's lock.
+pub fn request_cancel(
+    conn: &mut PgConnection,
+    cmd: &CancelOrder,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    diesel::update(
+        orders::table
+            .find(cmd.order_id.uuid())
+            .filter(orders::cancel_request_id.is_null()),
+    )
+    .set((
+        orders::cancel_request_id.eq(cmd.request_id),
+        orders::cancel_fingerprint.eq(&cmd.fingerprint),
+        orders::cancel_reason.eq(&cmd.reason),
+        orders::updated_at.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Marks the order changed at `now` (something of it changed elsewhere: a
+/// shipment, a return).
+pub fn touch(conn: &mut PgConnection, id: OrderId, now: DateTime<Utc>) -> Result<(), Error> {
+    diesel::update(orders::table.find(id.uuid()))
+        .set(orders::updated_at.eq(now))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Records that a claimed refund of `amount` was paid back.
+pub fn refunded(
+    conn: &mut PgConnection,
+    id: OrderId,
+    amount: Money,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    diesel::update(orders::table.find(id.uuid()))
+        .set((
+            orders::refunded_minor.eq(orders::refunded_minor + amount.minor()),
+            orders::updated_at.eq(now),
+        ))
+        .execute(conn)?;
     Ok(())
 }
 

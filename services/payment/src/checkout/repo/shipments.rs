@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::orders;
 use crate::{
     checkout::shipment::{self, CreateShipment, Shipment, ShipmentState},
-    db::schema::payment::{order_lines, orders as orders_table, shipment_lines, shipments},
+    db::schema::payment::{order_lines, shipment_lines, shipments},
     domain::{Error, OrderId, ShipmentId},
 };
 
@@ -80,6 +80,18 @@ pub(super) fn claimed(conn: &mut PgConnection, order: OrderId) -> Result<Vec<(Sk
         .into_iter()
         .map(|(sku, units)| (Sku::from_stored(sku), units))
         .collect())
+}
+
+/// When the last SHIPPED shipment of `order` shipped, if any has.
+pub(super) fn last_shipped_at(
+    conn: &mut PgConnection,
+    order: OrderId,
+) -> Result<Option<DateTime<Utc>>, Error> {
+    Ok(shipments::table
+        .filter(shipments::order_id.eq(order.uuid()))
+        .filter(shipments::state.eq(ShipmentState::Shipped.as_str()))
+        .select(diesel::dsl::max(shipments::updated_at))
+        .first(conn)?)
 }
 
 /// Stores the PENDING shipment `cmd` asks for, or returns the one the order
@@ -183,9 +195,7 @@ pub fn finish(
             shipments::updated_at.eq(now),
         ))
         .execute(conn)?;
-    diesel::update(orders_table::table.find(shipment.order_id.uuid()))
-        .set(orders_table::updated_at.eq(now))
-        .execute(conn)?;
+    orders::touch(conn, shipment.order_id, now)?;
     load(conn, id)
 }
 

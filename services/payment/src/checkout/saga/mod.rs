@@ -28,18 +28,22 @@
 
 mod cancellations;
 mod compensation;
+mod flows;
 mod recovery;
+mod refunds;
 mod remote;
+mod returns;
 mod shipments;
 mod state;
 mod steps;
 
-/// A shipment or cancellation left PENDING this long (a crash, an outage,
-/// a caller who gave up) is the recovery worker's to finish.
+/// A shipment, cancellation, return or refund left half-way this long (a
+/// crash, an outage, a caller who gave up) is the recovery worker's to
+/// finish.
 const PENDING_GRACE: chrono::Duration = chrono::Duration::seconds(10);
 
-/// Most pending shipments (and, separately, cancellations) one recovery
-/// pass picks up.
+/// Most pending shipments (and, separately, cancellations, returns and
+/// refunds) one recovery pass picks up.
 const PENDING_BATCH: i64 = 50;
 
 use std::{sync::Arc, time::Duration};
@@ -128,6 +132,9 @@ pub struct SagaConfig {
     /// least this much longer (time to commit and capture). Capped at half
     /// the authorization lifetime by [`crate::CheckoutDeps::new`].
     pub authorization_margin: chrono::Duration,
+    /// How long after an order's last shipment its customer may ask for a
+    /// return (`BACKROOM_RETURN_WINDOW_DAYS`).
+    pub return_window: chrono::Duration,
 }
 
 impl Default for SagaConfig {
@@ -141,6 +148,7 @@ impl Default for SagaConfig {
             recovery_interval: Duration::from_secs(1),
             place_order_wait: Duration::from_secs(30),
             authorization_margin: chrono::Duration::minutes(10),
+            return_window: chrono::Duration::days(super::returns::DEFAULT_WINDOW_DAYS),
         }
     }
 }
@@ -260,6 +268,7 @@ impl Saga {
             if state.is_terminal() {
                 self.db(move |conn| repo::leases::release_lease(conn, order_id, worker))
                     .await?;
+                self.cancel_requested(&order).await?;
                 return Ok(Driven::Terminal);
             }
             let now = self.now();
@@ -271,9 +280,17 @@ impl Saga {
                 tracing::debug!("another worker drives this order");
                 return Ok(Driven::Elsewhere);
             }
-            let outcome = match self.fault_before(state) {
-                Ok(()) => self.step(&order).await,
-                Err(err) => Err(err),
+            let outcome = if state.before_pivot() && order.cancel_request.is_some() {
+                // CancelOrder while in checkout: undo it like any failure.
+                Err(StepError::Business(Failure::new(
+                    "ORDER_CANCELED",
+                    "the order was canceled before it completed",
+                )))
+            } else {
+                match self.fault_before(state) {
+                    Ok(()) => self.step(&order).await,
+                    Err(err) => Err(err),
+                }
             };
             match outcome {
                 Ok(()) => {}
@@ -365,6 +382,22 @@ impl Saga {
                 to = to.as_str(),
                 "order moved on elsewhere"
             );
+        }
+        Ok(())
+    }
+
+    /// Finishes the cancellation a CancelOrder during checkout became when
+    /// `order` completed (stored as it completed), if it has one.
+    async fn cancel_requested(&self, order: &Order) -> Result<(), Error> {
+        let (Some(request), State::Completed) = (&order.cancel_request, order.state) else {
+            return Ok(());
+        };
+        let (id, request_id) = (order.id, request.request_id);
+        let found = self
+            .db(move |conn| repo::cancellations::find_by_request(conn, id, request_id))
+            .await?;
+        if let Some(cancellation) = found {
+            self.cancel(cancellation).await?;
         }
         Ok(())
     }

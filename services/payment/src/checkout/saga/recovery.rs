@@ -1,8 +1,8 @@
 //! The recovery worker: every `recovery_interval` it drives each due,
 //! unleased, unfinished order — what a crash, a lost lease or a step
 //! waiting for its retry left behind — and ships each shipment and
-//! finishes each cancellation a crash or an outage left PENDING, until the
-//! server shuts down.
+//! finishes each cancellation, received return and goodwill refund a crash
+//! or an outage left half-way, until the server shuts down.
 
 use backroom_shared::service::Shutdown;
 
@@ -38,20 +38,19 @@ impl Saga {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    match self.recover_due().await {
-                        Ok(0) => {}
-                        Ok(picked) => tracing::info!(picked, "recovery pass"),
-                        Err(err) => tracing::warn!(%err, "recovery pass failed"),
-                    }
-                    match self.ship_pending().await {
-                        Ok(0) => {}
-                        Ok(picked) => tracing::info!(picked, "pending shipments picked up"),
-                        Err(err) => tracing::warn!(%err, "pending shipments pass failed"),
-                    }
-                    match self.cancel_pending().await {
-                        Ok(0) => {}
-                        Ok(picked) => tracing::info!(picked, "pending cancellations picked up"),
-                        Err(err) => tracing::warn!(%err, "pending cancellations pass failed"),
+                    // One after the other, each logged on its own.
+                    for (what, pass) in [
+                        ("orders", self.recover_due().await),
+                        ("pending shipments", self.ship_pending().await),
+                        ("pending cancellations", self.cancel_pending().await),
+                        ("received returns", self.receive_pending().await),
+                        ("pending refunds", self.refund_pending().await),
+                    ] {
+                        match pass {
+                            Ok(0) => {}
+                            Ok(picked) => tracing::info!(picked, what, "recovery picked up"),
+                            Err(err) => tracing::warn!(%err, what, "recovery pass failed"),
+                        }
                     }
                 }
             })

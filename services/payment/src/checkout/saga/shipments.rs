@@ -11,7 +11,7 @@ use diesel::Connection as _;
 use tracing::instrument;
 
 use super::{
-    PENDING_BATCH, PENDING_GRACE, Saga,
+    Saga,
     remote::{Reply, reply},
 };
 use crate::{
@@ -72,18 +72,12 @@ impl Saga {
         }
     }
 
-    /// Ships every PENDING shipment untouched for [`PENDING_GRACE`] (a
+    /// Ships every PENDING shipment untouched for the pending grace (a
     /// crash or an outage left it); returns how many it picked up.
     pub async fn ship_pending(&self) -> Result<usize, Error> {
-        let before = self.now() - PENDING_GRACE;
-        let due = self
-            .db(move |conn| repo::shipments::pending_before(conn, before, PENDING_BATCH))
-            .await?;
-        for id in &due {
-            if let Err(err) = self.ship(*id).await {
-                tracing::warn!(shipment = %id, %err, "recovery could not ship the shipment");
-            }
-        }
-        Ok(due.len())
+        self.finish_pending("shipment", repo::shipments::pending_before, |id| {
+            self.ship(id)
+        })
+        .await
     }
 }

@@ -1,0 +1,207 @@
+//! What the flows after checkout — cancellations, returns, goodwill
+//! refunds — share: inventory settling units of the order's reservation,
+//! payment refunding part of the order's payment, each call with a request
+//! id derived from the flow and the step (a retry or a replay after a crash
+//! has no second effect), and the recovery pass that finishes what a crash
+//! or an outage left half-way.
+//!
+//! A step either got its answer (the flow goes on) or did not — no answer
+//! yet, or a refusal, logged as an error for an operator (the audit lists
+//! flows stuck past their grace) — and then the flow stays where it is for
+//! the recovery worker.
+
+use std::future::Future;
+
+use backroom_proto::{inventory::v1 as inventory_pb, payment::v1 as pb};
+use backroom_shared::{
+    auth::audience,
+    catalog::{Quantity, Sku},
+    money::Money,
+};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{
+    PENDING_BATCH, PENDING_GRACE, Saga,
+    remote::{Reply, derived_request_id, reply},
+    state::StepError,
+};
+use crate::{
+    checkout::order::{Order, ReservationName},
+    domain::{Error, OrderId},
+};
+
+/// What inventory does with units of a committed reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Settle {
+    /// Committed units that will not ship go back to available.
+    Uncommit,
+    /// Shipped units that came back go back on the shelf.
+    Restock,
+    /// Shipped units that came back unsellable are written off.
+    WriteOff,
+}
+
+impl Settle {
+    fn step(self) -> &'static str {
+        match self {
+            Self::Uncommit => "uncommit",
+            Self::Restock => "restock",
+            Self::WriteOff => "write-off",
+        }
+    }
+}
+
+/// Whether a step got its answer: `false` leaves the flow where it is.
+fn answered<T>(
+    flow: &'static str,
+    step: &str,
+    outcome: Result<Result<T, tonic::Status>, StepError>,
+) -> Result<bool, Error> {
+    match reply(outcome)? {
+        Reply::Answered(_) => Ok(true),
+        Reply::Refused(status) => {
+            tracing::error!(flow, step, code = ?status.code(), status_message = status.message(), "a step after checkout was refused; the flow waits for an operator");
+            Ok(false)
+        }
+        Reply::Unanswered(status) => {
+            tracing::warn!(flow, step, code = ?status.code(), "a step after checkout got no answer yet; recovery retries it");
+            Ok(false)
+        }
+    }
+}
+
+impl Saga {
+    /// Inventory settles `lines` (units per SKU; none: nothing to do) of
+    /// `order`'s reservation the `how` way, for the flow `flow_id`.
+    pub(super) async fn settle_units(
+        &self,
+        flow: &'static str,
+        flow_id: Uuid,
+        order: OrderId,
+        how: Settle,
+        lines: &[(Sku, Quantity)],
+    ) -> Result<bool, Error> {
+        if lines.is_empty() {
+            return Ok(true);
+        }
+        let name = ReservationName::of(order).as_str().to_owned();
+        let lines: Vec<inventory_pb::LineItem> = lines
+            .iter()
+            .map(|(sku, units)| inventory_pb::LineItem {
+                sku: sku.as_str().to_owned(),
+                quantity: units.get(),
+            })
+            .collect();
+        let request_id = derived_request_id(flow_id, how.step());
+        let inventory = &self.inner.downstream.inventory;
+        let outcome = match how {
+            Settle::Uncommit => {
+                let request = inventory_pb::UncommitReservationRequest {
+                    name,
+                    lines,
+                    request_id,
+                };
+                self.remote(
+                    inventory,
+                    audience::INVENTORY,
+                    request,
+                    |mut c, r| async move { c.uncommit_reservation(r).await },
+                )
+                .await
+            }
+            Settle::Restock => {
+                let request = inventory_pb::RestockReservationRequest {
+                    name,
+                    lines,
+                    request_id,
+                };
+                self.remote(
+                    inventory,
+                    audience::INVENTORY,
+                    request,
+                    |mut c, r| async move { c.restock_reservation(r).await },
+                )
+                .await
+            }
+            Settle::WriteOff => {
+                let request = inventory_pb::WriteOffReservationRequest {
+                    name,
+                    lines,
+                    request_id,
+                };
+                self.remote(
+                    inventory,
+                    audience::INVENTORY,
+                    request,
+                    |mut c, r| async move { c.write_off_reservation(r).await },
+                )
+                .await
+            }
+        };
+        answered(flow, how.step(), outcome)
+    }
+
+    /// Payment refunds `amount` (zero: nothing to do) of `order`'s payment
+    /// for the flow `flow_id`.
+    pub(super) async fn refund_payment(
+        &self,
+        flow: &'static str,
+        flow_id: Uuid,
+        order: &Order,
+        amount: Money,
+    ) -> Result<bool, Error> {
+        if amount.minor() == 0 {
+            return Ok(true);
+        }
+        let Some(intent) = order.payment_intent else {
+            return Err(Error::corrupt(format!(
+                "completed order {} has no payment",
+                order.id
+            )));
+        };
+        let refund = pb::CreateRefundRequest {
+            parent: intent.name(),
+            amount: Some(amount.into()),
+            reason: pb::RefundReason::RequestedByCustomer.into(),
+            request_id: derived_request_id(flow_id, "refund"),
+        };
+        let refunded = self
+            .remote(
+                &self.inner.downstream.payment,
+                audience::PAYMENT,
+                refund,
+                |mut client, request| async move { client.create_refund(request).await },
+            )
+            .await;
+        answered(flow, "refund", refunded)
+    }
+
+    /// One recovery pass over a flow: `scan` lists what has waited since
+    /// before [`PENDING_GRACE`] ago (at most [`PENDING_BATCH`]), `finish`
+    /// takes each on. Returns how many it picked up.
+    pub(super) async fn finish_pending<I, Fut, T>(
+        &self,
+        flow: &'static str,
+        scan: impl FnOnce(&mut diesel::PgConnection, DateTime<Utc>, i64) -> Result<Vec<I>, Error>
+        + Send
+        + 'static,
+        finish: impl Fn(I) -> Fut,
+    ) -> Result<usize, Error>
+    where
+        I: Send + 'static,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let before = self.now() - PENDING_GRACE;
+        let due = self
+            .db(move |conn| scan(conn, before, PENDING_BATCH))
+            .await?;
+        let picked = due.len();
+        for item in due {
+            if let Err(err) = finish(item).await {
+                tracing::warn!(flow, %err, "recovery could not finish a flow after checkout");
+            }
+        }
+        Ok(picked)
+    }
+}
