@@ -18,12 +18,15 @@
 //! - no order NEEDS_ATTENTION (stock committed, payment not capturable): each
 //!   is reported with its reason, its payment and its stock until an
 //!   operator resolves it;
-//! - no saga left unfinished for longer than `stuck_after`, nor a shipment
-//!   or cancellation left PENDING;
+//! - no saga left unfinished for longer than `stuck_after`, nor a shipment,
+//!   cancellation or goodwill refund left PENDING, nor a return left
+//!   RECEIVING;
 //! - once nothing is in flight for an order, its lines' shipped and
-//!   canceled units are its reservation's shipped and uncommitted ones, and
-//!   its refunds are those of its DONE cancellations, never more than its
-//!   total.
+//!   canceled units are its reservation's shipped and uncommitted ones, its
+//!   received returns' restocked and written-off units the reservation's,
+//!   and its refunds those of its DONE cancellations, RECEIVED returns and
+//!   DONE goodwill refunds; what its refunds promised never exceeds its
+//!   total, and the payment's refunded amount is the order's.
 
 use std::time::Duration;
 
@@ -100,8 +103,11 @@ fn checks(tolerances: Tolerances) -> Vec<Check> {
                   WHERE l.committed <> coalesce(h.units, 0)
                   UNION ALL
                   SELECT 'reservations/' || order_id || ' ' || sku || ': shipped ' || shipped || ' + uncommitted ' || uncommitted || ' of ' || quantity
-                  FROM inventory.reservation_lines WHERE shipped + uncommitted > quantity OR (shipped + uncommitted > 0 AND order_id NOT IN
-                       (SELECT order_id FROM inventory.reservations WHERE state = 'COMMITTED'))"
+                         || ', restocked ' || restocked || ' + written off ' || written_off
+                  FROM inventory.reservation_lines
+                  WHERE shipped + uncommitted > quantity OR restocked + written_off > shipped
+                     OR (shipped + uncommitted > 0 AND order_id NOT IN
+                         (SELECT order_id FROM inventory.reservations WHERE state = 'COMMITTED'))"
                 .into(),
         },
         Check {
@@ -162,13 +168,19 @@ fn checks(tolerances: Tolerances) -> Vec<Check> {
             ),
         },
         Check {
-            name: "no shipment or cancellation left pending",
+            name: "no shipment, cancellation, return or refund left half-way",
             sql: format!(
                 "SELECT 'orders/' || order_id || '/shipments/' || id || ' PENDING since ' || updated_at AS finding
                  FROM payment.shipments WHERE state = 'PENDING' AND updated_at < now() - interval '{stuck} seconds'
                  UNION ALL
                  SELECT 'cancellation ' || id || ' of orders/' || order_id || ' PENDING since ' || updated_at
-                 FROM payment.cancellations WHERE state = 'PENDING' AND updated_at < now() - interval '{stuck} seconds'"
+                 FROM payment.cancellations WHERE state = 'PENDING' AND updated_at < now() - interval '{stuck} seconds'
+                 UNION ALL
+                 SELECT 'orders/' || order_id || '/returns/' || id || ' RECEIVING since ' || updated_at
+                 FROM payment.returns WHERE state = 'RECEIVING' AND updated_at < now() - interval '{stuck} seconds'
+                 UNION ALL
+                 SELECT 'refund ' || id || ' of orders/' || order_id || ' PENDING since ' || updated_at
+                 FROM payment.order_refunds WHERE state = 'PENDING' AND updated_at < now() - interval '{stuck} seconds'"
             ),
         },
         Check {
@@ -186,12 +198,49 @@ fn checks(tolerances: Tolerances) -> Vec<Check> {
                 .into(),
         },
         Check {
-            name: "an order's refunds are its done cancellations' and never more than its total",
-            sql: "SELECT 'orders/' || o.id || ': refunded ' || o.refunded_minor || ', done cancellations ' || coalesce(c.refunds, 0) || ', total ' || coalesce(o.total_minor, 0) AS finding
+            // What came back: a line's returned units are within what it
+            // shipped, and the received returns' decisions are what
+            // inventory restocked and wrote off.
+            name: "an order's received returns are its reservation's restocked and written-off units",
+            sql: "SELECT 'orders/' || ol.order_id || ' ' || ol.sku || ': received returns restocked ' || coalesce(rt.restocked, 0)
+                         || ' written off ' || coalesce(rt.written_off, 0) || ', reservation restocked ' || coalesce(rl.restocked, 0)
+                         || ' written off ' || coalesce(rl.written_off, 0) || ', returned ' || ol.returned || ' of shipped ' || ol.shipped AS finding
+                  FROM payment.order_lines ol
+                  JOIN payment.orders o ON o.id = ol.order_id AND o.state = 'COMPLETED'
+                  LEFT JOIN inventory.reservation_lines rl ON rl.order_id = ol.order_id AND rl.sku = ol.sku
+                  LEFT JOIN (SELECT r.order_id, l.sku, sum(l.restocked) restocked, sum(l.written_off) written_off
+                             FROM payment.returns r JOIN payment.return_lines l ON l.return_id = r.id
+                             WHERE r.state = 'RECEIVED' GROUP BY r.order_id, l.sku) rt
+                         ON rt.order_id = ol.order_id AND rt.sku = ol.sku
+                  WHERE ol.returned > ol.shipped
+                     OR ((coalesce(rt.restocked, 0), coalesce(rt.written_off, 0)) <> (coalesce(rl.restocked, 0), coalesce(rl.written_off, 0))
+                         AND NOT EXISTS (SELECT 1 FROM payment.returns r WHERE r.order_id = ol.order_id AND r.state = 'RECEIVING'))"
+                .into(),
+        },
+        Check {
+            name: "an order's refunds are its finished cancellations', returns' and refunds', within its total and its payment's",
+            sql: "WITH done AS (
+                      SELECT order_id, refund_minor amount FROM payment.cancellations WHERE state = 'DONE'
+                      UNION ALL SELECT order_id, refund_minor FROM payment.returns WHERE state = 'RECEIVED'
+                      UNION ALL SELECT order_id, amount_minor FROM payment.order_refunds WHERE state = 'DONE'),
+                  claimed AS (
+                      SELECT order_id, refund_minor amount FROM payment.cancellations
+                      UNION ALL SELECT order_id, refund_minor FROM payment.returns WHERE refund_minor IS NOT NULL
+                      UNION ALL SELECT order_id, amount_minor FROM payment.order_refunds)
+                  SELECT 'orders/' || o.id || ': refunded ' || o.refunded_minor || ', finished refunds ' || coalesce(d.amount, 0)
+                         || ', claimed ' || o.refund_claimed_minor || ' of refunds ' || coalesce(c.amount, 0)
+                         || ', total ' || coalesce(o.total_minor, 0) || ', payment refunded ' || coalesce(i.amount_refunded::text, '-') AS finding
                   FROM payment.orders o
-                  LEFT JOIN (SELECT order_id, sum(refund_minor) refunds FROM payment.cancellations WHERE state = 'DONE' GROUP BY order_id) c
-                         ON c.order_id = o.id
-                  WHERE o.refunded_minor <> coalesce(c.refunds, 0) OR o.refunded_minor > coalesce(o.total_minor, 0)"
+                  LEFT JOIN (SELECT order_id, sum(amount) amount FROM done GROUP BY order_id) d ON d.order_id = o.id
+                  LEFT JOIN (SELECT order_id, sum(amount) amount FROM claimed GROUP BY order_id) c ON c.order_id = o.id
+                  LEFT JOIN payment.payment_intents i ON 'paymentIntents/' || i.id = o.payment_intent
+                  WHERE o.refunded_minor <> coalesce(d.amount, 0)
+                     OR o.refund_claimed_minor <> coalesce(c.amount, 0)
+                     OR o.refund_claimed_minor > coalesce(o.total_minor, 0)
+                     OR (o.payment_intent IS NOT NULL AND i.amount_refunded <> o.refunded_minor
+                         AND NOT EXISTS (SELECT 1 FROM payment.cancellations x WHERE x.order_id = o.id AND x.state = 'PENDING')
+                         AND NOT EXISTS (SELECT 1 FROM payment.returns x WHERE x.order_id = o.id AND x.state = 'RECEIVING')
+                         AND NOT EXISTS (SELECT 1 FROM payment.order_refunds x WHERE x.order_id = o.id AND x.state = 'PENDING'))"
                 .into(),
         },
     ]

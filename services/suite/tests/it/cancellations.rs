@@ -279,3 +279,82 @@ async fn a_cancellation_a_crash_left_pending_is_finished_once_by_recovery() {
     suite.audit().await;
     assert_audit_clean(&suite).await;
 }
+
+#[tokio::test]
+async fn an_order_canceled_mid_checkout_is_compensated_before_the_pivot_and_refunded_past_it() {
+    use backroom_payment::checkout::saga::{Fault, State};
+    let suite = Suite::spawn().await;
+    suite.product("MUG", 1000, 100).await;
+    let ada = suite.customer("mid-checkout@example.com", VISA).await;
+    for fault in crate::checkout::fault_points() {
+        // The saga stops there (its worker crashed, lease held), and the
+        // customer cancels.
+        suite.saga.plant_fault(fault);
+        let stopped = suite
+            .place(&ada, &ada.card, &[("MUG", 2)], &request_id())
+            .await
+            .unwrap();
+        assert!(
+            !matches!(
+                pb::OrderState::try_from(stopped.state),
+                Ok(pb::OrderState::Completed | pb::OrderState::Failed)
+            ),
+            "{fault:?}: {stopped:#?}"
+        );
+        let id = request_id();
+        let answered = cancel(&suite, &ada.token, &stopped.name, &id)
+            .await
+            .unwrap();
+        // The saga may still hold its lease elsewhere: recovery finishes.
+        suite.clock.advance(chrono::Duration::minutes(5));
+        suite.saga.recover_due().await.unwrap();
+        suite.saga.cancel_pending().await.unwrap();
+        let order = suite.order(&stopped.name).await;
+        assert_eq!(
+            order.status,
+            pb::OrderStatus::Canceled as i32,
+            "{fault:?}: {answered:#?} then {order:#?}"
+        );
+        assert!(!order.cancel_requested, "{fault:?}");
+        let past_pivot = matches!(
+            fault,
+            Fault::AfterCall(State::Committing)
+                | Fault::Before(State::Capturing)
+                | Fault::AfterCall(State::Capturing)
+        );
+        if past_pivot {
+            // Committed and paid before the cancel could stop it: the
+            // whole order is canceled and refunded.
+            assert_eq!(order.state, pb::OrderState::Completed as i32, "{fault:?}");
+            assert_eq!(order.payment_status, pb::PaymentStatus::Refunded as i32);
+            assert_eq!(minor(&order.refunded), minor(&order.total), "{fault:?}");
+            assert_eq!(
+                refunded_by_payment(&suite, &order).await,
+                minor(&order.total)
+            );
+        } else {
+            // Compensated: stock released, authorization voided, nothing
+            // charged.
+            assert_eq!(order.state, pb::OrderState::Failed as i32, "{fault:?}");
+            assert_eq!(
+                order.failure.as_ref().map(|f| f.reason.as_str()),
+                Some("ORDER_CANCELED"),
+                "{fault:?}"
+            );
+            assert_eq!(order.payment_status, pb::PaymentStatus::Unpaid as i32);
+        }
+        // A retry of the cancel is answered with the order as it is.
+        let replay = cancel(&suite, &ada.token, &stopped.name, &id)
+            .await
+            .unwrap();
+        assert_eq!(replay.status, pb::OrderStatus::Canceled as i32, "{fault:?}");
+        let mug = suite.level("MUG").await;
+        assert_eq!(
+            (mug.on_hand, mug.available, mug.reserved, mug.committed),
+            (100, 100, 0, 0),
+            "{fault:?}: nothing held"
+        );
+    }
+    suite.audit().await;
+    assert_audit_clean(&suite).await;
+}

@@ -310,7 +310,7 @@ async fn replaying_place_order_concurrently_makes_one_order_and_one_charge() {
 
 /// Every place a crash can stop the saga: before each step, and after each
 /// step's remote call but before its result was stored.
-fn fault_points() -> Vec<Fault> {
+pub(crate) fn fault_points() -> Vec<Fault> {
     let steps = [
         State::Pending,
         State::Reserving,

@@ -42,6 +42,8 @@ pub const PASSWORD: &str = "correct horse battery";
 pub const VISA: &str = "4242424242424242";
 /// The payment principal's client secret (at least 32 characters).
 pub const PAYMENT_CLIENT_SECRET: &str = "payment-secret-0123456789abcdefghij";
+/// The secret of `warehouse`, a service principal with role fulfillment.
+const WAREHOUSE_CLIENT_SECRET: &str = "warehouse-secret-0123456789abcdefghij";
 pub const DECLINE: &str = "4000000000000002";
 /// CheckoutService's concurrency limit in the suite: the 100 orders of the
 /// race test all get in (2 × 100 + 2 ≤ the server's default limit of 256).
@@ -62,6 +64,9 @@ pub struct Suite {
     /// The payment service's dependencies (its sweeper, its clock).
     pub payment_deps: backroom_payment::Deps,
     pub admin: String,
+    /// A token of `warehouse`, a service principal with role fulfillment
+    /// (BACKROOM_SERVICE_CLIENT_ROLES), from IssueServiceToken.
+    pub warehouse: String,
     /// The account service's signing keys (PEM), for forging test tokens.
     pub keys_pem: String,
     /// Superuser URL of the database holding the three schemas (audits).
@@ -151,10 +156,14 @@ impl Suite {
         let mut account_config = AccountConfig::with_keys(keys_pem.clone());
         account_config.bootstrap_admin_email = Some(ADMIN_EMAIL.into());
         account_config.bootstrap_admin_password = Some(Secret::new(ADMIN_PASSWORD));
-        account_config.service_clients =
-            Some(Secret::new(format!("payment:{PAYMENT_CLIENT_SECRET}")));
-        account_config.service_client_audiences =
-            Some("payment=backroom.account|backroom.inventory|backroom.payment".into());
+        account_config.service_clients = Some(Secret::new(format!(
+            "payment:{PAYMENT_CLIENT_SECRET},warehouse:{WAREHOUSE_CLIENT_SECRET}"
+        )));
+        account_config.service_client_audiences = Some(
+            "payment=backroom.account|backroom.inventory|backroom.payment,warehouse=backroom.payment"
+                .into(),
+        );
+        account_config.service_client_roles = Some("warehouse=fulfillment".into());
         let account_deps = backroom_account::Deps::new(
             &AuthConfig::default(),
             &account_config,
@@ -263,6 +272,17 @@ impl Suite {
             .unwrap()
             .into_inner()
             .access_token;
+        let warehouse = accounts
+            .clone()
+            .issue_service_token(account_pb::IssueServiceTokenRequest {
+                client_id: "warehouse".into(),
+                client_secret: WAREHOUSE_CLIENT_SECRET.into(),
+                audience: audience::PAYMENT.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .access_token;
         let downstream = Downstream {
             account: AccountServiceClient::new(
                 channel(&ClientConfig::new(account.endpoint())).unwrap(),
@@ -295,6 +315,7 @@ impl Suite {
             saga,
             payment_deps,
             admin,
+            warehouse,
             keys_pem,
             admin_url: db.admin_url(),
             downstream,

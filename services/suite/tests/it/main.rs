@@ -11,5 +11,6 @@ mod checkout_trace;
 mod harness;
 mod hostile_input;
 mod order_payments;
+mod returns;
 mod shipments;
 mod up;

@@ -189,6 +189,12 @@ async fn only_warehouses_ship_only_what_is_left_of_completed_orders() {
         .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     }
+    // Nor does a service without role fulfillment.
+    let service = suite.service_token("payment", "backroom.payment");
+    let status = ship(&suite, &service, &order.name, &[("MUG", 1)], &request_id())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     // Another customer does not see the order's shipments; its owner does.
     let status = shipments(&suite, &eve.token, &order.name)
         .await
@@ -222,11 +228,20 @@ async fn only_warehouses_ship_only_what_is_left_of_completed_orders() {
         .and_then(|info| info.metadata.get("skus").cloned());
     assert_eq!(skus.as_deref(), Some("CAP,MUG"));
     // A request id names one shipment: other parameters are refused.
+    // A warehouse (a service with role fulfillment) ships and sees the
+    // shipments.
     let id = request_id();
-    ship(&suite, &suite.admin, &order.name, &[("MUG", 1)], &id)
+    ship(&suite, &suite.warehouse, &order.name, &[("MUG", 1)], &id)
         .await
         .unwrap();
-    let status = ship(&suite, &suite.admin, &order.name, &[("MUG", 2)], &id)
+    assert_eq!(
+        shipments(&suite, &suite.warehouse, &order.name)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let status = ship(&suite, &suite.warehouse, &order.name, &[("MUG", 2)], &id)
         .await
         .unwrap_err();
     assert_eq!(reason(&status), "REQUEST_ID_REUSED");

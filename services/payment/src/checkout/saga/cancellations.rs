@@ -43,6 +43,7 @@ impl Saga {
             || !self
                 .refund_payment(FLOW, id, &order, cancellation.refund)
                 .await?
+            || self.crashed_before("finish")
         {
             return Ok(cancellation);
         }

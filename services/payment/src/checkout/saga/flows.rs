@@ -85,6 +85,9 @@ impl Saga {
         if lines.is_empty() {
             return Ok(true);
         }
+        if self.crashed_before(how.step()) {
+            return Ok(false);
+        }
         let name = ReservationName::of(order).as_str().to_owned();
         let lines: Vec<inventory_pb::LineItem> = lines
             .iter()
@@ -153,6 +156,9 @@ impl Saga {
     ) -> Result<bool, Error> {
         if amount.minor() == 0 {
             return Ok(true);
+        }
+        if self.crashed_before("refund") {
+            return Ok(false);
         }
         let Some(intent) = order.payment_intent else {
             return Err(Error::corrupt(format!(

@@ -79,6 +79,11 @@ pub enum Fault {
     /// After this state's remote call succeeded, before the next state is
     /// stored.
     AfterCall(State),
+    /// In a flow after checkout (a cancellation, a return, a refund),
+    /// before this step: `uncommit`, `restock`, `write-off`, `refund` (its
+    /// remote calls) or `finish` (recording it done). The flow stays where
+    /// it was, as if the process had died there.
+    BeforeFlowStep(&'static str),
 }
 
 /// Where one [`Saga::drive`] left the order.
@@ -229,6 +234,18 @@ impl Saga {
     #[cfg(feature = "fault-injection")]
     fn fault_before(&self, state: State) -> Result<(), StepError> {
         self.fault(Fault::Before(state))
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    #[expect(clippy::unused_self, reason = "the same call as with planted faults")]
+    fn crashed_before(&self, _step: &'static str) -> bool {
+        false
+    }
+
+    /// Whether a planted crash stops a flow after checkout before `step`.
+    #[cfg(feature = "fault-injection")]
+    fn crashed_before(&self, step: &'static str) -> bool {
+        self.fault(Fault::BeforeFlowStep(step)).is_err()
     }
 
     #[cfg(not(feature = "fault-injection"))]

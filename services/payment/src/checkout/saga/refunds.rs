@@ -32,7 +32,9 @@ impl Saga {
         let order = self
             .db(move |conn| repo::orders::load(conn, order_id))
             .await?;
-        if !self.refund_payment(FLOW, id, &order, refund.amount).await? {
+        if !self.refund_payment(FLOW, id, &order, refund.amount).await?
+            || self.crashed_before("finish")
+        {
             return Ok(refund);
         }
         let now = self.now();

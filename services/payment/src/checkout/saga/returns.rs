@@ -60,6 +60,7 @@ impl Saga {
                 .settle_units(FLOW, id.uuid(), order_id, Settle::WriteOff, &write_off)
                 .await?
             || !self.refund_payment(FLOW, id.uuid(), &order, refund).await?
+            || self.crashed_before("finish")
         {
             return Ok(ret);
         }
