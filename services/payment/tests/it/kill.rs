@@ -2,7 +2,10 @@
 //! middle of 30 concurrent orders for 20 units: after a restart, clients
 //! retrying with their request ids get their orders, the recovery worker
 //! finishes every saga, and every invariant holds — no oversell, no double
-//! charge, nothing held for a failed order, the ledger balanced.
+//! charge, nothing held for a failed order, the ledger balanced. Then the
+//! order's life after checkout is killed mid-way twice more: shipments and
+//! cancellations, then goodwill refunds and returns (restocked and written
+//! off); each is finished once, and stock and money agree.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -469,56 +472,40 @@ async fn killing_the_payment_process_mid_checkout_loses_nothing_and_doubles_noth
         };
         clients.spawn(async move {
             let request_id = uuid::Uuid::new_v4().to_string();
-            loop {
-                let mut checkout = CheckoutServiceClient::new(
-                    channel(&ClientConfig::new(endpoint.clone())).unwrap(),
-                );
-                let result = if i % 2 == 0 {
-                    checkout
-                        .create_shipment(authed(
-                            &token,
-                            pb::CreateShipmentRequest {
-                                parent: name.clone(),
-                                lines: Vec::new(),
-                                carrier: "DHL".into(),
-                                tracking_number: format!("KILL{i}"),
-                                request_id: request_id.clone(),
-                            },
-                        ))
-                        .await
-                        .map(drop)
-                } else {
-                    checkout
-                        .cancel_order(authed(
-                            &token,
-                            pb::CancelOrderRequest {
-                                name: name.clone(),
-                                reason: "kill test".into(),
-                                request_id: request_id.clone(),
-                            },
-                        ))
-                        .await
-                        .map(drop)
-                };
-                match result {
-                    Ok(()) => {
-                        settled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        return;
+            until_answered(&endpoint, |mut checkout| {
+                let (token, name, request_id) = (token.clone(), name.clone(), request_id.clone());
+                async move {
+                    if i % 2 == 0 {
+                        checkout
+                            .create_shipment(authed(
+                                &token,
+                                pb::CreateShipmentRequest {
+                                    parent: name,
+                                    lines: Vec::new(),
+                                    carrier: "DHL".into(),
+                                    tracking_number: format!("KILL{i}"),
+                                    request_id,
+                                },
+                            ))
+                            .await
+                            .map(drop)
+                    } else {
+                        checkout
+                            .cancel_order(authed(
+                                &token,
+                                pb::CancelOrderRequest {
+                                    name,
+                                    reason: "kill test".into(),
+                                    request_id,
+                                },
+                            ))
+                            .await
+                            .map(drop)
                     }
-                    Err(status)
-                        if matches!(
-                            status.code(),
-                            Code::Unavailable | Code::Unknown | Code::Cancelled
-                        ) =>
-                    {
-                        tokio::task::yield_now().await
-                    }
-                    Err(status) if status.code() == Code::ResourceExhausted => {
-                        tokio::time::sleep(Duration::from_millis(20)).await
-                    }
-                    Err(status) => panic!("shipment or cancel refused: {status:?}"),
                 }
-            }
+            })
+            .await;
+            settled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         });
     }
     while settled.load(std::sync::atomic::Ordering::Relaxed) < 3 {
@@ -593,6 +580,188 @@ async fn killing_the_payment_process_mid_checkout_loses_nothing_and_doubles_noth
     println!(
         "checked: after kill -9 mid shipments and cancellations: 10 shipped once, 10 canceled and refunded once ({refunded} minor units), stock 10/10/0/0, ledger balanced"
     );
+
+    // Returns and goodwill refunds, killed mid-way: every shipped order gets
+    // a goodwill refund of 100 from the admin, then its customer returns its
+    // unit and the admin receives it — restocked for half the orders,
+    // written off for the others — each call retried with its request id.
+    payment = start_payment(&env);
+    wait_serving(&payment_endpoint).await;
+    let settled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = tokio::task::JoinSet::new();
+    for (i, order) in completed.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        let (name, endpoint, settled, admin) = (
+            order.name.clone(),
+            payment_endpoint.clone(),
+            settled.clone(),
+            admin.clone(),
+        );
+        let owner = owners[&order.customer].clone();
+        clients.spawn(async move {
+            let refund_id = uuid::Uuid::new_v4().to_string();
+            until_answered(&endpoint, |mut checkout| {
+                let (admin, name, refund_id) = (admin.clone(), name.clone(), refund_id.clone());
+                async move {
+                    checkout
+                        .refund_order(authed(
+                            &admin,
+                            pb::RefundOrderRequest {
+                                name,
+                                amount: Some(Money {
+                                    currency_code: "EUR".into(),
+                                    amount_minor: 100,
+                                }),
+                                reason: "kill test goodwill".into(),
+                                request_id: refund_id,
+                            },
+                        ))
+                        .await
+                        .map(drop)
+                }
+            })
+            .await;
+            let return_id = uuid::Uuid::new_v4().to_string();
+            let ret = until_answered(&endpoint, |mut checkout| {
+                let (owner, name, return_id) = (owner.clone(), name.clone(), return_id.clone());
+                async move {
+                    checkout
+                        .request_return(authed(
+                            &owner,
+                            pb::RequestReturnRequest {
+                                parent: name,
+                                reason: pb::ReturnReason::NoLongerNeeded.into(),
+                                request_id: return_id,
+                                ..Default::default()
+                            },
+                        ))
+                        .await
+                        .map(|r| r.into_inner().name)
+                }
+            })
+            .await;
+            let (restock, write_off) = if i % 4 == 0 { (1, 0) } else { (0, 1) };
+            until_answered(&endpoint, |mut checkout| {
+                let (admin, ret) = (admin.clone(), ret.clone());
+                async move {
+                    checkout
+                        .receive_return(authed(
+                            &admin,
+                            pb::ReceiveReturnRequest {
+                                name: ret,
+                                lines: vec![pb::ReturnDisposition {
+                                    sku: "KILL".into(),
+                                    restock_quantity: restock,
+                                    write_off_quantity: write_off,
+                                }],
+                            },
+                        ))
+                        .await
+                        .map(drop)
+                }
+            })
+            .await;
+            settled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    while settled.load(std::sync::atomic::Ordering::Relaxed) < 2 {
+        tokio::task::yield_now().await;
+    }
+    println!("injecting: kill -9 of backroom-payment with returns and refunds in flight");
+    payment.kill().unwrap();
+    payment.wait().unwrap();
+    payment = start_payment(&env);
+    wait_serving(&payment_endpoint).await;
+    while clients.join_next().await.is_some() {}
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending = count(
+            &payment_pool,
+            "SELECT (SELECT count(*) FROM returns WHERE state <> 'RECEIVED')
+                  + (SELECT count(*) FROM order_refunds WHERE state = 'PENDING') AS n",
+        )
+        .await;
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{pending} returns or refunds unfinished after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    payment.kill().unwrap();
+    payment.wait().unwrap();
+    let level = stock
+        .get_stock_level(authed(
+            &admin,
+            inventory_pb::GetStockLevelRequest {
+                name: "products/KILL/stockLevels/main".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // Orders 0, 4, 8, 12, 16 restocked their unit; the other five wrote
+    // theirs off.
+    assert_eq!(
+        (level.on_hand, level.available, level.committed),
+        (15, 15, 0),
+        "five restocked once, five written off once"
+    );
+    let problems = payment_pool
+        .run(backroom_payment::db::repo::ledger::audit)
+        .await
+        .unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+    let refunded_now = count(
+        &payment_pool,
+        "SELECT coalesce(sum(amount_refunded), 0)::bigint AS n FROM payment_intents",
+    )
+    .await;
+    let orders_say = count(
+        &payment_pool,
+        "SELECT coalesce(sum(refunded_minor), 0)::bigint AS n FROM orders",
+    )
+    .await;
+    let expected = refunded + 10 * (100 + 500);
+    assert_eq!(
+        (refunded_now, orders_say),
+        (expected, expected),
+        "each goodwill refund and each returned unit refunded once"
+    );
+    println!(
+        "checked: after kill -9 mid returns and refunds: 10 refunds of 100 and 10 returns of 500 paid once ({refunded_now} minor units in all, the orders agree), stock 15/15/0, ledger balanced"
+    );
+}
+
+/// Calls `call` on a fresh client of `endpoint` until it gets an answer:
+/// a server being killed or restarting (UNAVAILABLE, UNKNOWN, CANCELLED) or
+/// shedding (RESOURCE_EXHAUSTED) is retried; any other refusal fails the
+/// test.
+async fn until_answered<T, F, Fut>(endpoint: &str, mut call: F) -> T
+where
+    F: FnMut(CheckoutServiceClient<backroom_shared::client::TracedChannel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    loop {
+        let checkout =
+            CheckoutServiceClient::new(channel(&ClientConfig::new(endpoint.to_owned())).unwrap());
+        match call(checkout).await {
+            Ok(answer) => return answer,
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::Unavailable | Code::Unknown | Code::Cancelled
+                ) =>
+            {
+                tokio::task::yield_now().await
+            }
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(status) => panic!("refused: {status:?}"),
+        }
+    }
 }
 
 /// A bigint `n` selected by `sql` through `pool`.

@@ -196,7 +196,7 @@ const SHARED_CATALOGUE: [&str; 7] = [
 
 /// Payment and checkout RPCs that look up a resource by name, with the
 /// reason a missing one gets: another customer's must get exactly that.
-const NOT_FOUND_AS_IF_MISSING: [(&str, &str); 10] = [
+const NOT_FOUND_AS_IF_MISSING: [(&str, &str); 12] = [
     ("GetPaymentMethod", "PAYMENT_METHOD_NOT_FOUND"),
     ("DetachPaymentMethod", "PAYMENT_METHOD_NOT_FOUND"),
     ("GetPaymentIntent", "PAYMENT_INTENT_NOT_FOUND"),
@@ -207,6 +207,8 @@ const NOT_FOUND_AS_IF_MISSING: [(&str, &str); 10] = [
     ("GetOrder", "ORDER_NOT_FOUND"),
     ("ListShipments", "ORDER_NOT_FOUND"),
     ("CancelOrder", "ORDER_NOT_FOUND"),
+    ("RequestReturn", "ORDER_NOT_FOUND"),
+    ("ListReturns", "ORDER_NOT_FOUND"),
 ];
 
 /// Calls `path` as `token` with `message` (any prost message); the code and
@@ -486,6 +488,34 @@ async fn a_customer_cannot_reach_another_customers_resources() {
             &format!("{c}ListShipments"),
             t,
             pb::ListShipmentsRequest {
+                parent: order.name.clone(),
+                ..Default::default()
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "RequestReturn",
+        call_with(
+            payment.clone(),
+            &format!("{c}RequestReturn"),
+            t,
+            pb::RequestReturnRequest {
+                parent: order.name.clone(),
+                reason: pb::ReturnReason::Other.into(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+                ..Default::default()
+            },
+        )
+        .await,
+    ));
+    checks.push((
+        "ListReturns",
+        call_with(
+            payment.clone(),
+            &format!("{c}ListReturns"),
+            t,
+            pb::ListReturnsRequest {
                 parent: order.name.clone(),
                 ..Default::default()
             },
