@@ -538,3 +538,46 @@ async fn purge_sessions_periodically(deps: Deps) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_principal_may_be_given_fulfillment_and_nothing_more() {
+        let mut config = AccountConfig::with_keys(String::new());
+        config.service_clients = Some(Secret::new(format!(
+            "warehouse:{},payment:{}",
+            "w".repeat(32),
+            "p".repeat(32)
+        )));
+        config.service_client_audiences =
+            Some("warehouse=backroom.payment,payment=backroom.account".into());
+        config.service_client_roles = Some("warehouse=fulfillment".into());
+        let clients = config.service_clients().unwrap();
+        let roles: Vec<(&str, &[String])> = clients
+            .iter()
+            .map(|c| (c.id.as_str(), c.roles.as_slice()))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("warehouse", &["fulfillment".to_owned()][..]),
+                ("payment", &[][..])
+            ]
+        );
+        for refused in [
+            "warehouse=admin",
+            "warehouse=fulfillment|service",
+            "warehouse",
+        ] {
+            config.service_client_roles = Some(refused.into());
+            let err = config.service_clients().err().map(|e| e.to_string());
+            assert!(
+                err.as_deref()
+                    .is_some_and(|e| e.contains("BACKROOM_SERVICE_CLIENT_ROLES")),
+                "{refused}: {err:?}"
+            );
+        }
+    }
+}

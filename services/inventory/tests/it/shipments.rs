@@ -1,7 +1,9 @@
 //! ShipReservation through the generated client against a real server and a
 //! real Postgres: committed units leave the building in one or more
 //! shipments, never more than a line holds — however many shipments race —
-//! and every documented refusal.
+//! and every documented refusal; UncommitReservation returns units that
+//! will not ship; RestockReservation and WriteOffReservation take shipped
+//! units back, never more than shipped however many race.
 
 use backroom_proto::inventory::v1 as pb;
 use futures_util::future::join_all;
@@ -334,4 +336,117 @@ async fn units_that_will_not_ship_go_back_to_available_and_a_racing_ship_gets_ea
     let line = &reservation.lines[0];
     assert_eq!(line.shipped_quantity + line.uncommitted_quantity, 4);
     assert_eq!(on_hand, 30 - line.shipped_quantity);
+}
+
+/// RestockReservation (`restock`) or WriteOffReservation of `lines`.
+async fn take_back(
+    app: &TestApp,
+    order_id: &str,
+    lines: &[(&str, i64)],
+    request_id: &str,
+    restock: bool,
+) -> Result<pb::Reservation, tonic::Status> {
+    let req = ship_request(order_id, lines, request_id);
+    let mut client = app.client();
+    let answer = if restock {
+        client
+            .restock_reservation(authed(
+                &app.service,
+                pb::RestockReservationRequest {
+                    name: req.name,
+                    lines: req.lines,
+                    request_id: req.request_id,
+                },
+            ))
+            .await
+    } else {
+        client
+            .write_off_reservation(authed(
+                &app.service,
+                pb::WriteOffReservationRequest {
+                    name: req.name,
+                    lines: req.lines,
+                    request_id: req.request_id,
+                },
+            ))
+            .await
+    };
+    answer.map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn shipped_units_come_back_restocked_or_written_off_never_more_than_shipped() {
+    let app = TestApp::spawn().await;
+    app.product("MUG", 1299, 300).await;
+    app.stock("MUG", "main", 30).await;
+    let order = order_id();
+    app.reserve(&order, &[("MUG", 6)]).await.unwrap();
+    // Nothing shipped, nothing comes back; a reservation not committed
+    // takes nothing back either.
+    let status = take_back(&app, &order, &[("MUG", 1)], &new_request_id(), true)
+        .await
+        .unwrap_err();
+    assert_eq!(crate::helpers::reason(&status), "RESERVATION_NOT_COMMITTED");
+    app.commit(&order).await.unwrap();
+    let status = take_back(&app, &order, &[("MUG", 1)], &new_request_id(), false)
+        .await
+        .unwrap_err();
+    assert_eq!(crate::helpers::reason(&status), "EXCEEDS_SHIPPED");
+    ship(&app, &order, &[("MUG", 4)], &new_request_id())
+        .await
+        .unwrap();
+    assert_eq!(units(&app, "MUG", "main").await, (26, 24, 0, 2));
+
+    // One restocked (on_hand and available rise), one written off (no part
+    // changes); replays take nothing more.
+    let restock_id = new_request_id();
+    take_back(&app, &order, &[("MUG", 1)], &restock_id, true)
+        .await
+        .unwrap();
+    take_back(&app, &order, &[("MUG", 1)], &restock_id, true)
+        .await
+        .unwrap();
+    assert_eq!(units(&app, "MUG", "main").await, (27, 25, 0, 2));
+    let write_off_id = new_request_id();
+    let written = take_back(&app, &order, &[("MUG", 1)], &write_off_id, false)
+        .await
+        .unwrap();
+    take_back(&app, &order, &[("MUG", 1)], &write_off_id, false)
+        .await
+        .unwrap();
+    assert_eq!(units(&app, "MUG", "main").await, (27, 25, 0, 2));
+    let line = &written.lines[0];
+    assert_eq!(
+        (
+            line.shipped_quantity,
+            line.restocked_quantity,
+            line.written_off_quantity
+        ),
+        (4, 1, 1)
+    );
+    let kinds: Vec<i32> = app
+        .movements("products/MUG/stockLevels/main")
+        .await
+        .iter()
+        .map(|m| m.kind)
+        .collect();
+    assert!(kinds.contains(&(pb::StockMovementKind::Return as i32)));
+    assert!(kinds.contains(&(pb::StockMovementKind::Damaged as i32)));
+
+    // Twenty take-backs race for the last two shipped units: two succeed.
+    let races = join_all((0..20).map(|i| {
+        let (app, order) = (&app, &order);
+        async move { take_back(app, order, &[("MUG", 1)], &new_request_id(), i % 2 == 0).await }
+    }))
+    .await;
+    assert_eq!(races.iter().filter(|r| r.is_ok()).count(), 2);
+    for refused in races.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(crate::helpers::reason(refused), "EXCEEDS_SHIPPED");
+    }
+    let (on_hand, available, _, committed) = units(&app, "MUG", "main").await;
+    assert_eq!(
+        (on_hand - available, committed),
+        (2, 2),
+        "the unshipped two stay committed"
+    );
 }
