@@ -141,7 +141,9 @@ fn checks(tolerances: Tolerances) -> Vec<Check> {
             name: "failed orders hold neither an authorization nor stock",
             sql: "SELECT 'orders/' || o.id || ': intent ' || coalesce(i.status, '-') || ', reservation ' || coalesce(r.state, '-') AS finding
                   FROM payment.orders o
-                  LEFT JOIN payment.payment_intents i ON 'paymentIntents/' || i.id = o.payment_intent
+                  -- By the order that owns the intent, so an intent the order
+                  -- never recorded (a step that lost its order) counts too.
+                  LEFT JOIN payment.payment_intents i ON i.order_id = o.id
                   LEFT JOIN inventory.reservations r ON r.order_id = o.id
                   WHERE o.state = 'FAILED'
                     AND (i.status IN ('requires_capture', 'processing', 'succeeded') OR r.state IN ('ACTIVE', 'COMMITTED'))"

@@ -358,3 +358,133 @@ async fn an_order_canceled_mid_checkout_is_compensated_before_the_pivot_and_refu
     suite.audit().await;
     assert_audit_clean(&suite).await;
 }
+
+#[tokio::test]
+async fn orders_canceled_while_their_place_order_runs_end_canceled_with_nothing_held_or_charged() {
+    let suite = Suite::spawn().await;
+    suite.product("MUG", 1000, 100).await;
+    let ada = suite.customer("racing-cancel@example.com", VISA).await;
+    // 20 PlaceOrders, and beside them a customer who cancels every order of
+    // theirs the moment ListOrders shows it, whatever state it is in.
+    // Both retry when checkout sheds (OVERLOADED): 20 orders in all.
+    let placed_all = std::sync::atomic::AtomicBool::new(false);
+    let placing = async {
+        let placed = join_all((0..20).map(|_| {
+            let (suite, ada) = (&suite, &ada);
+            async move {
+                let id = request_id();
+                loop {
+                    match suite.place(ada, &ada.card, &[("MUG", 1)], &id).await {
+                        Err(status) if status.code() == Code::ResourceExhausted => {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        }
+                        other => return other,
+                    }
+                }
+            }
+        }))
+        .await;
+        placed_all.store(true, std::sync::atomic::Ordering::SeqCst);
+        placed
+    };
+    // Each order seen is canceled after its own delay (0–285 ms), so the
+    // cancels land in every step of checkout.
+    let canceling = async {
+        let mut seen = std::collections::HashSet::new();
+        let mut cancels = futures_util::stream::FuturesUnordered::new();
+        loop {
+            let done = placed_all.load(std::sync::atomic::Ordering::SeqCst);
+            let listed = suite
+                .checkout
+                .clone()
+                .list_orders(authed(
+                    &ada.token,
+                    pb::ListOrdersRequest {
+                        page_size: 100,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            for order in listed.orders {
+                if !seen.insert(order.name.clone()) {
+                    continue;
+                }
+                let delay = std::time::Duration::from_millis(15 * (seen.len() as u64 % 20));
+                let (suite, ada) = (&suite, &ada);
+                cancels.push(async move {
+                    tokio::time::sleep(delay).await;
+                    loop {
+                        match cancel(suite, &ada.token, &order.name, &request_id()).await {
+                            Ok(_) => return,
+                            Err(status) if status.code() == Code::ResourceExhausted => {
+                                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                            }
+                            Err(status) => panic!("{status:?}"),
+                        }
+                    }
+                });
+            }
+            if done && seen.len() == 20 {
+                break;
+            }
+            // The cancels run while the listing goes on.
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_millis(2),
+                futures_util::StreamExt::next(&mut cancels),
+            )
+            .await;
+        }
+        while futures_util::StreamExt::next(&mut cancels).await.is_some() {}
+    };
+    let (placed, ()) = tokio::join!(placing, canceling);
+    for order in placed {
+        order.unwrap();
+    }
+    suite.clock.advance(chrono::Duration::minutes(5));
+    suite.saga.recover_due().await.unwrap();
+    suite.saga.cancel_pending().await.unwrap();
+    let listed = suite
+        .checkout
+        .clone()
+        .list_orders(authed(
+            &ada.token,
+            pb::ListOrdersRequest {
+                page_size: 100,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.orders.len(), 20);
+    let failed = listed
+        .orders
+        .iter()
+        .filter(|o| o.state == pb::OrderState::Failed as i32)
+        .count();
+    println!(
+        "checked: {failed} of 20 orders compensated mid-checkout, the rest canceled after completing"
+    );
+    for order in &listed.orders {
+        assert_eq!(order.status, pb::OrderStatus::Canceled as i32, "{order:#?}");
+        if order.state == pb::OrderState::Completed as i32 {
+            assert_eq!(minor(&order.refunded), minor(&order.total), "{order:#?}");
+            assert_eq!(
+                refunded_by_payment(&suite, order).await,
+                minor(&order.total)
+            );
+        } else {
+            assert_eq!(order.state, pb::OrderState::Failed as i32, "{order:#?}");
+            assert_eq!(order.payment_status, pb::PaymentStatus::Unpaid as i32);
+        }
+    }
+    let mug = suite.level("MUG").await;
+    assert_eq!(
+        (mug.on_hand, mug.available, mug.reserved, mug.committed),
+        (100, 100, 0, 0)
+    );
+    suite.audit().await;
+    assert_audit_clean(&suite).await;
+}

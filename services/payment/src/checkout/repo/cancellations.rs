@@ -198,6 +198,11 @@ pub fn finish(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Cancellation, Error> {
+    let order: Uuid = cancellations::table
+        .find(id)
+        .select(cancellations::order_id)
+        .first(conn)?;
+    orders::lock(conn, OrderId::from_uuid(order))?;
     let state: String = cancellations::table
         .find(id)
         .select(cancellations::state)

@@ -99,6 +99,11 @@ pub fn load(conn: &mut PgConnection, id: Uuid) -> Result<OrderRefund, Error> {
 /// no effect on one already DONE. Run it in a transaction.
 #[instrument(skip_all, fields(refund = %id))]
 pub fn finish(conn: &mut PgConnection, id: Uuid, now: DateTime<Utc>) -> Result<OrderRefund, Error> {
+    let order: Uuid = order_refunds::table
+        .find(id)
+        .select(order_refunds::order_id)
+        .first(conn)?;
+    orders::lock(conn, OrderId::from_uuid(order))?;
     let state: String = order_refunds::table
         .find(id)
         .select(order_refunds::state)

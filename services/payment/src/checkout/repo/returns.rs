@@ -227,6 +227,7 @@ pub fn finish(
     id: ReturnId,
     now: DateTime<Utc>,
 ) -> Result<Return, Error> {
+    orders::lock(conn, order)?;
     let state: String = returns_table::table
         .find(id.uuid())
         .select(returns_table::state)

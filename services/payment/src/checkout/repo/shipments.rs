@@ -171,6 +171,13 @@ pub fn finish(
     id: ShipmentId,
     now: DateTime<Utc>,
 ) -> Result<Shipment, Error> {
+    // The order's lock first, as every change of an order after checkout
+    // takes it: one lock order, no deadlock with a racing cancel or return.
+    let order: Uuid = shipments::table
+        .find(id.uuid())
+        .select(shipments::order_id)
+        .first(conn)?;
+    orders::lock(conn, OrderId::from_uuid(order))?;
     let locked: String = shipments::table
         .find(id.uuid())
         .select(shipments::state)

@@ -38,6 +38,7 @@ impl Saga {
         };
         self.transition(order.id, (order.state, State::Compensating), progress)
             .await
+            .map(drop)
     }
 
     /// After the pivot, when the payment cannot be captured: the order stops
@@ -62,6 +63,7 @@ impl Saga {
         };
         self.transition(order.id, (order.state, State::NeedsAttention), progress)
             .await
+            .map(drop)
     }
 
     #[instrument(skip_all, fields(order = %order.id))]

@@ -175,8 +175,42 @@ struct Inner {
     config: SagaConfig,
     /// This worker's lease identity.
     worker: Uuid,
+    /// Orders a task of this process drives right now. The lease keeps
+    /// other processes out; this keeps a second task of this one out (a
+    /// CancelOrder or a PlaceOrder replay while the first drive runs), which
+    /// the lease would let in under the same worker id.
+    driving: std::sync::Mutex<std::collections::HashSet<OrderId>>,
     #[cfg(feature = "fault-injection")]
     fault: std::sync::Mutex<Option<Fault>>,
+}
+
+/// One task's drive of an order in this process; ends when dropped.
+struct Driving<'a> {
+    inner: &'a Inner,
+    order: OrderId,
+}
+
+impl<'a> Driving<'a> {
+    /// The drive of `order`, unless a task of this process has one.
+    fn start(inner: &'a Inner, order: OrderId) -> Option<Self> {
+        let inserted = inner
+            .driving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(order);
+        // Built only when inserted: dropping one removes the order.
+        inserted.then(|| Self { inner, order })
+    }
+}
+
+impl Drop for Driving<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .driving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.order);
+    }
 }
 
 impl std::fmt::Debug for Saga {
@@ -196,6 +230,7 @@ impl Saga {
                 downstream,
                 config,
                 worker: Uuid::now_v7(),
+                driving: std::sync::Mutex::default(),
                 #[cfg(feature = "fault-injection")]
                 fault: std::sync::Mutex::new(None),
             }),
@@ -276,6 +311,10 @@ impl Saga {
     /// docs. Errors only when our own database fails.
     #[instrument(skip_all, fields(order = %order_id, worker = %self.inner.worker))]
     pub async fn drive(&self, order_id: OrderId) -> Result<Driven, Error> {
+        let Some(_driving) = Driving::start(&self.inner, order_id) else {
+            tracing::debug!("another task of this process drives this order");
+            return Ok(Driven::Elsewhere);
+        };
         let worker = self.inner.worker;
         loop {
             let order = self
@@ -379,13 +418,13 @@ impl Saga {
     }
 
     /// Moves the order from `from` to `to` with `progress`, if this worker
-    /// still holds it there.
+    /// still holds it there; whether it did.
     async fn transition(
         &self,
         order: OrderId,
         (from, to): (State, State),
         progress: Progress,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let worker = self.inner.worker;
         let now = self.now();
         let moved = self
@@ -400,7 +439,7 @@ impl Saga {
                 "order moved on elsewhere"
             );
         }
-        Ok(())
+        Ok(moved)
     }
 
     /// Finishes the cancellation a CancelOrder during checkout became when

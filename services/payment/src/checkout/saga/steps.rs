@@ -27,7 +27,7 @@ use crate::{
         order::{Order, OrderLine, Progress, ReservationName},
         repo,
     },
-    domain::IntentId,
+    domain::{IntentId, OrderId},
 };
 
 /// Whether a refused capture is definitive: the payment service looked at
@@ -207,8 +207,39 @@ impl Saga {
             reservation: Some(ReservationName::from_stored(reservation.name)),
             ..Progress::default()
         };
-        self.transition(order.id, (State::Reserving, State::Authorizing), progress)
+        if !self
+            .transition(order.id, (State::Reserving, State::Authorizing), progress)
+            .await?
+        {
+            self.release_if_abandoned(order.id).await?;
+        }
+        Ok(())
+    }
+
+    /// After a reservation this worker made could not be recorded (the
+    /// order moved on elsewhere — its lease lapsed and another worker took
+    /// over): if that worker compensated, its release may have come before
+    /// this reservation, so release it again; nothing else would until it
+    /// expires.
+    async fn release_if_abandoned(&self, id: OrderId) -> Result<(), StepError> {
+        let order = self.db(move |conn| repo::orders::load(conn, id)).await?;
+        if !matches!(order.state, State::Compensating | State::Failed) {
+            return Ok(());
+        }
+        let released = self
+            .remote(
+                &self.inner.downstream.inventory,
+                audience::INVENTORY,
+                inventory_pb::ReleaseReservationRequest {
+                    name: order.reservation_or_default().as_str().to_owned(),
+                    request_id: step_request_id(order.id, "release-abandoned"),
+                },
+                |mut client, request| async move { client.release_reservation(request).await },
+            )
             .await?;
+        if let Err(status) = released {
+            tracing::warn!(code = ?status.code(), status_message = status.message(), "the abandoned reservation was not released; it expires");
+        }
         Ok(())
     }
 
@@ -253,17 +284,24 @@ impl Saga {
                     payment_intent: Some(intent),
                     ..Progress::default()
                 };
-                self.db(move |conn| {
-                    repo::leases::advance(
-                        conn,
-                        id,
-                        worker,
-                        (State::Authorizing, State::Authorizing),
-                        &progress,
-                        now,
-                    )
-                })
-                .await?;
+                let recorded = self
+                    .db(move |conn| {
+                        repo::leases::advance(
+                            conn,
+                            id,
+                            worker,
+                            (State::Authorizing, State::Authorizing),
+                            &progress,
+                            now,
+                        )
+                    })
+                    .await?;
+                if !recorded {
+                    // The order moved on elsewhere (compensated, say): an
+                    // intent it does not know of must never be confirmed.
+                    tracing::warn!(intent = %intent, "order moved on elsewhere; the intent stays unconfirmed");
+                    return Ok(());
+                }
                 intent
             }
         };
