@@ -179,7 +179,7 @@ async fn a_cancel_racing_a_shipment_gets_each_unit_or_not_never_both() {
     suite.product("MUG", 1000, 200).await;
     let ada = suite.customer("race-cancel@example.com", VISA).await;
     let mut orders = Vec::new();
-    for _ in 0..25 {
+    for _ in 0..50 {
         orders.push(completed_order(&suite, &ada, &[("MUG", 3)]).await);
     }
     // For every order, at once: a shipment of everything left and a cancel.
