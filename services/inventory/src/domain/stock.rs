@@ -105,7 +105,7 @@ backroom_shared::stored_enum!(
         /// shipped → available: returned units back on the shelf.
         Return = "RETURN",
         /// Returned units written off: they never re-enter on_hand (no
-        /// part changes; the movement records them).
+        /// part changes; the movement's note says how many).
         Damaged = "DAMAGED",
     }
 );

@@ -1,3 +1,5 @@
+ALTER TABLE shipments DROP COLUMN attempted_at;
+ALTER TABLE cancellations DROP COLUMN attempted_at, DROP COLUMN steps_done;
 DROP TABLE order_refunds;
 DROP TABLE return_lines;
 DROP TABLE returns;

@@ -81,3 +81,21 @@ CREATE TABLE order_refunds (
     UNIQUE (order_id, request_id)
 );
 CREATE INDEX order_refunds_pending ON order_refunds (updated_at) WHERE state = 'PENDING';
+
+-- Every flow after checkout records the remote steps it finished
+-- (steps_done: a replay after a crash, or days later when the callee's
+-- idempotency keys have expired, skips them) and when recovery last tried it
+-- (attempted_at: recovery takes the least recently tried first, so flows
+-- waiting for an operator never starve the others; updated_at still says
+-- since when it waits, for the audit).
+ALTER TABLE cancellations
+    ADD COLUMN steps_done   text[]      NOT NULL DEFAULT '{}',
+    ADD COLUMN attempted_at timestamptz;
+ALTER TABLE returns
+    ADD COLUMN steps_done   text[]      NOT NULL DEFAULT '{}',
+    ADD COLUMN attempted_at timestamptz;
+ALTER TABLE order_refunds
+    ADD COLUMN steps_done   text[]      NOT NULL DEFAULT '{}',
+    ADD COLUMN attempted_at timestamptz;
+ALTER TABLE shipments
+    ADD COLUMN attempted_at timestamptz;

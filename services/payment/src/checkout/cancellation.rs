@@ -69,6 +69,8 @@ pub struct Cancellation {
     pub created_at: DateTime<Utc>,
     /// When its state last changed.
     pub updated_at: DateTime<Utc>,
+    /// The remote steps it finished (`uncommit`, `refund`).
+    pub steps_done: Vec<String>,
 }
 
 /// CancelOrder, parsed.

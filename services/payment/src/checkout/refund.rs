@@ -43,6 +43,8 @@ pub struct OrderRefund {
     pub reason: String,
     /// How much.
     pub amount: Money,
+    /// The remote steps it finished (`refund`).
+    pub steps_done: Vec<String>,
 }
 
 /// RefundOrder, parsed.

@@ -107,6 +107,9 @@ pub struct Return {
     pub updated_at: DateTime<Utc>,
     /// When it was RECEIVED.
     pub received_at: Option<DateTime<Utc>>,
+    /// The remote steps its receipt finished (`restock`, `write-off`,
+    /// `refund`).
+    pub steps_done: Vec<String>,
 }
 
 impl Return {

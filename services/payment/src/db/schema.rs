@@ -67,6 +67,8 @@ pub mod payment {
             refunds_shipping -> Bool,
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
+            steps_done -> Array<Text>,
+            attempted_at -> Nullable<Timestamptz>,
         }
     }
 
@@ -81,6 +83,8 @@ pub mod payment {
             amount_minor -> Int8,
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
+            steps_done -> Array<Text>,
+            attempted_at -> Nullable<Timestamptz>,
         }
     }
 
@@ -108,6 +112,8 @@ pub mod payment {
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
             received_at -> Nullable<Timestamptz>,
+            steps_done -> Array<Text>,
+            attempted_at -> Nullable<Timestamptz>,
         }
     }
 
@@ -132,6 +138,7 @@ pub mod payment {
             failure_reason -> Nullable<Text>,
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
+            attempted_at -> Nullable<Timestamptz>,
         }
     }
 

@@ -343,7 +343,22 @@ async fn an_order_canceled_mid_checkout_is_compensated_before_the_pivot_and_refu
             );
             assert_eq!(order.payment_status, pb::PaymentStatus::Unpaid as i32);
         }
-        // A retry of the cancel is answered with the order as it is.
+        // A retry of the cancel is answered with the order as it is; its
+        // request id with another reason is refused.
+        let status = suite
+            .checkout
+            .clone()
+            .cancel_order(authed(
+                &ada.token,
+                pb::CancelOrderRequest {
+                    name: stopped.name.clone(),
+                    reason: "another reason".into(),
+                    request_id: id.clone(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&status), "REQUEST_ID_REUSED", "{fault:?}");
         let replay = cancel(&suite, &ada.token, &stopped.name, &id)
             .await
             .unwrap();

@@ -480,8 +480,18 @@ async fn racing_goodwill_refunds_never_promise_more_than_was_captured() {
     assert_audit_clean(&suite).await;
 }
 
-/// The order of `name` once its saga is done with it.
+/// The order of `name` once recovery is done with it — after the callees
+/// forgot every idempotency key (as they do after 24 hours), so only the
+/// flow's own record of its finished steps keeps a replay from acting twice.
 async fn settled(suite: &Suite, name: &str) -> pb::Order {
+    for pool in [&suite.inventory_pool, &suite.payment_pool] {
+        pool.run(|conn| {
+            diesel::RunQueryDsl::execute(diesel::sql_query("DELETE FROM idempotency_keys"), conn)
+                .map_err(backroom_shared::db::DbError::from)
+        })
+        .await
+        .unwrap();
+    }
     suite.clock.advance(chrono::Duration::minutes(1));
     suite.saga.cancel_pending().await.unwrap();
     suite.saga.receive_pending().await.unwrap();

@@ -213,7 +213,15 @@ pub fn settle(
 ) -> Result<Reservation, Error> {
     let reservation = load(conn, cmd.order_id, true)?;
     for (line, units) in cmd.check(&reservation)? {
-        let change = Change::of_reservation(cmd.settlement.movement(), units, cmd.order_id);
+        // A write-off moves no part of the level: its note keeps the count.
+        let note = match cmd.settlement {
+            Settlement::WriteOff => format!("{units} returned units written off"),
+            _ => String::new(),
+        };
+        let change = Change {
+            note: &note,
+            ..Change::of_reservation(cmd.settlement.movement(), units, cmd.order_id)
+        };
         let level = line.level();
         stock::apply(conn, &level, change, now)?.ok_or_else(|| {
             // The line's foreign key guarantees the level exists.

@@ -192,18 +192,24 @@ impl CheckoutApi {
                 repo::orders::lock(conn, id)?;
                 let found = repo::orders::find(conn, id)?.map(|order| (order, ()));
                 let (order, ()) = order::visible(access, found).ok_or(Error::OrderNotFound(id))?;
-                let asked_in_checkout = order
+                let asked = order
                     .cancel_request
                     .as_ref()
-                    .is_some_and(|asked| asked.request_id == cmd.request_id);
-                if !order.state.is_terminal() || (asked_in_checkout && order.state == State::Failed)
-                {
-                    // Still in checkout (or canceled there by this very
-                    // request): the saga heeds it.
-                    repo::orders::request_cancel(conn, &cmd, now)?;
-                    return Ok(None);
+                    .filter(|asked| asked.request_id == cmd.request_id);
+                if asked.is_some_and(|asked| asked.fingerprint != cmd.fingerprint) {
+                    return Err(Error::CancellationRequestIdReused);
                 }
-                repo::cancellations::begin(conn, &cmd, now).map(Some)
+                if !order.state.is_terminal() || (asked.is_some() && order.state == State::Failed) {
+                    // Still in checkout (or canceled there by this very
+                    // request): the saga heeds it. Before the pivot this
+                    // call drives it to compensate now; past it the
+                    // saga's own driver (or recovery, at the step's next
+                    // attempt) finishes — a flood of cancels must not
+                    // spend a capture's retry rounds.
+                    repo::orders::request_cancel(conn, &cmd, now)?;
+                    return Ok((None, order.state.before_pivot()));
+                }
+                repo::cancellations::begin(conn, &cmd, now).map(|c| (Some(c), false))
             })
             .await?;
         // Finished on its own task: a caller who gives up does not leave the
@@ -211,10 +217,11 @@ impl CheckoutApi {
         let saga = self.saga.clone();
         super::detached(slot, async move {
             match stored {
-                Some(cancellation) => saga.cancel(cancellation.id).await.map(|_| ()),
+                (Some(cancellation), _) => saga.cancel(cancellation.id).await.map(|_| ()),
                 // The saga compensates at its next step; drive it now
-                // unless another worker does.
-                None => saga.drive(id).await.map(|_| ()),
+                // unless another task or worker does.
+                (None, true) => saga.drive(id).await.map(|_| ()),
+                (None, false) => Ok(()),
             }
             .map_err(Status::from)
         })

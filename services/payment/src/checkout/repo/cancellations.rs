@@ -31,6 +31,7 @@ struct CancellationRow {
     refunds_shipping: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    steps_done: Vec<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -69,6 +70,7 @@ fn with_lines(conn: &mut PgConnection, row: CancellationRow) -> Result<Cancellat
         lines,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        steps_done: row.steps_done,
     })
 }
 
@@ -116,6 +118,7 @@ pub fn begin(
             refunds_shipping,
             created_at: now,
             updated_at: now,
+            steps_done: Vec::new(),
         })
         .execute(conn)?;
     let rows: Vec<CancellationLineRow> = canceled
@@ -220,21 +223,4 @@ pub fn finish(
         .execute(conn)?;
     orders::refunded(conn, cancellation.order_id, cancellation.refund, now)?;
     load(conn, id)
-}
-
-/// PENDING cancellations last touched before `before`, at most `limit`,
-/// oldest first.
-#[instrument(skip_all)]
-pub fn pending_before(
-    conn: &mut PgConnection,
-    before: DateTime<Utc>,
-    limit: i64,
-) -> Result<Vec<Uuid>, Error> {
-    Ok(cancellations::table
-        .filter(cancellations::state.eq(CancellationState::Pending.as_str()))
-        .filter(cancellations::updated_at.lt(before))
-        .order(cancellations::updated_at.asc())
-        .limit(limit)
-        .select(cancellations::id)
-        .load(conn)?)
 }

@@ -6,6 +6,7 @@
 //! retries, the recovery scan ([`leases`]).
 
 pub mod cancellations;
+pub mod flows;
 pub mod leases;
 pub mod models;
 pub mod orders;

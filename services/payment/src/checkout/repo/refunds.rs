@@ -28,6 +28,7 @@ struct OrderRefundRow {
     amount_minor: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    steps_done: Vec<String>,
 }
 
 fn parse(conn: &mut PgConnection, row: OrderRefundRow) -> Result<OrderRefund, Error> {
@@ -40,6 +41,7 @@ fn parse(conn: &mut PgConnection, row: OrderRefundRow) -> Result<OrderRefund, Er
         state: OrderRefundState::from_stored(&row.state)?,
         reason: row.reason,
         amount: Money::new(order.currency, row.amount_minor),
+        steps_done: row.steps_done,
     })
 }
 
@@ -79,6 +81,7 @@ pub fn begin(
             amount_minor: cmd.amount.minor(),
             created_at: now,
             updated_at: now,
+            steps_done: Vec::new(),
         })
         .execute(conn)?;
     orders::claim_refund(conn, order.id, cmd.amount, now)?;
@@ -121,21 +124,4 @@ pub fn finish(conn: &mut PgConnection, id: Uuid, now: DateTime<Utc>) -> Result<O
         .execute(conn)?;
     orders::refunded(conn, refund.order_id, refund.amount, now)?;
     load(conn, id)
-}
-
-/// PENDING refunds last touched before `before`, at most `limit`, oldest
-/// first.
-#[instrument(skip_all)]
-pub fn pending_before(
-    conn: &mut PgConnection,
-    before: DateTime<Utc>,
-    limit: i64,
-) -> Result<Vec<Uuid>, Error> {
-    Ok(order_refunds::table
-        .filter(order_refunds::state.eq(OrderRefundState::Pending.as_str()))
-        .filter(order_refunds::updated_at.lt(before))
-        .order(order_refunds::updated_at.asc())
-        .limit(limit)
-        .select(order_refunds::id)
-        .load(conn)?)
 }

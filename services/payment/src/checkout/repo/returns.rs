@@ -36,6 +36,7 @@ struct ReturnRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     received_at: Option<DateTime<Utc>>,
+    steps_done: Vec<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -79,6 +80,7 @@ fn with_lines(conn: &mut PgConnection, row: ReturnRow) -> Result<Return, Error> 
         created_at: row.created_at,
         updated_at: row.updated_at,
         received_at: row.received_at,
+        steps_done: row.steps_done,
     })
 }
 
@@ -125,6 +127,7 @@ pub fn request(
             created_at: now,
             updated_at: now,
             received_at: None,
+            steps_done: Vec::new(),
         })
         .execute(conn)?;
     let rows: Vec<ReturnLineRow> = planned
@@ -273,24 +276,4 @@ pub fn list(
         .into_iter()
         .map(|row| with_lines(conn, row))
         .collect()
-}
-
-/// RECEIVING returns last touched before `before`, at most `limit`, oldest
-/// first, with their orders.
-#[instrument(skip_all)]
-pub fn receiving_before(
-    conn: &mut PgConnection,
-    before: DateTime<Utc>,
-    limit: i64,
-) -> Result<Vec<(OrderId, ReturnId)>, Error> {
-    Ok(returns_table::table
-        .filter(returns_table::state.eq(ReturnState::Receiving.as_str()))
-        .filter(returns_table::updated_at.lt(before))
-        .order(returns_table::updated_at.asc())
-        .limit(limit)
-        .select((returns_table::order_id, returns_table::id))
-        .load::<(Uuid, Uuid)>(conn)?
-        .into_iter()
-        .map(|(order, id)| (OrderId::from_uuid(order), ReturnId::from_uuid(id)))
-        .collect())
 }

@@ -253,23 +253,3 @@ pub fn list(
         .map(|row| with_lines(conn, row))
         .collect()
 }
-
-/// PENDING shipments last touched before `before` (a crash or a refused
-/// call left them), at most `limit`, oldest first.
-#[instrument(skip_all)]
-pub fn pending_before(
-    conn: &mut PgConnection,
-    before: DateTime<Utc>,
-    limit: i64,
-) -> Result<Vec<ShipmentId>, Error> {
-    Ok(shipments::table
-        .filter(shipments::state.eq(ShipmentState::Pending.as_str()))
-        .filter(shipments::updated_at.lt(before))
-        .order(shipments::updated_at.asc())
-        .limit(limit)
-        .select(shipments::id)
-        .load::<Uuid>(conn)?
-        .into_iter()
-        .map(ShipmentId::from_uuid)
-        .collect())
-}

@@ -10,16 +10,17 @@ use diesel::Connection as _;
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{Saga, flows::Settle};
+use super::{
+    Saga,
+    flows::{Flow, Settle},
+};
 use crate::{
     checkout::{
         cancellation::{Cancellation, CancellationState},
-        repo,
+        repo::{self, flows::FlowTable},
     },
     domain::Error,
 };
-
-const FLOW: &str = "cancellation";
 
 impl Saga {
     /// Returns the stock and the money of cancellation `id` if it is
@@ -37,11 +38,16 @@ impl Saga {
         let order = self
             .db(move |conn| repo::orders::load(conn, order_id))
             .await?;
+        let flow = Flow {
+            table: FlowTable::Cancellation,
+            id,
+            done: &cancellation.steps_done,
+        };
         if !self
-            .settle_units(FLOW, id, order.id, Settle::Uncommit, &cancellation.lines)
+            .settle_units(flow, order.id, Settle::Uncommit, &cancellation.lines)
             .await?
             || !self
-                .refund_payment(FLOW, id, &order, cancellation.refund)
+                .refund_payment(flow, &order, cancellation.refund)
                 .await?
             || self.crashed_before("finish")
         {
@@ -58,9 +64,7 @@ impl Saga {
     /// Finishes every PENDING cancellation untouched for the pending grace;
     /// returns how many it picked up.
     pub async fn cancel_pending(&self) -> Result<usize, Error> {
-        self.finish_pending(FLOW, repo::cancellations::pending_before, |id| {
-            self.cancel(id)
-        })
-        .await
+        self.finish_pending(FlowTable::Cancellation, |id, _| self.cancel(id))
+            .await
     }
 }

@@ -18,7 +18,6 @@ use backroom_shared::{
     catalog::{Quantity, Sku},
     money::Money,
 };
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
@@ -27,7 +26,10 @@ use super::{
     state::StepError,
 };
 use crate::{
-    checkout::order::{Order, ReservationName},
+    checkout::{
+        order::{Order, ReservationName},
+        repo::{self, flows::FlowTable},
+    },
     domain::{Error, OrderId},
 };
 
@@ -50,6 +52,18 @@ impl Settle {
             Self::WriteOff => "write-off",
         }
     }
+}
+
+/// One flow after checkout, as its steps see it: where it is stored, its
+/// id (the root of its steps' request ids) and the remote steps it finished.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Flow<'a> {
+    /// Its table.
+    pub table: FlowTable,
+    /// Its id.
+    pub id: Uuid,
+    /// The remote steps it finished before.
+    pub done: &'a [String],
 }
 
 /// Whether a step got its answer: `false` leaves the flow where it is.
@@ -76,13 +90,12 @@ impl Saga {
     /// `order`'s reservation the `how` way, for the flow `flow_id`.
     pub(super) async fn settle_units(
         &self,
-        flow: &'static str,
-        flow_id: Uuid,
+        flow: Flow<'_>,
         order: OrderId,
         how: Settle,
         lines: &[(Sku, Quantity)],
     ) -> Result<bool, Error> {
-        if lines.is_empty() {
+        if lines.is_empty() || flow.done.iter().any(|step| step == how.step()) {
             return Ok(true);
         }
         if self.crashed_before(how.step()) {
@@ -96,7 +109,7 @@ impl Saga {
                 quantity: units.get(),
             })
             .collect();
-        let request_id = derived_request_id(flow_id, how.step());
+        let request_id = derived_request_id(flow.id, how.step());
         let inventory = &self.inner.downstream.inventory;
         let outcome = match how {
             Settle::Uncommit => {
@@ -142,19 +155,33 @@ impl Saga {
                 .await
             }
         };
-        answered(flow, how.step(), outcome)
+        self.record(
+            flow,
+            how.step(),
+            answered(flow.table.flow(), how.step(), outcome)?,
+        )
+        .await
+    }
+
+    /// Records that `flow` finished `step` when it `did`; returns `did`.
+    async fn record(&self, flow: Flow<'_>, step: &'static str, did: bool) -> Result<bool, Error> {
+        if did {
+            let (table, id) = (flow.table, flow.id);
+            self.db(move |conn| repo::flows::step_done(conn, table, id, step))
+                .await?;
+        }
+        Ok(did)
     }
 
     /// Payment refunds `amount` (zero: nothing to do) of `order`'s payment
     /// for the flow `flow_id`.
     pub(super) async fn refund_payment(
         &self,
-        flow: &'static str,
-        flow_id: Uuid,
+        flow: Flow<'_>,
         order: &Order,
         amount: Money,
     ) -> Result<bool, Error> {
-        if amount.minor() == 0 {
+        if amount.minor() == 0 || flow.done.iter().any(|step| step == "refund") {
             return Ok(true);
         }
         if self.crashed_before("refund") {
@@ -170,7 +197,7 @@ impl Saga {
             parent: intent.name(),
             amount: Some(amount.into()),
             reason: pb::RefundReason::RequestedByCustomer.into(),
-            request_id: derived_request_id(flow_id, "refund"),
+            request_id: derived_request_id(flow.id, "refund"),
         };
         let refunded = self
             .remote(
@@ -180,32 +207,35 @@ impl Saga {
                 |mut client, request| async move { client.create_refund(request).await },
             )
             .await;
-        answered(flow, "refund", refunded)
+        self.record(
+            flow,
+            "refund",
+            answered(flow.table.flow(), "refund", refunded)?,
+        )
+        .await
     }
 
-    /// One recovery pass over a flow: `scan` lists what has waited since
-    /// before [`PENDING_GRACE`] ago (at most [`PENDING_BATCH`]), `finish`
-    /// takes each on. Returns how many it picked up.
-    pub(super) async fn finish_pending<I, Fut, T>(
+    /// One recovery pass over the flows of `table`: claims those waiting
+    /// since before [`PENDING_GRACE`] ago and not tried since (at most
+    /// [`PENDING_BATCH`], least recently tried first) and `finish`es each.
+    /// Returns how many it picked up.
+    pub(super) async fn finish_pending<Fut, T>(
         &self,
-        flow: &'static str,
-        scan: impl FnOnce(&mut diesel::PgConnection, DateTime<Utc>, i64) -> Result<Vec<I>, Error>
-        + Send
-        + 'static,
-        finish: impl Fn(I) -> Fut,
+        table: FlowTable,
+        finish: impl Fn(Uuid, OrderId) -> Fut,
     ) -> Result<usize, Error>
     where
-        I: Send + 'static,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let before = self.now() - PENDING_GRACE;
+        let now = self.now();
+        let before = now - PENDING_GRACE;
         let due = self
-            .db(move |conn| scan(conn, before, PENDING_BATCH))
+            .db(move |conn| repo::flows::claim_due(conn, table, now, before, PENDING_BATCH))
             .await?;
         let picked = due.len();
-        for item in due {
-            if let Err(err) = finish(item).await {
-                tracing::warn!(flow, %err, "recovery could not finish a flow after checkout");
+        for (id, order) in due {
+            if let Err(err) = finish(id, order).await {
+                tracing::warn!(flow = table.flow(), %err, "recovery could not finish a flow after checkout");
             }
         }
         Ok(picked)

@@ -8,16 +8,14 @@ use diesel::Connection as _;
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::Saga;
+use super::{Saga, flows::Flow};
 use crate::{
     checkout::{
         refund::{OrderRefund, OrderRefundState},
-        repo,
+        repo::{self, flows::FlowTable},
     },
     domain::Error,
 };
-
-const FLOW: &str = "refund";
 
 impl Saga {
     /// Refunds goodwill refund `id` if it is PENDING and marks it DONE;
@@ -32,8 +30,12 @@ impl Saga {
         let order = self
             .db(move |conn| repo::orders::load(conn, order_id))
             .await?;
-        if !self.refund_payment(FLOW, id, &order, refund.amount).await?
-            || self.crashed_before("finish")
+        let flow = Flow {
+            table: FlowTable::Refund,
+            id,
+            done: &refund.steps_done,
+        };
+        if !self.refund_payment(flow, &order, refund.amount).await? || self.crashed_before("finish")
         {
             return Ok(refund);
         }
@@ -48,7 +50,7 @@ impl Saga {
     /// Finishes every PENDING goodwill refund untouched for the pending
     /// grace; returns how many it picked up.
     pub async fn refund_pending(&self) -> Result<usize, Error> {
-        self.finish_pending(FLOW, repo::refunds::pending_before, |id| self.refund(id))
+        self.finish_pending(FlowTable::Refund, |id, _| self.refund(id))
             .await
     }
 }

@@ -10,16 +10,17 @@ use backroom_shared::catalog::{Quantity, Sku};
 use diesel::Connection as _;
 use tracing::instrument;
 
-use super::{Saga, flows::Settle};
+use super::{
+    Saga,
+    flows::{Flow, Settle},
+};
 use crate::{
     checkout::{
-        repo,
+        repo::{self, flows::FlowTable},
         returns::{Return, ReturnLine, ReturnState},
     },
     domain::{Error, OrderId, ReturnId},
 };
-
-const FLOW: &str = "return";
 
 /// Units per SKU of `lines` that `part` picks (restocked or written off).
 fn units(lines: &[ReturnLine], part: fn(&ReturnLine) -> i64) -> Vec<(Sku, Quantity)> {
@@ -53,13 +54,18 @@ impl Saga {
         let refund = ret
             .refund
             .unwrap_or_else(|| backroom_shared::money::Money::zero(order.currency));
+        let flow = Flow {
+            table: FlowTable::Return,
+            id: id.uuid(),
+            done: &ret.steps_done,
+        };
         if !self
-            .settle_units(FLOW, id.uuid(), order_id, Settle::Restock, &restock)
+            .settle_units(flow, order_id, Settle::Restock, &restock)
             .await?
             || !self
-                .settle_units(FLOW, id.uuid(), order_id, Settle::WriteOff, &write_off)
+                .settle_units(flow, order_id, Settle::WriteOff, &write_off)
                 .await?
-            || !self.refund_payment(FLOW, id.uuid(), &order, refund).await?
+            || !self.refund_payment(flow, &order, refund).await?
             || self.crashed_before("finish")
         {
             return Ok(ret);
@@ -75,8 +81,8 @@ impl Saga {
     /// Finishes every RECEIVING return untouched for the pending grace;
     /// returns how many it picked up.
     pub async fn receive_pending(&self) -> Result<usize, Error> {
-        self.finish_pending(FLOW, repo::returns::receiving_before, |(order, id)| {
-            self.receive(order, id)
+        self.finish_pending(FlowTable::Return, |id, order| {
+            self.receive(order, ReturnId::from_uuid(id))
         })
         .await
     }

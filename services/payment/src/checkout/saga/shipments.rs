@@ -75,8 +75,8 @@ impl Saga {
     /// Ships every PENDING shipment untouched for the pending grace (a
     /// crash or an outage left it); returns how many it picked up.
     pub async fn ship_pending(&self) -> Result<usize, Error> {
-        self.finish_pending("shipment", repo::shipments::pending_before, |id| {
-            self.ship(id)
+        self.finish_pending(repo::flows::FlowTable::Shipment, |id, _| {
+            self.ship(ShipmentId::from_uuid(id))
         })
         .await
     }

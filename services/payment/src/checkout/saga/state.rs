@@ -44,7 +44,7 @@ impl State {
     }
 
     /// Whether the pivot has not happened yet (failures compensate).
-    pub(super) fn before_pivot(self) -> bool {
+    pub fn before_pivot(self) -> bool {
         matches!(
             self,
             State::Pending | State::Reserving | State::Authorizing | State::Committing
