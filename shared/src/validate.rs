@@ -3,7 +3,12 @@
 //!
 //! - Control characters are refused outright: Postgres cannot store NUL in
 //!   `text` or `jsonb`, and no field of the API is meant to carry terminal
-//!   escapes or line breaks.
+//!   escapes or line breaks. So are the invisible characters that make text
+//!   show other than it reads ([`is_deceptive_format`]): the bidirectional
+//!   embeddings, overrides and isolates of "Trojan Source" (CVE-2021-42574)
+//!   and the zero-width space, word joiner and byte-order mark. The joiners
+//!   that scripts and emoji need (U+200C, U+200D) and the direction marks
+//!   of right-to-left text (U+200E, U+200F) stay allowed.
 //! - Card numbers are refused in every free-text field ([`optional_text`],
 //!   [`required_text`], [`no_card_number`]): a PAN typed into a display
 //!   name, an address line, a note or a description would otherwise be
@@ -17,13 +22,38 @@
 
 use crate::errors::FieldViolation;
 
-/// Refuses control characters (NUL, escapes, line breaks) in `raw`.
+/// The violation description of a control or deceptive formatting
+/// character found in text.
+pub const CONTROL_IN_TEXT: &str = "must not contain control characters or invisible formatting (bidirectional overrides, zero-width spaces)";
+
+/// Whether `c` is an invisible formatting character that makes text display
+/// other than it reads: a bidirectional embedding, override or isolate
+/// (U+202A–U+202E, U+2066–U+2069), the zero-width space (U+200B), the word
+/// joiner and invisible operators (U+2060–U+2064), the Mongolian vowel
+/// separator (U+180E) or the byte-order mark (U+FEFF).
+pub fn is_deceptive_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200B}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{180E}'
+            | '\u{FEFF}'
+    )
+}
+
+/// Whether `c` is refused in text: a control character or a deceptive
+/// formatting one.
+pub fn is_refused_in_text(c: char) -> bool {
+    c.is_control() || is_deceptive_format(c)
+}
+
+/// Refuses control characters (NUL, escapes, line breaks) and deceptive
+/// invisible formatting ([`is_deceptive_format`]) in `raw`.
 pub fn no_control_characters(field: &str, raw: &str) -> Result<(), FieldViolation> {
-    if raw.chars().any(char::is_control) {
-        Err(FieldViolation::new(
-            field,
-            "must not contain control characters",
-        ))
+    if raw.chars().any(is_refused_in_text) {
+        Err(FieldViolation::new(field, CONTROL_IN_TEXT))
     } else {
         Ok(())
     }
@@ -263,6 +293,26 @@ mod tests {
         assert!(optional_text("f", "x\u{1b}[31m", 10).is_err());
         assert!(optional_text("f", "ü€😀", 3).is_ok());
         assert!(optional_text("f", "ü€😀!", 3).is_err());
+        // Text that displays other than it reads is refused ("Trojan
+        // Source" overrides and isolates, zero-width spaces, a BOM)...
+        for deceptive in [
+            "admin\u{202E}nimda",
+            "\u{2066}x\u{2069}",
+            "pay\u{200B}pal",
+            "\u{FEFF}Mug",
+            "a\u{2060}b",
+        ] {
+            let err = optional_text("note", deceptive, 50).unwrap_err();
+            assert_eq!(
+                (err.field.as_str(), err.description.as_str()),
+                ("note", CONTROL_IN_TEXT)
+            );
+        }
+        // ...while the joiners of emoji and scripts and the marks of
+        // right-to-left text stay allowed.
+        for fine in ["👩\u{200D}💻", "می\u{200C}خواهم", "שלום\u{200F}!"] {
+            assert!(optional_text("f", fine, 20).is_ok(), "{fine:?}");
+        }
     }
 
     #[test]

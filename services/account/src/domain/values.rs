@@ -34,9 +34,13 @@ impl Email {
                 .all(|c| c.is_alphanumeric() || c == '.' || c == '-');
         let local_ok = !local.is_empty()
             && local.len() <= 64
-            && local
-                .chars()
-                .all(|c| !c.is_whitespace() && !c.is_control() && c != '@' && c != ',' && c != '"');
+            && local.chars().all(|c| {
+                !c.is_whitespace()
+                    && !backroom_shared::validate::is_refused_in_text(c)
+                    && c != '@'
+                    && c != ','
+                    && c != '"'
+            });
         if !local_ok || !domain_ok {
             return invalid("must be an email address");
         }

@@ -74,10 +74,14 @@ impl Metadata {
                     format!("{field}[{key}]"),
                     format!("must be at most {MAX_METADATA_VALUE} characters"),
                 ));
-            } else if key.chars().chain(value.chars()).any(char::is_control) {
+            } else if key
+                .chars()
+                .chain(value.chars())
+                .any(backroom_shared::validate::is_refused_in_text)
+            {
                 found.push(FieldViolation::new(
                     format!("{field}[{key}]"),
-                    "must not contain control characters",
+                    backroom_shared::validate::CONTROL_IN_TEXT,
                 ));
             } else if contains_card_number(key) || contains_card_number(value) {
                 found.push(FieldViolation::new(field, CARD_NUMBER_IN_TEXT));
