@@ -82,8 +82,10 @@ pub fn optional_text(field: &str, raw: &str, max: usize) -> Result<String, Field
             format!("must be at most {max} characters"),
         ));
     }
-    no_control_characters(field, value)?;
+    // A card number first: however it is spelled (zero-width spaces
+    // between its groups included), the caller learns that it was one.
     no_card_number(field, value)?;
+    no_control_characters(field, value)?;
     Ok(value.to_owned())
 }
 

@@ -74,6 +74,8 @@ impl Metadata {
                     format!("{field}[{key}]"),
                     format!("must be at most {MAX_METADATA_VALUE} characters"),
                 ));
+            } else if contains_card_number(key) || contains_card_number(value) {
+                found.push(FieldViolation::new(field, CARD_NUMBER_IN_TEXT));
             } else if key
                 .chars()
                 .chain(value.chars())
@@ -83,8 +85,6 @@ impl Metadata {
                     format!("{field}[{key}]"),
                     backroom_shared::validate::CONTROL_IN_TEXT,
                 ));
-            } else if contains_card_number(key) || contains_card_number(value) {
-                found.push(FieldViolation::new(field, CARD_NUMBER_IN_TEXT));
             }
         }
         let ok = found.is_empty();
