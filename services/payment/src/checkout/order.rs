@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::saga::{Failure, State};
-use crate::domain::{CustomerId, IntentId, OrderId, PaymentMethodId};
+use crate::domain::{CustomerId, Error, IntentId, OrderId, PaymentMethodId};
 
 /// A shipping address of the account service,
 /// `accounts/{customer}/addresses/{id}` (checked at PlaceOrder to be the
@@ -182,6 +182,48 @@ pub struct OrderLine {
     pub canceled: i64,
     /// Shipped units returns have asked for; `returned ≤ shipped`.
     pub returned: i64,
+}
+
+/// The units a flow after checkout takes of an order's `lines`: those
+/// `requested` or, when none are, every line's `open` units; no line beyond
+/// its `open` ones. `nothing` when nothing is open; `exceeding` names the
+/// lines asked beyond (or not of the order), ascending.
+pub fn take_units(
+    lines: &[OrderLine],
+    open: impl Fn(&OrderLine) -> i64,
+    requested: &[(Sku, Quantity)],
+    nothing: Error,
+    exceeding: fn(Vec<Sku>) -> Error,
+) -> Result<Vec<(Sku, Quantity)>, Error> {
+    if requested.is_empty() {
+        let everything: Vec<(Sku, Quantity)> = lines
+            .iter()
+            .filter_map(|line| {
+                Quantity::parse("lines", open(line))
+                    .ok()
+                    .map(|units| (line.sku.clone(), units))
+            })
+            .collect();
+        if everything.is_empty() {
+            return Err(nothing);
+        }
+        return Ok(everything);
+    }
+    let mut beyond: Vec<Sku> = requested
+        .iter()
+        .filter(|(sku, units)| {
+            lines
+                .iter()
+                .find(|line| &line.sku == sku)
+                .is_none_or(|line| units.get() > open(line))
+        })
+        .map(|(sku, _)| sku.clone())
+        .collect();
+    if !beyond.is_empty() {
+        beyond.sort();
+        return Err(exceeding(beyond));
+    }
+    Ok(requested.to_vec())
 }
 
 /// A new order, as PlaceOrder stores it.

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    order::{Order, OrderLine},
+    order::{Order, OrderLine, take_units},
     saga::State,
 };
 use crate::domain::{Error, OrderId, ReturnId};
@@ -180,36 +180,13 @@ pub fn plan_request(
     if now > closed_at {
         return Err(Error::ReturnWindowClosed { closed_at });
     }
-    let returnable = |line: &OrderLine| line.shipped - line.returned;
-    if requested.is_empty() {
-        let everything: Vec<(Sku, Quantity)> = lines
-            .iter()
-            .filter_map(|line| {
-                Quantity::parse("lines", returnable(line))
-                    .ok()
-                    .map(|units| (line.sku.clone(), units))
-            })
-            .collect();
-        if everything.is_empty() {
-            return Err(Error::NothingToReturn);
-        }
-        return Ok(everything);
-    }
-    let mut exceeding: Vec<Sku> = requested
-        .iter()
-        .filter(|(sku, units)| {
-            lines
-                .iter()
-                .find(|line| &line.sku == sku)
-                .is_none_or(|line| units.get() > returnable(line))
-        })
-        .map(|(sku, _)| sku.clone())
-        .collect();
-    if !exceeding.is_empty() {
-        exceeding.sort();
-        return Err(Error::ReturnExceedsShipped(exceeding));
-    }
-    Ok(requested.to_vec())
+    take_units(
+        lines,
+        |line| line.shipped - line.returned,
+        requested,
+        Error::NothingToReturn,
+        Error::ReturnExceedsShipped,
+    )
 }
 
 /// A receipt, decided: each line of the return with what becomes of its

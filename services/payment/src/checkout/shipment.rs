@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    order::{Order, OrderLine},
+    order::{Order, OrderLine, take_units},
     saga::State,
 };
 use crate::domain::{Error, OrderId, ShipmentId};
@@ -144,34 +144,11 @@ pub fn plan(
     if order.state != State::Completed {
         return Err(Error::OrderNotShippable(order.state.as_str()));
     }
-    let left = |line: &OrderLine| left(line, claimed);
-    if requested.is_empty() {
-        let everything: Vec<(Sku, Quantity)> = lines
-            .iter()
-            .filter_map(|line| {
-                Quantity::parse("lines", left(line))
-                    .ok()
-                    .map(|units| (line.sku.clone(), units))
-            })
-            .collect();
-        if everything.is_empty() {
-            return Err(Error::NothingToShip);
-        }
-        return Ok(everything);
-    }
-    let mut exceeding: Vec<Sku> = requested
-        .iter()
-        .filter(|(sku, units)| {
-            lines
-                .iter()
-                .find(|line| &line.sku == sku)
-                .is_none_or(|line| units.get() > left(line))
-        })
-        .map(|(sku, _)| sku.clone())
-        .collect();
-    if !exceeding.is_empty() {
-        exceeding.sort();
-        return Err(Error::ShipmentExceedsOrder(exceeding));
-    }
-    Ok(requested.to_vec())
+    take_units(
+        lines,
+        |line| left(line, claimed),
+        requested,
+        Error::NothingToShip,
+        Error::ShipmentExceedsOrder,
+    )
 }

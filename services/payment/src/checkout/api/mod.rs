@@ -152,6 +152,27 @@ fn required_request_id(violations: &mut Violations, raw: &str, method: &str) -> 
     )
 }
 
+/// A page of what an order has (its shipments, its returns): the parent
+/// order, the page and the last item of the previous page.
+fn order_page(
+    parent: &str,
+    page_size: i32,
+    page_token: &str,
+) -> Result<
+    (
+        crate::domain::OrderId,
+        backroom_shared::paging::PageRequest,
+        Option<Uuid>,
+    ),
+    crate::domain::Error,
+> {
+    let mut violations = Violations::default();
+    let id = violations.check(crate::domain::OrderId::parse("parent", parent));
+    let page = backroom_shared::paging::page(&mut violations, page_size, page_token, &[parent]);
+    let after = page.as_ref().and_then(|p| violations.check(p.after_uuid()));
+    Ok(violations.finish_with((id, page, after))?)
+}
+
 /// ORDER_NOT_FOUND unless the caller may see order `id`'s shipments and
 /// returns: its customer, an admin or a warehouse (a service principal with
 /// role fulfillment). Anyone else learns nothing, not even that it exists.

@@ -9,13 +9,12 @@ use backroom_shared::{
     clock::to_timestamp,
     errors::{FieldViolation, Violations},
     idempotency,
-    paging::page,
     validate::{optional_text, required_text},
 };
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::{CheckoutApi, orders::parse_lines, required_request_id};
+use super::{CheckoutApi, order_page, orders::parse_lines, required_request_id};
 use crate::{
     api::{amount, record},
     checkout::{
@@ -246,18 +245,7 @@ impl CheckoutApi {
     ) -> Result<Response<pb::ListReturnsResponse>, Status> {
         let access = Caller::of(&request)?.access();
         let req = request.into_inner();
-        let mut violations = Violations::default();
-        let id = violations.check(OrderId::parse("parent", &req.parent));
-        let page = page(
-            &mut violations,
-            req.page_size,
-            &req.page_token,
-            &[&req.parent],
-        );
-        let after = page.as_ref().and_then(|p| violations.check(p.after_uuid()));
-        let (id, page, after) = violations
-            .finish_with((id, page, after))
-            .map_err(Error::from)?;
+        let (id, page, after) = order_page(&req.parent, req.page_size, &req.page_token)?;
         record("order", id);
         let limit = page.fetch_limit();
         let found = self

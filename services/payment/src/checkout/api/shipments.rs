@@ -5,12 +5,12 @@
 use backroom_proto::payment::v1 as pb;
 use backroom_shared::{
     auth::Caller, catalog::MAX_LINES, clock::to_timestamp, errors::Violations, idempotency,
-    paging::page, validate::required_text,
+    validate::required_text,
 };
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::{CheckoutApi, orders::parse_lines};
+use super::{CheckoutApi, order_page, orders::parse_lines};
 use crate::{
     api::record,
     checkout::{
@@ -120,18 +120,7 @@ impl CheckoutApi {
     ) -> Result<Response<pb::ListShipmentsResponse>, Status> {
         let access = Caller::of(&request)?.access();
         let req = request.into_inner();
-        let mut violations = Violations::default();
-        let id = violations.check(OrderId::parse("parent", &req.parent));
-        let page = page(
-            &mut violations,
-            req.page_size,
-            &req.page_token,
-            &[&req.parent],
-        );
-        let after = page.as_ref().and_then(|p| violations.check(p.after_uuid()));
-        let (id, page, after) = violations
-            .finish_with((id, page, after))
-            .map_err(Error::from)?;
+        let (id, page, after) = order_page(&req.parent, req.page_size, &req.page_token)?;
         record("order", id);
         let limit = page.fetch_limit();
         let found = self
