@@ -18,6 +18,16 @@ fn proto_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> std::io::Result
     Ok(())
 }
 
+/// Every message implements `prost::Name` (type URLs
+/// `type.googleapis.com/<full name>`): events pack their payloads as
+/// `google.protobuf.Any`.
+fn type_names() -> prost_build::Config {
+    let mut config = prost_build::Config::new();
+    config.enable_type_names();
+    config.type_name_domain(["."], "type.googleapis.com");
+    config
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let mut files = Vec::new();
@@ -47,6 +57,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // a replay with two metadata entries could be refused as
         // REQUEST_ID_REUSED.
         .btree_map(".")
-        .compile_fds(fds)?;
+        .compile_fds_with_config(fds, type_names())?;
     Ok(())
 }

@@ -41,6 +41,14 @@ pub mod payment {
     }
 }
 
+/// The event envelope, the event feed and webhooks, served by every service.
+pub mod events {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("backroom.events.v1");
+    }
+}
+
 /// A diagnostic echo service used by the test kit and the load generator's
 /// bare baseline. Not served by the production services.
 pub mod testing {

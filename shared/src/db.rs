@@ -269,6 +269,10 @@ pub struct Pool {
     /// The last attempt to open a connection failed (see
     /// [`UNREACHABLE_CHECKOUT`]).
     unreachable: Arc<AtomicBool>,
+    /// The runtime role's URL and the service's schema: the event feed
+    /// opens its own (asynchronous) connection with them.
+    url: crate::config::Secret,
+    schema: Arc<str>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -313,7 +317,19 @@ impl Pool {
             checkout_timeout: config.checkout_timeout(),
             statement_timeout: config.statement_timeout(),
             unreachable,
+            url: config.database_url.clone(),
+            schema: schema.into(),
         }
+    }
+
+    /// The runtime role's database URL.
+    pub fn url(&self) -> &crate::config::Secret {
+        &self.url
+    }
+
+    /// The service's schema.
+    pub fn schema(&self) -> &str {
+        &self.schema
     }
 
     /// How long a checkout may wait: the checkout timeout, at most half of

@@ -12,6 +12,7 @@
 //! - [`db`]: the r2d2/diesel pool, provisioning, migrations, error mapping;
 //! - [`deadline`]: the caller's deadline, carried to outbound calls and SQL;
 //! - [`errors`]: `tonic::Status` with `google.rpc` details;
+//! - [`events`]: the outbox, the event feed, the JetStream relay, webhooks;
 //! - [`idempotency`]: AIP-155 request ids, stored with the mutation;
 //! - [`paging`]: AIP-158 page sizes and tokens;
 //! - [`money`]: the one money type (ISO-4217 currency, minor units);
@@ -36,6 +37,7 @@ pub mod config;
 pub mod db;
 pub mod deadline;
 pub mod errors;
+pub mod events;
 pub mod idempotency;
 #[cfg(feature = "local-postgres")]
 pub mod local_postgres;

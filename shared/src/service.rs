@@ -51,6 +51,9 @@ pub struct CommonConfig {
     /// Token issuer and account endpoint.
     #[command(flatten)]
     pub auth: AuthConfig,
+    /// The JetStream relay and webhooks.
+    #[command(flatten)]
+    pub events: crate::events::EventsConfig,
 }
 
 /// A service's part of its binary: its CLI, schema and server.

@@ -165,6 +165,23 @@ pub fn current_trace_id() -> String {
         .to_string()
 }
 
+/// The current span's W3C `traceparent` (`00-<trace>-<span>-<flags>`), or
+/// empty when there is no valid span context (recorded with events).
+pub fn current_traceparent() -> String {
+    let context = Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    if !span_context.is_valid() {
+        return String::new();
+    }
+    format!(
+        "00-{}-{}-{:02x}",
+        span_context.trace_id(),
+        span_context.span_id(),
+        span_context.trace_flags().to_u8()
+    )
+}
+
 /// `/pkg.Service/Method` split per the RPC semantic conventions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RpcName {

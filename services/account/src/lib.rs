@@ -25,6 +25,7 @@ use backroom_shared::{
     config::{AuthConfig, Secret, ServerConfig},
     db::Pool,
     errors::Domain,
+    events::{Events, EventsConfig},
     server::GrpcServer,
     service::{CommonConfig, Service, Shutdown},
     store::Store,
@@ -131,6 +132,11 @@ impl Service for AccountService {
     ) -> anyhow::Result<GrpcServer> {
         let mut deps = Deps::new(&cli.common.auth, &cli.account, pool, clock::system()).await?;
         deps.shutdown = shutdown;
+        deps.events = Events::new(
+            deps.store.pool().clone(),
+            SERVICE,
+            cli.common.events.clone(),
+        );
         bootstrap_admin(&deps, &cli.account).await?;
         Ok(server(cli.common.server.clone(), deps))
     }
@@ -319,6 +325,8 @@ pub struct Deps {
     /// Stops the server's background purges: [`AccountService`] passes the
     /// binary's; `backroom up` and tests may trigger their own.
     pub shutdown: Shutdown,
+    /// The account events' feed (and relay, when configured).
+    pub events: Events,
 }
 
 /// Parses `client_id=aud|aud,…`.
@@ -410,6 +418,7 @@ impl Deps {
             });
         }
         Ok(Self {
+            events: Events::new(pool.clone(), SERVICE, EventsConfig::default()),
             store: Store::new(pool, clock, DOMAIN),
             hasher,
             issuer,
@@ -491,7 +500,8 @@ pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
         )),
     );
     tokio::spawn(shutdown.until(purge_sessions_periodically(deps.clone())));
-    GrpcServer::new(config)
+    let events = deps.events.clone();
+    let server = GrpcServer::new(config)
         // The server refuses a flood before any token or password work.
         .with_rate_limits(&RATE_LIMITED_METHODS)
         .with_layer(AuthLayer::new(verifier, DOMAIN, &PUBLIC_METHODS))
@@ -503,7 +513,8 @@ pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
             AccountServiceServer::new(api::AccountApi::new(deps))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-        )
+        );
+    events.serve(server, DOMAIN, &shutdown)
 }
 
 /// Deletes expired refresh tokens and idle failed-login counters every ten

@@ -33,6 +33,7 @@ use backroom_shared::{
     config::{AuthConfig, Secret, ServerConfig},
     db::Pool,
     errors::Domain,
+    events::{Events, EventsConfig},
     server::GrpcServer,
     service::{Command, CommonConfig, Service, Shutdown},
     store::Store,
@@ -165,6 +166,8 @@ pub struct Deps {
     pub watch: WatchHub,
     /// Stops the background tasks and ends the streams.
     pub shutdown: Shutdown,
+    /// The inventory events' feed (and relay, when configured).
+    pub events: Events,
 }
 
 impl Deps {
@@ -177,6 +180,7 @@ impl Deps {
         verifier: Arc<Verifier>,
     ) -> Self {
         Self {
+            events: Events::new(pool.clone(), SERVICE, EventsConfig::default()),
             store: Store::new(pool, clock, DOMAIN),
             verifier,
             sweep_interval: (config.reservation_sweep_interval_ms > 0)
@@ -227,7 +231,8 @@ pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
             clock,
         )),
     );
-    GrpcServer::new(config)
+    let events = deps.events.clone();
+    let server = GrpcServer::new(config)
         .with_layer(AuthLayer::new(
             deps.verifier.clone(),
             DOMAIN,
@@ -241,7 +246,8 @@ pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
             InventoryServiceServer::new(api::InventoryApi::new(deps))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-        )
+        );
+    events.serve(server, DOMAIN, &shutdown)
 }
 
 /// Sweeps expired reservations every `interval`, forever (spawn it under
@@ -292,6 +298,7 @@ impl Service for InventoryService {
         let verifier = verifier(&cli.common.auth, &cli.inventory)?;
         let deps = Deps {
             shutdown,
+            events: Events::new(pool.clone(), SERVICE, cli.common.events.clone()),
             ..Deps::new(&cli.inventory, pool, clock::system(), verifier)
         };
         Ok(server(cli.common.server.clone(), deps))

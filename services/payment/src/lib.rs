@@ -45,6 +45,7 @@ use backroom_shared::{
     config::{AuthConfig, ServerConfig},
     db::Pool,
     errors::Domain,
+    events::{Events, EventsConfig},
     idempotency,
     server::GrpcServer,
     service::{self, CommonConfig, Shutdown},
@@ -126,7 +127,10 @@ impl service::Service for PaymentService {
         listener: &TcpListener,
         shutdown: Shutdown,
     ) -> anyhow::Result<GrpcServer> {
-        let deps = Deps::new(&cli.common.auth, &cli.payment, pool, clock::system())?;
+        let deps = Deps {
+            events: Events::new(pool.clone(), SERVICE, cli.common.events.clone()),
+            ..Deps::new(&cli.common.auth, &cli.payment, pool, clock::system())?
+        };
         // The saga calls this service's own API over loopback.
         let self_endpoint = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
         let checkout = CheckoutDeps::new(
@@ -167,6 +171,8 @@ pub struct Deps {
     /// saga's, the only caller that acts on an order's payment. `None`: no
     /// one does.
     pub checkout_principal: Option<String>,
+    /// The payment events' feed (and relay, when configured).
+    pub events: Events,
 }
 
 impl Deps {
@@ -187,6 +193,7 @@ impl Deps {
             "BACKROOM_AUTHORIZATION_TTL_SECS must be positive"
         );
         Ok(Self {
+            events: Events::new(pool.clone(), SERVICE, EventsConfig::default()),
             store: Store::new(pool, clock, DOMAIN),
             verifier,
             processor,
@@ -247,9 +254,14 @@ pub fn server(config: ServerConfig, deps: Deps, shutdown: Shutdown) -> GrpcServe
         deps.store.clock().clone(),
     )));
     if let Some(interval) = deps.sweep_interval {
-        tokio::spawn(expiry::run_sweeper(deps.clone(), interval, shutdown));
+        tokio::spawn(expiry::run_sweeper(
+            deps.clone(),
+            interval,
+            shutdown.clone(),
+        ));
     }
-    GrpcServer::new(config)
+    let events = deps.events.clone();
+    let server = GrpcServer::new(config)
         .with_layer(AuthLayer::new(
             Arc::clone(&deps.verifier),
             DOMAIN,
@@ -263,7 +275,8 @@ pub fn server(config: ServerConfig, deps: Deps, shutdown: Shutdown) -> GrpcServe
             PaymentServiceServer::new(api::PaymentApi::new(deps))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-        )
+        );
+    events.serve(server, DOMAIN, &shutdown)
 }
 
 /// What the checkout saga needs beyond [`Deps`]: the other services, this
