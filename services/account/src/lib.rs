@@ -15,6 +15,7 @@
 pub mod api;
 pub mod db;
 pub mod domain;
+pub mod events;
 
 use std::{path::PathBuf, sync::Arc};
 

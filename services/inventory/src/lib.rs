@@ -23,6 +23,7 @@
 pub mod api;
 pub mod db;
 pub mod domain;
+pub mod events;
 
 use std::{sync::Arc, time::Duration};
 

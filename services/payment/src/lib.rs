@@ -24,6 +24,7 @@ pub mod checkout;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod events;
 pub mod expiry;
 pub mod processor;
 

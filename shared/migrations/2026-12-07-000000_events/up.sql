@@ -34,11 +34,15 @@ CREATE TABLE webhook_endpoints (
     created_at         timestamptz NOT NULL
 );
 
--- Redeliveries asked for by RPC: delivered before the endpoint's next event.
+-- Redeliveries asked for by RPC: delivered before the endpoint's next event
+-- (after the event being retried, if one is). A failing redelivery keeps its
+-- own retry state, so the endpoint's columns always describe its next event.
 CREATE TABLE webhook_redeliveries (
-    endpoint_id  uuid        NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
-    sequence     bigint      NOT NULL,
-    requested_at timestamptz NOT NULL,
+    endpoint_id     uuid        NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
+    sequence        bigint      NOT NULL,
+    requested_at    timestamptz NOT NULL,
+    failing_since   timestamptz,
+    next_attempt_at timestamptz,
     PRIMARY KEY (endpoint_id, sequence)
 );
 

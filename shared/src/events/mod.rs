@@ -263,8 +263,8 @@ impl Events {
         tokio::spawn(shutdown.until(webhooks::run(self.clone())));
     }
 
-    /// Starts the feed (see [`Self::start`]) and adds `EventService` to
-    /// `server`, answering errors in `domain`; streams end on `shutdown`.
+    /// Starts the feed (see [`Self::start`]) and adds `EventService` and
+    /// `WebhookService` to `server`, answering errors in `domain`; streams end on `shutdown`.
     pub fn serve(
         &self,
         server: crate::server::GrpcServer,
@@ -273,9 +273,11 @@ impl Events {
     ) -> crate::server::GrpcServer {
         self.start(shutdown);
         let max = server.config().max_message_bytes;
-        server.add_service(
-            api::EventApi::new(self.clone(), domain, shutdown.clone()).into_server(max),
-        )
+        server
+            .add_service(
+                api::EventApi::new(self.clone(), domain, shutdown.clone()).into_server(max),
+            )
+            .add_service(webhooks::WebhookApi::new(self.clone(), domain).into_server(max))
     }
 
     /// The service's name.

@@ -4,3 +4,4 @@
 mod db;
 mod server;
 mod trace;
+mod webhooks;

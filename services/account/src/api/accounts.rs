@@ -31,7 +31,7 @@ fn etag(version: i64) -> String {
 }
 
 /// The account as the API shows it at `now` (its lock only while it lasts).
-fn account_to_proto(account: &Account, now: DateTime<Utc>) -> pb::Account {
+pub(crate) fn account_to_proto(account: &Account, now: DateTime<Utc>) -> pb::Account {
     pb::Account {
         name: account_name(account.id),
         email: account.email.as_str().to_owned(),

@@ -15,6 +15,7 @@
 //! [`addresses`], [`service_tokens`].
 
 mod accounts;
+pub(crate) use accounts::account_to_proto;
 mod addresses;
 mod service_tokens;
 mod sessions;
@@ -72,7 +73,7 @@ impl AccountApi {
 }
 
 /// `accounts/{id}`.
-fn account_name(id: Uuid) -> String {
+pub(crate) fn account_name(id: Uuid) -> String {
     names::name("accounts", id)
 }
 

@@ -12,6 +12,7 @@
 mod products;
 mod quotes;
 mod reservations;
+pub(crate) use reservations::to_proto as reservation_to_proto;
 mod stock;
 pub mod watch;
 

@@ -298,7 +298,7 @@ transition_request!(
 
 /// The wire form of `reservation` as clients see it at `now` (an ACTIVE
 /// one past its expiry is EXPIRED).
-fn to_proto(reservation: &Reservation, now: DateTime<Utc>) -> pb::Reservation {
+pub(crate) fn to_proto(reservation: &Reservation, now: DateTime<Utc>) -> pb::Reservation {
     let state = match reservation.state_at(now) {
         ReservationState::Active => pb::ReservationState::Active,
         ReservationState::Committed => pb::ReservationState::Committed,

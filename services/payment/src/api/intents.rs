@@ -259,7 +259,7 @@ fn cancellation_to_proto(reason: Option<CancellationReason>) -> pb::Cancellation
 }
 
 /// The wire form of an intent.
-fn intent_to_proto(intent: &Intent) -> pb::PaymentIntent {
+pub(crate) fn intent_to_proto(intent: &Intent) -> pb::PaymentIntent {
     pb::PaymentIntent {
         name: intent.id.name(),
         customer: intent.customer.name(),

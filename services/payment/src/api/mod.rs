@@ -21,6 +21,15 @@ mod ledger;
 mod payment_methods;
 mod refunds;
 
+pub(crate) use intents::intent_to_proto;
+
+/// The wire form of a refund.
+pub(crate) fn refund_to_proto(
+    refund: &crate::domain::refunds::Refund,
+) -> backroom_proto::payment::v1::Refund {
+    refund.into()
+}
+
 use backroom_proto::{
     common::v1::Money as ProtoMoney,
     payment::v1::{self as pb, payment_service_server::PaymentService},

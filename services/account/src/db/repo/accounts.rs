@@ -14,6 +14,7 @@ use crate::{
         schema::account::accounts,
     },
     domain::{Account, AccountChanges, AccountFilter, Bootstrap, Email, Error, Revocation, Role},
+    events,
 };
 
 /// Inserts a new account; a taken email is [`Error::EmailTaken`].
@@ -45,7 +46,9 @@ pub fn insert_account(
             DbError::Conflict { .. } => Error::EmailTaken,
             other => Error::Db(other),
         })?;
-    Ok(inserted.into_account()?)
+    let account = inserted.into_account()?;
+    events::registered(conn, &account, now)?;
+    Ok(account)
 }
 
 /// Whether an account with `email` exists (Register's check before it
@@ -163,7 +166,9 @@ pub fn set_password(
         ))
         .execute(conn)?;
     bump_security_version(conn, id, now)?;
-    revoke_all_sessions(conn, id, now)
+    revoke_all_sessions(conn, id, now)?;
+    let account = get_account(conn, id)?;
+    events::password_changed(conn, &account, now)
 }
 
 /// Applies `changes` if the account is at `expected_version` (when given).
@@ -201,7 +206,15 @@ pub fn update_account(
     if roles_changed {
         bump_security_version(conn, id, now)?;
     }
-    get_account(conn, id)
+    let account = get_account(conn, id)?;
+    if roles_changed {
+        let previous = old_roles
+            .iter()
+            .map(|role| role.as_str().to_owned())
+            .collect();
+        events::roles_changed(conn, &account, previous, now)?;
+    }
+    Ok(account)
 }
 
 /// Disables (revoking every session and access token) or re-enables an
@@ -230,7 +243,9 @@ pub fn set_disabled(
         bump_security_version(conn, id, now)?;
         revoke_all_sessions(conn, id, now)?;
     }
-    get_account(conn, id)
+    let account = get_account(conn, id)?;
+    events::disabled_changed(conn, &account, now)?;
+    Ok(account)
 }
 
 /// A page of accounts in creation order.

@@ -14,6 +14,7 @@ use crate::{
         Error,
         products::{CreateProduct, ListProducts, Product, UpdateProduct, require_found},
     },
+    events,
 };
 
 /// Inserts a product; a taken SKU is [`Error::ProductAlreadyExists`].
@@ -31,6 +32,10 @@ pub fn insert(
         .map_err(|err| match DbError::from(err) {
             DbError::Conflict { .. } => Error::ProductAlreadyExists(product.sku.clone()),
             other => Error::Db(other),
+        })
+        .and_then(|created| {
+            events::product_created(conn, &created, now)?;
+            Ok(created)
         })
 }
 
@@ -124,5 +129,7 @@ pub fn update(
         ))
         .returning(ProductRow::as_returning())
         .get_result(conn)?;
-    Ok(row.into())
+    let updated = Product::from(row);
+    events::product_updated(conn, &updated, now)?;
+    Ok(updated)
 }

@@ -32,6 +32,7 @@ use crate::{
         stock::{Change, LevelKey, MovementKind},
         values::{LocationId, OrderId},
     },
+    events,
 };
 
 /// Reservations expired per transaction by the sweeper and lazy expiry.
@@ -96,7 +97,9 @@ pub fn reserve(
     diesel::insert_into(reservation_lines::table)
         .values(&rows)
         .execute(conn)?;
-    load(conn, cmd.order_id, false)
+    let made = load(conn, cmd.order_id, false)?;
+    events::reservation_made(conn, &made, now)?;
+    Ok(made)
 }
 
 /// Takes one line's units; the location taken, or `None` when short.
@@ -270,6 +273,7 @@ fn end(
         .execute(conn)?;
     reservation.state = state;
     reservation.updated_at = now;
+    events::reservation_ended(conn, &reservation, ending, now)?;
     Ok(reservation)
 }
 
@@ -351,6 +355,10 @@ pub fn expire_due(
         let order_id = OrderId(row.order_id);
         let line = ReservationLine::from(row);
         move_held(conn, order_id, &line, Ending::Expire.movement(), now)?;
+    }
+    for id in &ids {
+        let expired = load(conn, OrderId(*id), false)?;
+        events::reservation_ended(conn, &expired, Ending::Expire, now)?;
     }
     tracing::info!(expired = ids.len(), "reservations expired");
     Ok(ids.len())

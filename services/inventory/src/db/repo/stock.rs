@@ -25,6 +25,7 @@ use crate::{
         },
         values::LocationId,
     },
+    events,
 };
 
 /// One stock level.
@@ -139,7 +140,7 @@ fn append(
     diesel::insert_into(stock_movements::table)
         .values(NewMovementRow::new(level, change, now))
         .execute(conn)?;
-    Ok(())
+    events::stock_moved(conn, level, change, now)
 }
 
 /// Compare-and-swap adjustment of one level (see AdjustStock in the proto).

@@ -14,6 +14,10 @@ mod orders;
 mod returns;
 mod shipments;
 
+pub(crate) use orders::order_to_proto;
+pub(crate) use returns::return_to_proto;
+pub(crate) use shipments::shipment_to_proto;
+
 use backroom_proto::payment::v1::{
     self as pb, checkout_service_server::CheckoutService,
     payment_service_client::PaymentServiceClient,

@@ -16,6 +16,7 @@ use crate::{
     checkout::cancellation::{self, CancelOrder, Cancellation, CancellationState},
     db::schema::payment::{cancellation_lines, cancellations, order_lines},
     domain::{Error, OrderId},
+    events,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -222,5 +223,6 @@ pub fn finish(
         ))
         .execute(conn)?;
     orders::refunded(conn, cancellation.order_id, cancellation.refund, now)?;
+    events::order_canceled(conn, cancellation.order_id, cancellation.refund, now)?;
     load(conn, id)
 }

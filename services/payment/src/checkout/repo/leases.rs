@@ -13,6 +13,7 @@ use crate::{
     checkout::{order::Progress, saga::State},
     db::schema::payment::{order_lines, orders},
     domain::{Error, OrderId},
+    events,
 };
 
 fn terminal() -> [&'static str; 3] {
@@ -89,6 +90,7 @@ pub fn advance(
                     ))
                     .execute(conn)?;
             }
+            events::order_settled(conn, id, to, now)?;
         }
         Ok(moved == 1)
     })

@@ -14,6 +14,7 @@ use crate::{
     },
     db::schema::payment::{order_lines, orders},
     domain::{CustomerId, Error, OrderId},
+    events,
 };
 
 /// Inserts the order with its lines at `now`, or — when the customer
@@ -35,6 +36,7 @@ pub fn insert_order(
             diesel::insert_into(order_lines::table)
                 .values(LineRow::unpriced(order))
                 .execute(conn)?;
+            events::order_placed(conn, order.id, now)?;
             return Ok((load(conn, order.id)?, true));
         }
         // A concurrent twin committed first (the insert waited for it).

@@ -14,6 +14,7 @@ use crate::{
     checkout::refund::{self, OrderRefund, OrderRefundState, RefundOrder},
     db::schema::payment::order_refunds,
     domain::{Error, OrderId},
+    events,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -123,5 +124,6 @@ pub fn finish(conn: &mut PgConnection, id: Uuid, now: DateTime<Utc>) -> Result<O
         ))
         .execute(conn)?;
     orders::refunded(conn, refund.order_id, refund.amount, now)?;
+    events::order_refunded(conn, refund.order_id, refund.amount, &refund.reason, now)?;
     load(conn, id)
 }

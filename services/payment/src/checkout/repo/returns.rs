@@ -20,6 +20,7 @@ use crate::{
     },
     db::schema::payment::{order_lines, return_lines, returns as returns_table},
     domain::{Error, OrderId, ReturnId},
+    events,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -156,7 +157,9 @@ pub fn request(
     }
     orders::touch(conn, order.id, now)?;
     tracing::info!(r#return = %id, lines = rows.len(), "return requested");
-    load(conn, order.id, id)
+    let requested = load(conn, order.id, id)?;
+    events::return_requested(conn, &requested, now)?;
+    Ok(requested)
 }
 
 /// The return `id` of `order` (RETURN_NOT_FOUND if it has none such).
@@ -250,7 +253,9 @@ pub fn finish(
     if let Some(refund) = ret.refund {
         orders::refunded(conn, order, refund, now)?;
     }
-    load(conn, order, id)
+    let received = load(conn, order, id)?;
+    events::return_received(conn, &received, now)?;
+    Ok(received)
 }
 
 /// A page of `order`'s returns, oldest first: after the return `after`

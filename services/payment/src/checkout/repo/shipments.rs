@@ -13,6 +13,7 @@ use crate::{
     checkout::shipment::{self, CreateShipment, Shipment, ShipmentState},
     db::schema::payment::{order_lines, shipment_lines, shipments},
     domain::{Error, OrderId, ShipmentId},
+    events,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -203,7 +204,9 @@ pub fn finish(
         ))
         .execute(conn)?;
     orders::touch(conn, shipment.order_id, now)?;
-    load(conn, id)
+    let shipped = load(conn, id)?;
+    events::order_shipped(conn, &shipped, now)?;
+    Ok(shipped)
 }
 
 /// Marks a PENDING shipment FAILED with `reason`: it ships nothing and its

@@ -16,6 +16,7 @@ use crate::{
         CustomerId, Error, IntentId, OrderId,
         intents::{Intent, IntentStatus},
     },
+    events,
 };
 
 /// Inserts an intent.
@@ -31,10 +32,14 @@ pub fn insert(conn: &mut PgConnection, intent: &Intent) -> Result<(), Error> {
 #[instrument(skip_all, fields(intent = %intent.id))]
 pub fn update(conn: &mut PgConnection, intent: &Intent) -> Result<(), Error> {
     let row = IntentRow::from(intent);
+    let before: String = payment_intents::table
+        .find(row.id)
+        .select(payment_intents::status)
+        .first(conn)?;
     diesel::update(payment_intents::table.find(row.id))
         .set(&row)
         .execute(conn)?;
-    Ok(())
+    events::intent_changed(conn, IntentStatus::from_stored(&before)?, intent)
 }
 
 /// Records a failed authorization attempt, unless the intent moved on

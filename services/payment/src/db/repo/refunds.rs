@@ -7,6 +7,7 @@ use tracing::instrument;
 use crate::{
     db::{models::RefundRow, schema::payment::refunds},
     domain::{Error, IntentId, RefundId, refunds::Refund},
+    events,
 };
 
 /// Inserts a refund.
@@ -15,6 +16,9 @@ pub fn insert(conn: &mut PgConnection, refund: &Refund) -> Result<(), Error> {
     diesel::insert_into(refunds::table)
         .values(RefundRow::from(refund))
         .execute(conn)?;
+    if refund.status == crate::domain::refunds::RefundStatus::Succeeded {
+        events::refund_succeeded(conn, refund)?;
+    }
     Ok(())
 }
 
