@@ -8,6 +8,7 @@ mod audit;
 mod cancellations;
 mod checkout;
 mod checkout_trace;
+mod events;
 mod harness;
 mod hostile_input;
 mod order_payments;
