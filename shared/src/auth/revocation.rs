@@ -76,6 +76,9 @@ const MIN_ON_DEMAND_INTERVAL: Duration = Duration::from_secs(1);
 struct Snapshot {
     min_versions: HashMap<Uuid, i64>,
     fetched_at: Option<Instant>,
+    /// Versions applied from account events since the last fetch began
+    /// (a fetch that started before them must not undo them).
+    pushed: Vec<(Uuid, i64, Instant)>,
 }
 
 /// The revocation list of one verifier; see the module docs.
@@ -86,6 +89,9 @@ pub struct Revocations {
     /// Held while fetching (one fetch at a time); when the last fetch that
     /// a call (not the schedule) asked for began.
     fetching: tokio::sync::Mutex<Option<Instant>>,
+    /// Where account events come from, when the list is the account
+    /// service's ([`Self::follow_events`]).
+    events: Option<(crate::client::TracedChannel, Arc<ServiceCredentials>)>,
 }
 
 impl std::fmt::Debug for Revocations {
@@ -107,6 +113,7 @@ impl Revocations {
             policy,
             snapshot: RwLock::new(Snapshot::default()),
             fetching: tokio::sync::Mutex::new(None),
+            events: None,
         }
     }
 
@@ -120,6 +127,7 @@ impl Revocations {
         use backroom_proto::account::v1::{
             ListTokenRevocationsRequest, account_service_client::AccountServiceClient,
         };
+        let events = Some((channel.clone(), credentials.clone()));
         let fetch: RevocationFetcher = Arc::new(move || {
             let mut client = AccountServiceClient::new(channel.clone());
             let credentials = credentials.clone();
@@ -154,7 +162,92 @@ impl Revocations {
                 }
             })
         });
-        Self::new(fetch, policy)
+        Self {
+            events,
+            ..Self::new(fetch, policy)
+        }
+    }
+
+    /// Raises `account`'s least security version to `min_version` now (an
+    /// account event said its version moved): its older tokens stop
+    /// counting at once, without waiting for the next fetch.
+    pub fn apply(&self, account: Uuid, min_version: i64) {
+        let mut snapshot = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+        let entry = snapshot.min_versions.entry(account).or_insert(min_version);
+        *entry = (*entry).max(min_version);
+        snapshot.pushed.push((account, min_version, Instant::now()));
+    }
+
+    /// Follows the account service's events (WatchEvents: disables, role
+    /// and password changes) and applies each security version as it
+    /// arrives, until the list is dropped; reconnects with backoff and
+    /// resumes after the last event seen. The poll stays the backstop (and
+    /// the fail-closed staleness rule still holds): with the stream up a
+    /// revocation takes effect within the event's trip (milliseconds), with
+    /// it down within the poll interval.
+    pub async fn follow_events(revocations: Weak<Self>) {
+        use backroom_proto::{
+            account::v1 as account,
+            events::v1::{WatchEventsRequest, event_service_client::EventServiceClient},
+        };
+        use futures_util::StreamExt as _;
+        use prost::Name as _;
+        let Some((channel, credentials)) = revocations.upgrade().and_then(|r| r.events.clone())
+        else {
+            return;
+        };
+        let types = vec![
+            account::AccountDisabled::full_name(),
+            account::AccountRolesChanged::full_name(),
+            account::AccountPasswordChanged::full_name(),
+        ];
+        let mut after = -1;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let request = WatchEventsRequest {
+                after_sequence: after,
+                types: types.clone(),
+            };
+            let stream = async {
+                let request = credentials
+                    .authorize(audience::ACCOUNT, tonic::Request::new(request))
+                    .await?;
+                anyhow::Ok(
+                    EventServiceClient::new(channel.clone())
+                        .watch_events(request)
+                        .await?
+                        .into_inner(),
+                )
+            }
+            .await;
+            match stream {
+                Ok(mut stream) => {
+                    backoff = Duration::from_millis(100);
+                    while let Some(event) = stream.next().await {
+                        let Ok(event) = event else { break };
+                        let Some(list) = revocations.upgrade() else {
+                            return;
+                        };
+                        after = event.sequence;
+                        if let Some((account, version)) = revoked_by(&event) {
+                            list.apply(account, version);
+                            tracing::debug!(%account, version, "revocation applied from an account event");
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        "cannot follow the account events"
+                    );
+                }
+            }
+            if revocations.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
     }
 
     /// The policy in force.
@@ -213,9 +306,16 @@ impl Revocations {
             tracing::warn!(%err, "cannot refresh the token revocation list");
         })?;
         let mut snapshot = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
-        // The list is as fresh as the moment the fetch started.
+        // The list is as fresh as the moment the fetch started; versions
+        // pushed by events since then may be newer than it.
         snapshot.fetched_at = Some(started);
         snapshot.min_versions = versions;
+        snapshot.pushed.retain(|(_, _, at)| *at >= started);
+        let pushed = snapshot.pushed.clone();
+        for (account, version, _) in pushed {
+            let entry = snapshot.min_versions.entry(account).or_insert(version);
+            *entry = (*entry).max(version);
+        }
         Ok(())
     }
 
@@ -230,4 +330,30 @@ impl Revocations {
         })
         .await;
     }
+}
+
+/// The account and least security version an account event asks for: a
+/// disable, a role change or a password change makes the tokens below the
+/// account's new version stop counting.
+fn revoked_by(event: &backroom_proto::events::v1::Event) -> Option<(Uuid, i64)> {
+    use backroom_proto::account::v1 as account;
+    use prost::{Message as _, Name as _};
+    let payload = event.payload.as_ref()?;
+    let version = if event.r#type == account::AccountDisabled::full_name() {
+        account::AccountDisabled::decode(payload.value.as_slice())
+            .ok()?
+            .security_version
+    } else if event.r#type == account::AccountRolesChanged::full_name() {
+        account::AccountRolesChanged::decode(payload.value.as_slice())
+            .ok()?
+            .security_version
+    } else if event.r#type == account::AccountPasswordChanged::full_name() {
+        account::AccountPasswordChanged::decode(payload.value.as_slice())
+            .ok()?
+            .security_version
+    } else {
+        return None;
+    };
+    let id = event.subject.strip_prefix("accounts/")?;
+    Some((Uuid::try_parse(id).ok()?, version))
 }

@@ -277,6 +277,7 @@ impl Verifier {
         }
         if let Some(revocations) = &self.revocations {
             tokio::spawn(Revocations::run(Arc::downgrade(revocations)));
+            tokio::spawn(Revocations::follow_events(Arc::downgrade(revocations)));
         }
         if matches!(self.source, KeySource::Fetched { .. }) {
             tokio::spawn(refresh_keys_periodically(

@@ -12,16 +12,19 @@
 //! - [`server`] — [`TestServer`] serves a [`crate::server::GrpcServer`] on
 //!   `127.0.0.1:0`; [`Echo`] and [`echo_server`];
 //! - [`deploy`] — [`check_deploy_contract`];
+//! - [`nats`] — [`NatsServer`], a `nats-server -js` of the test's own;
 //! - [`telemetry`] — [`SpanCollector`] (an in-process OTLP receiver),
 //!   [`LogCapture`].
 
 pub mod db;
 pub mod deploy;
+pub mod nats;
 pub mod server;
 pub mod telemetry;
 
 pub use crate::local_postgres::PostgresCluster;
 pub use db::*;
 pub use deploy::*;
+pub use nats::NatsServer;
 pub use server::*;
 pub use telemetry::*;

@@ -2,6 +2,7 @@
 //! binary, a module per area.
 
 mod db;
+mod relay;
 mod server;
 mod trace;
 mod webhooks;

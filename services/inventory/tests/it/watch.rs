@@ -522,6 +522,11 @@ mod with_accounts {
 
     impl Pair {
         pub async fn spawn() -> Self {
+            Self::spawn_polling(100).await
+        }
+
+        /// With the revocation list polled every `poll_ms`.
+        pub async fn spawn_polling(poll_ms: u64) -> Self {
             let db = TestDb::create().await;
             let account_db = db
                 .service_config(backroom_account::SERVICE, backroom_account::MIGRATIONS)
@@ -552,7 +557,7 @@ mod with_accounts {
             .await;
             let auth = AuthConfig {
                 account_endpoint: account.endpoint(),
-                revocation_poll_ms: 100,
+                revocation_poll_ms: poll_ms,
                 ..AuthConfig::default()
             };
             let inventory_config = InventoryConfig {
@@ -652,5 +657,77 @@ mod with_accounts {
         );
         app.adjust("W", "main", 1, 1).await.unwrap();
         assert_eq!(next(&mut other).await.unwrap().version, 2);
+    }
+
+    async fn disable(pair: &Pair, name: String) {
+        pair.accounts
+            .clone()
+            .disable_account(authed(
+                &pair.app.admin,
+                account_pb::DisableAccountRequest {
+                    name,
+                    reason: "fraud".into(),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .expect("disable");
+    }
+
+    /// How long after DisableAccount answered the account's token is first
+    /// refused by inventory (it is accepted until then).
+    async fn refused_after(pair: &Pair, name: String, token: &str) -> std::time::Duration {
+        let app = &pair.app;
+        let mut as_customer = app.client.clone();
+        let call = |client: &mut backroom_proto::inventory::v1::inventory_service_client::InventoryServiceClient<_>| {
+            let request = authed(
+                token,
+                pb::GetProductRequest {
+                    name: "products/W".into(),
+                },
+            );
+            let mut client = client.clone();
+            async move { client.get_product(request).await }
+        };
+        call(&mut as_customer)
+            .await
+            .expect("the token counts before");
+        disable(pair, name).await;
+        let disabled = std::time::Instant::now();
+        loop {
+            match call(&mut as_customer).await {
+                Ok(_) => {}
+                Err(status) => {
+                    assert_eq!(reason(&status), "TOKEN_REVOKED", "{status:?}");
+                    return disabled.elapsed();
+                }
+            }
+            assert!(
+                disabled.elapsed() < std::time::Duration::from_secs(30),
+                "never refused"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The bound the README states: with the account events' stream up, a
+    /// disabled account's tokens are refused by the other services within
+    /// one second (measured: milliseconds). The revocation list is polled
+    /// only every minute here, so nothing but the events can meet it.
+    #[tokio::test]
+    async fn a_disabled_accounts_token_is_refused_within_a_second_from_the_account_events() {
+        let pair = Pair::spawn_polling(60_000).await;
+        pair.app.product("W", 1, 1).await;
+        // A first account proves the stream is following (it may connect
+        // after the verifier's first poll).
+        let (canary, canary_token) = pair.customer("canary@example.com").await;
+        refused_after(&pair, canary, &canary_token).await;
+        let (victim, victim_token) = pair.customer("victim@example.com").await;
+        let took = refused_after(&pair, victim, &victim_token).await;
+        println!("disabled account refused by inventory after {took:?}");
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "refused after {took:?}, past the stated bound of 1 s"
+        );
     }
 }
