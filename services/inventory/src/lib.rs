@@ -225,7 +225,11 @@ pub fn server(config: ServerConfig, deps: Deps) -> GrpcServer {
     if let Some(interval) = deps.sweep_interval {
         tokio::spawn(shutdown.until(sweep_periodically(deps.store.clone(), interval)));
     }
-    tokio::spawn(deps.watch.clone().run(pool.clone(), shutdown.clone()));
+    tokio::spawn(
+        deps.watch
+            .clone()
+            .run(pool.clone(), deps.events.clone(), shutdown.clone()),
+    );
     tokio::spawn(
         shutdown.until(backroom_shared::idempotency::purge_periodically(
             pool.clone(),

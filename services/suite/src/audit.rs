@@ -26,7 +26,13 @@
 //!   received returns' restocked and written-off units the reservation's,
 //!   and its refunds those of its DONE cancellations, RECEIVED returns and
 //!   DONE goodwill refunds; what its refunds promised never exceeds its
-//!   total, and the payment's refunded amount is the order's.
+//!   total, and the payment's refunded amount is the order's;
+//! - events: each schema's sequences are 1..n without gaps; every stock
+//!   movement has its `StockLevelChanged`; every order its `OrderPlaced`, a
+//!   completed or failed one its `OrderCompleted` or `OrderFailed`, every
+//!   shipped shipment its `OrderShipped`; every captured intent its
+//!   `PaymentIntentCaptured`; with [`Tolerances::relay_lag`] set (a relay is
+//!   configured), no sequenced event unpublished for longer.
 
 use std::time::Duration;
 
@@ -39,6 +45,9 @@ pub struct Tolerances {
     pub grace: Duration,
     /// A saga may stay unfinished this long before it counts as stuck.
     pub stuck_after: Duration,
+    /// With a JetStream relay configured: an event may stay unpublished
+    /// this long. `None`: no relay, not checked.
+    pub relay_lag: Option<Duration>,
 }
 
 impl Default for Tolerances {
@@ -46,6 +55,7 @@ impl Default for Tolerances {
         Self {
             grace: Duration::from_secs(60),
             stuck_after: Duration::from_secs(300),
+            relay_lag: None,
         }
     }
 }
@@ -65,7 +75,8 @@ struct Check {
 fn checks(tolerances: Tolerances) -> Vec<Check> {
     let grace = tolerances.grace.as_secs();
     let stuck = tolerances.stuck_after.as_secs();
-    vec![
+    let mut checks = event_checks(tolerances);
+    checks.extend(vec![
         Check {
             name: "stock identity",
             sql: "SELECT sku || '@' || location || ': on_hand ' || on_hand || ' <> ' || available || '+' || reserved || '+' || committed AS finding
@@ -244,7 +255,80 @@ fn checks(tolerances: Tolerances) -> Vec<Check> {
                          AND NOT EXISTS (SELECT 1 FROM payment.order_refunds x WHERE x.order_id = o.id AND x.state = 'PENDING'))"
                 .into(),
         },
-    ]
+    ]);
+    checks
+}
+
+/// The outbox of every schema against the changes it must describe.
+fn event_checks(tolerances: Tolerances) -> Vec<Check> {
+    let gaps = ["account", "inventory", "payment"]
+        .iter()
+        .map(|schema| {
+            format!(
+                "SELECT '{schema}: ' || count(*) || ' sequenced events, newest ' || coalesce(max(sequence), 0) AS finding
+                 FROM {schema}.events WHERE sequence IS NOT NULL
+                 HAVING count(*) <> coalesce(max(sequence), 0)"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let mut checks = vec![
+        Check {
+            name: "event sequences are gap-free",
+            sql: gaps,
+        },
+        Check {
+            name: "every stock movement has its event",
+            sql: "SELECT 'products/' || m.sku || '/stockLevels/' || m.location || ': ' || m.n || ' movements, ' || coalesce(e.n, 0) || ' StockLevelChanged' AS finding
+                  FROM (SELECT sku, location, count(*) n FROM inventory.stock_movements GROUP BY sku, location) m
+                  LEFT JOIN (SELECT subject, count(*) n FROM inventory.events
+                             WHERE type = 'backroom.inventory.v1.StockLevelChanged' GROUP BY subject) e
+                    ON e.subject = 'products/' || m.sku || '/stockLevels/' || m.location
+                  WHERE coalesce(e.n, 0) <> m.n"
+                .into(),
+        },
+        Check {
+            name: "every order change has its event",
+            sql: "WITH e AS (SELECT subject, type, count(*) n FROM payment.events GROUP BY subject, type)
+                  SELECT 'orders/' || o.id || ': ' || o.state || ' without ' || t.type AS finding
+                  FROM payment.orders o
+                  CROSS JOIN LATERAL (VALUES ('backroom.payment.v1.OrderPlaced', true),
+                                             ('backroom.payment.v1.OrderCompleted', o.state = 'COMPLETED'),
+                                             ('backroom.payment.v1.OrderFailed', o.state = 'FAILED')) t(type, wanted)
+                  WHERE t.wanted AND NOT EXISTS (SELECT 1 FROM e WHERE e.subject = 'orders/' || o.id AND e.type = t.type)
+                  UNION ALL
+                  SELECT 'orders/' || s.order_id || ': ' || s.n || ' shipped shipments, ' || coalesce(e.n, 0) || ' OrderShipped'
+                  FROM (SELECT order_id, count(*) n FROM payment.shipments WHERE state = 'SHIPPED' GROUP BY order_id) s
+                  LEFT JOIN e ON e.subject = 'orders/' || s.order_id AND e.type = 'backroom.payment.v1.OrderShipped'
+                  WHERE coalesce(e.n, 0) <> s.n
+                  UNION ALL
+                  SELECT 'paymentIntents/' || i.id || ': succeeded without PaymentIntentCaptured'
+                  FROM payment.payment_intents i
+                  WHERE i.status = 'succeeded' AND NOT EXISTS
+                        (SELECT 1 FROM e WHERE e.subject = 'paymentIntents/' || i.id AND e.type = 'backroom.payment.v1.PaymentIntentCaptured')"
+                .into(),
+        },
+    ];
+    if let Some(bound) = tolerances.relay_lag {
+        let bound = bound.as_secs();
+        checks.push(Check {
+            name: "no event unpublished past the relay's bound",
+            sql: ["account", "inventory", "payment"]
+                .iter()
+                .map(|schema| {
+                    format!(
+                        "SELECT '{schema}: ' || count(*) || ' events unpublished for over {bound} s' AS finding
+                         FROM {schema}.events
+                         WHERE published_at IS NULL AND sequence IS NOT NULL
+                           AND occurred_at < now() - interval '{bound} seconds'
+                         HAVING count(*) > 0"
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL "),
+        });
+    }
+    checks
 }
 
 /// Runs every check; returns one line per violation (empty: all hold).

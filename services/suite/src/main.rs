@@ -72,12 +72,17 @@ struct AuditArgs {
     /// A saga unfinished for this many seconds counts as stuck.
     #[arg(long, default_value_t = 300)]
     stuck_secs: u64,
+    /// With a JetStream relay configured: an event unpublished for this
+    /// many seconds is a finding (unset: no relay, not checked).
+    #[arg(long)]
+    relay_lag_secs: Option<u64>,
 }
 
 async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     let tolerances = backroom::audit::Tolerances {
         grace: std::time::Duration::from_secs(args.grace_secs),
         stuck_after: std::time::Duration::from_secs(args.stuck_secs),
+        relay_lag: args.relay_lag_secs.map(std::time::Duration::from_secs),
     };
     let findings = tokio::task::spawn_blocking(move || {
         let mut conn = db::connect(&args.database_url)?;

@@ -1,10 +1,10 @@
-//! WatchStock's hub: one poller per process feeds every open stream.
+//! WatchStock's hub: one reader per process feeds every open stream.
 //!
 //! Each WatchStock stream used to poll the database on its own, so the
 //! database work grew with the number of streams until they exhausted the
 //! pool. Now one task, [`WatchHub::run`], reads the levels of the union of
-//! every watched SKU with one query per poll interval (only while someone
-//! watches), keeps the version it last saw of each level, and hands each
+//! every watched SKU with one query whenever stock changed (only while
+//! someone watches), keeps the version it last saw of each level, and hands each
 //! subscriber what concerns it (its SKUs, its location):
 //!
 //! - a new subscriber gets its snapshot from the first poll that began after
@@ -12,10 +12,15 @@
 //!   same readings and nothing falls between them;
 //! - after that, every level whose version moved since the previous poll.
 //!
-//! The poller never writes: units of expired reservations come back when the
-//! reservation sweeper returns them (`BACKROOM_RESERVATION_SWEEP_INTERVAL_MS`),
-//! and the poller sees that like any other change. Polling (not
-//! LISTEN/NOTIFY) keeps changes made by any replica visible.
+//! The reader does not poll: it waits on the service's event feed
+//! ([`backroom_shared::events::Events::newest`]), which moves when any
+//! replica commits a change (every stock movement is a `StockLevelChanged`
+//! event, announced by Postgres `NOTIFY`), or for a new subscriber. Reads
+//! coalesce: at most one per `BACKROOM_WATCH_POLL_INTERVAL_MS` (250 ms by
+//! default), however many changes commit meanwhile. The reader never
+//! writes: units of expired reservations come back when the reservation
+//! sweeper returns them (`BACKROOM_RESERVATION_SWEEP_INTERVAL_MS`), which is
+//! a movement like any other.
 //!
 //! Bounds, so that no caller can make the server hold more than it allows:
 //! - each subscriber's queue holds [`QUEUE_DEPTH`] polls' worth of changes;
@@ -57,6 +62,7 @@ use backroom_shared::{
     auth::Caller,
     catalog::Sku,
     db::Pool,
+    events::Events,
     service::Shutdown,
     streams::{StreamSlot, StreamSlots},
 };
@@ -291,7 +297,7 @@ impl WatchHub {
     /// The poller and the revalidation of tokens, until `shutdown`; then
     /// every stream ends with UNAVAILABLE and new ones are refused. Spawned
     /// once by [`crate::server`]; a second call returns at once.
-    pub async fn run(self, pool: Pool, shutdown: Shutdown) {
+    pub async fn run(self, pool: Pool, events: Events, shutdown: Shutdown) {
         if self.inner.running.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -299,7 +305,7 @@ impl WatchHub {
         // stream may be left waiting for a poller that is gone.
         let _close = CloseOnDrop(self.inner.clone());
         tokio::select! {
-            () = self.inner.clone().poll_loop(pool) => {}
+            () = self.inner.clone().poll_loop(pool, events) => {}
             () = self.inner.clone().revalidation_loop() => {}
             () = shutdown.triggered() => {}
         }
@@ -322,7 +328,8 @@ impl Inner {
         });
     }
 
-    async fn poll_loop(self: Arc<Self>, pool: Pool) {
+    async fn poll_loop(self: Arc<Self>, pool: Pool, events: Events) {
+        let mut newest = events.newest();
         loop {
             // Idle (no query at all) until someone watches.
             loop {
@@ -348,7 +355,20 @@ impl Inner {
                     self.publish(&state);
                 }
             }
+            // Reads coalesce: at most one per interval, however many
+            // changes commit meanwhile.
             tokio::time::sleep(self.config.poll_interval).await;
+            // Then nothing until a change commits (the feed's newest
+            // sequence moves: any replica's stock movement is an event) or
+            // a new subscriber needs its snapshot. No polling.
+            tokio::select! {
+                changed = newest.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = self.wake.notified() => {}
+            }
         }
     }
 

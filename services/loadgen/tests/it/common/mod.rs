@@ -198,6 +198,7 @@ pub async fn assert_audit_clean(admin_url: &str) -> Tolerances {
     let tolerances = Tolerances {
         grace: SWEEP + Duration::from_secs(1),
         stuck_after: Duration::ZERO,
+        relay_lag: None,
     };
     let url = admin_url.to_owned();
     let findings = tokio::task::spawn_blocking(move || {
