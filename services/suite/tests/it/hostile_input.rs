@@ -629,21 +629,30 @@ async fn every_field_of_every_request_survives_hostile_values() {
         .channel
         .clone();
     let mut targets = Vec::new();
+    let every_service = [
+        (suite.account.channel.clone(), "backroom.account"),
+        (inventory.clone(), "backroom.inventory"),
+        (suite.payment.channel.clone(), "backroom.payment"),
+    ];
     for service in pool.services() {
-        let (channel, audience) = match service.package_name() {
-            "backroom.account.v1" => (suite.account.channel.clone(), "backroom.account"),
-            "backroom.inventory.v1" => (inventory.clone(), "backroom.inventory"),
-            "backroom.payment.v1" => (suite.payment.channel.clone(), "backroom.payment"),
+        let reached = match service.package_name() {
+            "backroom.account.v1" => vec![every_service[0].clone()],
+            "backroom.inventory.v1" => vec![every_service[1].clone()],
+            "backroom.payment.v1" => vec![every_service[2].clone()],
+            // The feed and webhooks: every service serves them.
+            "backroom.events.v1" => every_service.to_vec(),
             // The echo service is the test kit's, not served by the services.
             "backroom.testing.v1" => continue,
             other => panic!("a package this test does not know how to reach: {other}"),
         };
-        for method in service.methods() {
-            targets.push(Target {
-                method,
-                channel: channel.clone(),
-                audience,
-            });
+        for (channel, audience) in reached {
+            for method in service.methods() {
+                targets.push(Target {
+                    method,
+                    channel: channel.clone(),
+                    audience,
+                });
+            }
         }
     }
     assert!(targets.len() >= 50, "only {} RPCs found", targets.len());
