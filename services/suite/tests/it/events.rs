@@ -239,7 +239,7 @@ async fn a_full_order_life_leaves_its_events_in_order_in_every_feed() {
     let registered = events
         .iter()
         .filter(|e| short(e) == "AccountRegistered")
-        .map(|e| decode::<backroom_proto::account::v1::AccountRegistered>(e))
+        .map(decode::<backroom_proto::account::v1::AccountRegistered>)
         .find(|r| r.account.as_ref().unwrap().email == "events@example.com");
     assert!(registered.is_some(), "{events:#?}");
 
