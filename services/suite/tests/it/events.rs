@@ -271,6 +271,12 @@ async fn a_live_stream_gets_new_events_as_they_commit_and_the_feed_is_not_for_cu
     let suite = Suite::spawn().await;
     suite.product("MUG", 1299, 10).await;
     let mut inventory = inventory_feed(&suite).await;
+    // The stocking's event sequenced first: -1 starts after what is
+    // sequenced when the stream opens.
+    events_until(&mut inventory, &suite.admin, |events| {
+        events.iter().any(|e| short(e) == "StockLevelChanged")
+    })
+    .await;
     let mut stream = inventory
         .watch_events(authed(
             &suite.admin,
