@@ -82,7 +82,7 @@ pub struct Cli {
 /// | variable | default | meaning |
 /// |---|---|---|
 /// | `BACKROOM_RESERVATION_SWEEP_INTERVAL_MS` | 1000 | how often expired reservations are swept; 0 disables the sweeper |
-/// | `BACKROOM_WATCH_POLL_INTERVAL_MS` | 250 | how often the WatchStock hub reads the watched levels (one query for every stream) |
+/// | `BACKROOM_WATCH_POLL_INTERVAL_MS` | 250 | the least time between two reads of the watched levels by the WatchStock hub (one query for every stream, only after stock changed: the hub follows the event feed and does not poll) |
 /// | `BACKROOM_WATCH_STREAMS_PER_CALLER` | 4 | open WatchStock streams per caller (token subject) on this process; the next is RESOURCE_EXHAUSTED `TOO_MANY_STREAMS` |
 /// | `BACKROOM_WATCH_STREAMS_PER_ADDRESS` | 16 | open WatchStock streams from one client address (scope `address`) |
 /// | `BACKROOM_WATCH_STREAMS_MAX` | 128 | open WatchStock streams of all callers on this process; the next is RESOURCE_EXHAUSTED `TOO_MANY_STREAMS` (scope `server`) |
@@ -99,8 +99,9 @@ pub struct InventoryConfig {
         default_value_t = 1_000
     )]
     pub reservation_sweep_interval_ms: u64,
-    /// How often the WatchStock hub reads the levels every open stream
-    /// watches, with one query (milliseconds; at least 10).
+    /// The least time between two reads, by the WatchStock hub, of the
+    /// levels every open stream watches (one query, made only after stock
+    /// changed; milliseconds, at least 10).
     #[arg(long, env = "BACKROOM_WATCH_POLL_INTERVAL_MS", default_value_t = 250)]
     pub watch_poll_interval_ms: u64,
     /// Open WatchStock streams each caller (token subject) may hold on this

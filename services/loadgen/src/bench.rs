@@ -17,10 +17,16 @@ use diesel::connection::SimpleConnection as _;
 use crate::{
     driver::{self, Mode, Plan},
     fixtures::Suite,
-    scenarios::{self, Race, Target},
+    scenarios::{
+        self, Race, Target,
+        watch_stock::{self, ADJUSTMENTS, IDLE_MARGIN, WATCHERS, WatchLatency},
+    },
     stack::{ChildGuard, Service, Stack, StackOptions, free_port, memory_mib, wait_serving},
-    stats::{ReportRow, report},
+    stats::{ReportRow, RpcStats, report},
 };
+
+/// Inventory's variable for the WatchStock hub's coalescing interval.
+const WATCH_INTERVAL_VAR: &str = "BACKROOM_WATCH_POLL_INTERVAL_MS";
 
 /// Settings of a bench run.
 #[derive(Debug, Clone)]
@@ -115,6 +121,49 @@ fn command_version(program: &str, arg: &str) -> String {
         .unwrap_or_else(|| format!("{program}: unknown"))
 }
 
+/// A latency row of the WatchStock section: the repetition with the median
+/// p50 (so a row's figures come from one repetition, as in [`measure`]).
+fn latency_line(name: &str, repetitions: &[&RpcStats]) -> String {
+    let mut sorted = repetitions.to_vec();
+    sorted.sort_by(|a, b| a.quantile_ms(0.5).total_cmp(&b.quantile_ms(0.5)));
+    let Some(median) = sorted.get(sorted.len() / 2) else {
+        return format!("| {name} | — | — | — | — | 0 | — |\n");
+    };
+    let p50s: Vec<String> = repetitions
+        .iter()
+        .map(|r| format!("{:.2}", r.quantile_ms(0.5)))
+        .collect();
+    format!(
+        "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+        median.quantile_ms(0.5),
+        median.quantile_ms(0.9),
+        median.quantile_ms(0.99),
+        median.max_ms(),
+        median.successes(),
+        p50s.join(" / ")
+    )
+}
+
+/// The hub's coalescing interval the inventory process runs with, and
+/// whether it was set or is the default.
+fn watch_interval(stack: &Stack) -> anyhow::Result<(Duration, &'static str)> {
+    match stack.env_value(Service::Inventory, WATCH_INTERVAL_VAR) {
+        Some(value) => {
+            let ms: u64 = value
+                .trim()
+                .parse()
+                .with_context(|| format!("{WATCH_INTERVAL_VAR}={value:?} is not a number"))?;
+            Ok((Duration::from_millis(ms), "set in its environment"))
+        }
+        None => Ok((
+            Duration::from_millis(
+                backroom_inventory::InventoryConfig::default().watch_poll_interval_ms,
+            ),
+            "the default",
+        )),
+    }
+}
+
 fn row_line(name: &str, m: &Measured, baseline: Option<&Measured>) -> String {
     let ratio = baseline.map_or("—".into(), |b| {
         format!(
@@ -178,10 +227,25 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
 
     // The suite: each service its own process, as deployed, each with its
     // own role and schema in one database.
+    // WatchStock's stream caps lifted, like the other per-client limits: per
+    // caller to the watchers one run's customer opens, per address to twice
+    // that (the previous run's streams may hold their slots until the server
+    // has seen them cancelled).
     let stack = Stack::start(
         &cluster.url("backroom"),
         &config.bin_dir,
-        StackOptions::default().without_rate_limits(),
+        StackOptions::default()
+            .without_rate_limits()
+            .with_env(
+                Service::Inventory,
+                "BACKROOM_WATCH_STREAMS_PER_CALLER",
+                WATCHERS.to_string(),
+            )
+            .with_env(
+                Service::Inventory,
+                "BACKROOM_WATCH_STREAMS_PER_ADDRESS",
+                (2 * WATCHERS).to_string(),
+            ),
     )
     .await
     .context("cannot start the services (build them with `just bench`)")?;
@@ -313,6 +377,23 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         .collect();
     let unexpected: usize = reserve_runs.iter().map(|r| r.unexpected.len()).sum();
 
+    // WatchStock: AdjustStock to the stream, one watcher and many.
+    let (interval, interval_source) = watch_interval(&stack)?;
+    let mut one_watcher: Vec<WatchLatency> = Vec::new();
+    let mut many_watchers: Vec<WatchLatency> = Vec::new();
+    for repetition in 0..config.repetitions {
+        for (watchers, runs) in [(1, &mut one_watcher), (WATCHERS, &mut many_watchers)] {
+            eprintln!(
+                "WatchStock, {watchers} watcher(s), {ADJUSTMENTS} adjustments (repetition {}/{})",
+                repetition + 1,
+                config.repetitions
+            );
+            runs.push(
+                watch_stock::watch_latency(&fixtures, watchers, ADJUSTMENTS, interval).await?,
+            );
+        }
+    }
+
     let loaded: Vec<(f64, f64)> = Service::ALL.iter().map(|s| stack.rss_mib(*s)).collect();
     let (_, echo_peak) = memory_mib(echo.id());
     let (_, pk_peak) = memory_mib(pk.id());
@@ -418,6 +499,46 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     let _ = writeln!(
         md,
         "\nFailures other than INSUFFICIENT_STOCK across all repetitions: {unexpected}."
+    );
+    let _ = writeln!(md, "\n## WatchStock: AdjustStock to the stream\n");
+    let _ = writeln!(
+        md,
+        "| | p50 ms | p90 ms | p99 ms | max ms | adjustments per repetition | p50 ms per repetition |\n|---|---|---|---|---|---|---|"
+    );
+    let rows: [(String, Vec<&RpcStats>); 6] = [
+        (
+            "delivery, 1 watcher, back to back".into(),
+            one_watcher.iter().map(|r| &r.back_to_back).collect(),
+        ),
+        (
+            "delivery, 1 watcher, hub idle".into(),
+            one_watcher.iter().map(|r| &r.after_idle).collect(),
+        ),
+        (
+            format!("delivery, slowest of {WATCHERS} watchers, back to back"),
+            many_watchers.iter().map(|r| &r.back_to_back).collect(),
+        ),
+        (
+            format!("delivery, slowest of {WATCHERS} watchers, hub idle"),
+            many_watchers.iter().map(|r| &r.after_idle).collect(),
+        ),
+        (
+            "AdjustStock call alone, 1 watcher open".into(),
+            one_watcher.iter().map(|r| &r.adjust).collect(),
+        ),
+        (
+            format!("AdjustStock call alone, {WATCHERS} watchers open"),
+            many_watchers.iter().map(|r| &r.adjust).collect(),
+        ),
+    ];
+    for (name, runs) in &rows {
+        md.push_str(&latency_line(name, runs));
+    }
+    let _ = writeln!(
+        md,
+        "\nPer repetition: a fresh SKU, its watchers' snapshots awaited, then {ADJUSTMENTS} sequential +1 AdjustStock calls (fresh request ids), half sent as soon as the previous one was delivered (back to back), half {} ms after (hub idle); a delivery runs from just before the call to the stream yielding the level at the version that call made. The hub does not poll: it reads the levels when inventory's event feed moves (every stock movement writes an outbox event, announced by Postgres NOTIFY) or a subscriber arrives, and its reads coalesce to at most one per {WATCH_INTERVAL_VAR}, {} ms in this run ({interval_source}), so a back-to-back change waits out the rest of the interval begun by the read that delivered the previous one.",
+        (interval + IDLE_MARGIN).as_millis(),
+        interval.as_millis()
     );
     let _ = writeln!(md, "\n## Memory and start-up\n");
     let _ = writeln!(

@@ -11,7 +11,11 @@
 //! | `place-order` | `CheckoutService/PlaceOrder` of one unit, one of 8 shoppers | payment (checkout) |
 //!
 //! The reservation race ([`reserve_race`]) and its raw baseline
-//! ([`raw_update_race`]) are one-shot races, not loops.
+//! ([`raw_update_race`]) are one-shot races, not loops; so is
+//! [`watch_stock::watch_latency`] (AdjustStock to the WatchStock streams,
+//! sequential calls).
+
+pub mod watch_stock;
 
 use std::sync::Arc;
 

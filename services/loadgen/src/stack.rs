@@ -484,6 +484,18 @@ impl Stack {
         self.suite.clone()
     }
 
+    /// The value of `key` in `service`'s environment as its process sees it:
+    /// the last one the stack set, else the one it inherits from this
+    /// process; `None` if neither (the service's default applies).
+    pub fn env_value(&self, service: Service, key: &str) -> Option<String> {
+        self.env[service.index()]
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, value)| value.clone())
+            .or_else(|| std::env::var(key).ok())
+    }
+
     /// The log file of `service`, if logs are kept.
     pub fn log_path(&self, service: Service) -> Option<PathBuf> {
         self.log_dir

@@ -27,12 +27,17 @@
 //! [`relay`] (JetStream, message id = event id) and, with endpoints
 //! registered, [`webhooks`].
 //!
+//! Describing. [`asyncapi`] generates the AsyncAPI 3.0 document of every
+//! event type from the protos (committed as `docs/events.asyncapi.yaml`).
+//!
 //! Layout: [`NewEvent`] and [`record`] (writing), [`EventsConfig`],
 //! [`Events`] (the per-process handle: start-up, the newest sequence),
 //! [`read`] (queries and the proto envelope), [`feed`], [`api`], [`relay`],
-//! [`webhooks`].
+//! [`webhooks`], [`asyncapi`].
 
 pub mod api;
+/// The AsyncAPI 3.0 document of every event type, generated from the protos.
+pub mod asyncapi;
 pub mod feed;
 pub mod read;
 pub mod relay;

@@ -82,6 +82,24 @@ pub fn subject(source: &str, kind: &str) -> String {
     format!("backroom.{source}.{short}")
 }
 
+/// The subjects of service `source`'s stream.
+pub fn stream_subjects(source: &str) -> String {
+    format!("backroom.{source}.>")
+}
+
+/// The headers `row` is published with (see the module docs; the AsyncAPI
+/// document, [`super::asyncapi`], describes them).
+pub fn headers(row: &StoredEvent) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", row.id.to_string().as_str());
+    headers.insert("Backroom-Sequence", row.sequence().to_string().as_str());
+    headers.insert("Backroom-Type", row.kind.as_str());
+    if !row.traceparent.is_empty() {
+        headers.insert("traceparent", row.traceparent.as_str());
+    }
+    headers
+}
+
 /// Runs the relay while this process leads, until the task is dropped; does
 /// nothing without a NATS URL.
 pub async fn run(events: Events) {
@@ -195,16 +213,9 @@ async fn publish(
     let mut pending = Vec::with_capacity(batch.len());
     let mut failure = None;
     for row in batch {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", row.id.to_string().as_str());
-        headers.insert("Backroom-Sequence", row.sequence().to_string().as_str());
-        headers.insert("Backroom-Type", row.kind.as_str());
-        if !row.traceparent.is_empty() {
-            headers.insert("traceparent", row.traceparent.as_str());
-        }
         let body = row.to_proto(source).encode_to_vec();
         match context
-            .publish_with_headers(subject(source, &row.kind), headers, body.into())
+            .publish_with_headers(subject(source, &row.kind), headers(row), body.into())
             .await
         {
             Ok(ack) => pending.push((row.sequence(), ack)),
@@ -244,7 +255,7 @@ async fn ensure_stream(events: &Events, context: &jetstream::Context) -> anyhow:
     let config = events.config();
     let wanted = stream::Config {
         name: stream_name(source),
-        subjects: vec![format!("backroom.{source}.>")],
+        subjects: vec![stream_subjects(source)],
         max_age: Duration::from_secs(config.nats_stream_max_age_hours.max(1) * 3_600),
         duplicate_window: Duration::from_secs(config.nats_duplicate_window_secs.max(1)),
         storage: stream::StorageType::File,

@@ -12,7 +12,10 @@
 //! - [`server`] — [`TestServer`] serves a [`crate::server::GrpcServer`] on
 //!   `127.0.0.1:0`; [`Echo`] and [`echo_server`];
 //! - [`deploy`] — [`check_deploy_contract`];
-//! - [`nats`] — [`NatsServer`], a `nats-server -js` of the test's own;
+//! - [`nats`] — [`NatsServer`], a `nats-server -js` of the test's own, and
+//!   [`stream_contents`];
+//! - [`webhooks`] — [`WebhookReceiver`], a real HTTP receiver, and
+//!   [`Received::verified`];
 //! - [`telemetry`] — [`SpanCollector`] (an in-process OTLP receiver),
 //!   [`LogCapture`].
 
@@ -21,10 +24,12 @@ pub mod deploy;
 pub mod nats;
 pub mod server;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use crate::local_postgres::PostgresCluster;
 pub use db::*;
 pub use deploy::*;
-pub use nats::NatsServer;
+pub use nats::{NatsServer, stream_contents};
 pub use server::*;
 pub use telemetry::*;
+pub use webhooks::{Received, WebhookReceiver};

@@ -1,13 +1,21 @@
 //! [`NatsServer`]: a `nats-server` with JetStream of the test's own, on a
 //! free port of 127.0.0.1 with its store in a temporary directory, stopped
 //! (killed) when dropped. The binary must be on PATH (Debian package
-//! `nats-server`); no test uses a NATS it did not start.
+//! `nats-server`); no test uses a NATS it did not start. [`stream_contents`]
+//! reads back every message of a service's stream.
 
 use std::{
     io::{BufRead as _, BufReader},
     process::{Child, Command, Stdio},
     time::Duration,
 };
+
+use async_nats::jetstream;
+use backroom_proto::events::v1 as pb;
+use futures_util::StreamExt as _;
+use prost::Message as _;
+
+use crate::events::relay;
 
 /// A running `nats-server -js`.
 #[derive(Debug)]
@@ -103,4 +111,51 @@ async fn spawn(store: &std::path::Path, port: Option<u16>) -> (Child, u16) {
     })
     .await
     .expect("starting nats-server")
+}
+
+/// Every message of service `source`'s stream on the NATS at `url`, in
+/// stream order: its `Nats-Msg-Id` and the envelope. Asserts that each was
+/// published on its type's subject.
+pub async fn stream_contents(url: &str, source: &str) -> Vec<(String, pb::Event)> {
+    let client = async_nats::connect(url).await.expect("connect to NATS");
+    let context = jetstream::new(client);
+    let mut stream = context
+        .get_stream(relay::stream_name(source))
+        .await
+        .expect("the service's stream");
+    let total = stream.info().await.expect("stream info").state.messages;
+    let total = usize::try_from(total).expect("a count");
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config::default())
+        .await
+        .expect("an ephemeral consumer");
+    let mut found = Vec::with_capacity(total);
+    while found.len() < total {
+        let mut messages = consumer
+            .fetch()
+            .max_messages((total - found.len()).min(1000))
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .expect("fetch");
+        let before = found.len();
+        while let Some(message) = messages.next().await {
+            let message = message.expect("a message");
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            let event = pb::Event::decode(message.payload.clone()).expect("an encoded Event");
+            assert_eq!(
+                message.subject.as_str(),
+                relay::subject(source, &event.r#type),
+                "published on its type's subject"
+            );
+            found.push((id, event));
+        }
+        assert!(found.len() > before, "the stream stopped giving messages");
+    }
+    found
 }

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream;
 use backroom_proto::{
     events::v1 as pb,
     inventory::v1::{Product, ProductCreated},
@@ -17,12 +16,10 @@ use backroom_shared::{
     db::{DbError, Pool},
     events::{self, Events, EventsConfig, NewEvent, read, relay},
     service::Shutdown,
-    testing::{NatsServer, TestDb},
+    testing::{NatsServer, TestDb, stream_contents},
 };
 use diesel::{Connection as _, RunQueryDsl as _};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use futures_util::StreamExt as _;
-use prost::Message as _;
 
 const ALPHA: EmbeddedMigrations = embed_migrations!("tests/migrations/alpha");
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -62,48 +59,6 @@ async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Every message of the stream, in stream order: (Nats-Msg-Id, envelope).
-async fn stream_contents(url: &str, source: &str) -> Vec<(String, pb::Event)> {
-    let client = async_nats::connect(url).await.unwrap();
-    let context = jetstream::new(client);
-    let mut stream = context
-        .get_stream(relay::stream_name(source))
-        .await
-        .unwrap();
-    let total = stream.info().await.unwrap().state.messages;
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::Config::default())
-        .await
-        .unwrap();
-    let mut found = Vec::new();
-    if total == 0 {
-        return found;
-    }
-    let mut messages = consumer
-        .fetch()
-        .max_messages(usize::try_from(total).unwrap())
-        .expires(Duration::from_secs(2))
-        .messages()
-        .await
-        .unwrap();
-    while let Some(message) = messages.next().await {
-        let message = message.unwrap();
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_default();
-        let event = pb::Event::decode(message.payload.clone()).unwrap();
-        assert_eq!(
-            message.subject.as_str(),
-            relay::subject(source, &event.r#type)
-        );
-        found.push((id, event));
-    }
-    found
 }
 
 fn assert_once_in_order(found: &[(String, pb::Event)], expected: usize) {

@@ -4,14 +4,7 @@
 //! with a fixed test key), and a real HTTP receiver on 127.0.0.1:0 that
 //! checks every delivery's Standard Webhooks signature.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU16, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use backroom_proto::{
     events::v1::{self as pb, webhook_service_client::WebhookServiceClient},
@@ -26,18 +19,13 @@ use backroom_shared::{
     events::{self, Events, EventsConfig, NewEvent, read, webhooks::WebhookApi},
     server::GrpcServer,
     service::Shutdown,
-    testing::{TestDb, TestServer},
+    testing::{Received, TestDb, TestServer, WebhookReceiver},
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use diesel::Connection as _;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use hmac::{Hmac, Mac as _};
 use prost::Name as _;
-use sha2::Sha256;
-use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
-    net::{TcpListener, TcpStream},
-};
+use tokio::net::TcpListener;
 use tonic::{Code, Request};
 use uuid::Uuid;
 
@@ -278,159 +266,13 @@ where
     }
 }
 
-// ---------------------------------------------------------------------------
-// The receiver: a minimal HTTP/1.1 server (keep-alive, Content-Length
-// bodies: what reqwest sends) answering every request with the status set.
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-    answered: u16,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map_or("", String::as_str)
-    }
-
-    /// Checks the Standard Webhooks headers against `secret` and returns the
-    /// envelope the body holds.
-    fn verified(&self, secret: &str) -> pb::Event {
-        let (id, timestamp) = (self.header("webhook-id"), self.header("webhook-timestamp"));
-        let key = STANDARD
-            .decode(secret.strip_prefix("whsec_").expect("a whsec_ secret"))
-            .unwrap();
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-        mac.update(format!("{id}.{timestamp}.").as_bytes());
-        mac.update(&self.body);
-        let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
-        // The header may list several signatures, space-separated.
-        assert!(
-            self.header("webhook-signature")
-                .split(' ')
-                .any(|s| s == expected),
-            "bad signature {:?}",
-            self.header("webhook-signature")
-        );
-        let sent_at: i64 = timestamp.parse().expect("unix seconds");
-        assert!((chrono::Utc::now().timestamp() - sent_at).abs() < 60);
-        assert_eq!(self.header("content-type"), "application/json");
-        // Canonical proto3 JSON of the envelope, the payload expanded.
-        let json: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
-        let payload_type = json["payload"]["@type"].as_str().unwrap_or_default();
-        assert_eq!(
-            payload_type,
-            format!("type.googleapis.com/{}", json["type"].as_str().unwrap())
-        );
-        assert!(json["sequence"].is_string(), "int64 as a string: {json}");
-        assert!(json["payload"]["product"]["sku"].is_string(), "{json}");
-        let descriptor = backroom_shared::events::api::descriptors()
-            .get_message_by_name(&pb::Event::full_name())
-            .unwrap();
-        let mut deserializer = serde_json::Deserializer::from_slice(&self.body);
-        let event = prost_reflect::DynamicMessage::deserialize(descriptor, &mut deserializer)
-            .expect("the body decodes as an Event")
-            .transcode_to::<pb::Event>()
-            .unwrap();
-        assert_eq!(event.id, id, "webhook-id is the event id");
-        event
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Receiver {
-    url: String,
-    answer: Arc<AtomicU16>,
-    received: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Receiver {
-    /// Listening before it returns, answering 200.
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hooks/in", listener.local_addr().unwrap());
-        let receiver = Self {
-            url,
-            answer: Arc::new(AtomicU16::new(200)),
-            received: Arc::default(),
-        };
-        let serving = receiver.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serving.clone().serve(stream));
-            }
-        });
-        receiver
-    }
-
-    fn answer(&self, status: u16) {
-        self.answer.store(status, Ordering::SeqCst);
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// The deliveries it took (answered 2xx).
-    fn accepted(&self) -> Vec<Received> {
-        self.received()
-            .into_iter()
-            .filter(|r| (200..300).contains(&r.answered))
-            .collect()
-    }
-
-    /// Waits until it has taken `count` deliveries.
-    async fn wait_for_accepted(&self, count: usize) -> Vec<Received> {
-        eventually(&format!("{count} deliveries arrived"), || async {
-            let accepted = self.accepted();
-            (accepted.len() >= count).then_some(accepted)
-        })
-        .await
-    }
-
-    async fn serve(self, stream: TcpStream) {
-        let mut stream = BufReader::new(stream);
-        loop {
-            let mut line = String::new();
-            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return;
-            }
-            let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
-            let mut headers = HashMap::new();
-            loop {
-                line.clear();
-                if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                let Some((name, value)) = line.trim_end().split_once(':') else {
-                    break; // the empty line ending the head
-                };
-                headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
-            }
-            let length = headers
-                .get("content-length")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(0);
-            let mut body = vec![0; length];
-            if stream.read_exact(&mut body).await.is_err() {
-                return;
-            }
-            let answered = self.answer.load(Ordering::SeqCst);
-            self.received.lock().unwrap().push(Received {
-                path,
-                headers,
-                body,
-                answered,
-            });
-            let head = format!("HTTP/1.1 {answered} Test\r\ncontent-length: 0\r\n\r\n");
-            if stream.get_mut().write_all(head.as_bytes()).await.is_err() {
-                return;
-            }
-        }
-    }
+/// Waits until `receiver` has taken `count` deliveries.
+async fn wait_for_accepted(receiver: &WebhookReceiver, count: usize) -> Vec<Received> {
+    eventually(&format!("{count} deliveries arrived"), || async {
+        let accepted = receiver.accepted();
+        (accepted.len() >= count).then_some(accepted)
+    })
+    .await
 }
 
 fn sequences(events: &[pb::Event]) -> Vec<i64> {
@@ -446,7 +288,10 @@ async fn every_event_arrives_once_in_sequence_order_signed_the_standard_webhooks
     // delivers nothing (each event must still arrive once).
     let replica = Events::new(app.pool.clone(), "inventory", app.events.config().clone());
     replica.start(&app.shutdown);
-    let (all, filtered) = (Receiver::start().await, Receiver::start().await);
+    let (all, filtered) = (
+        WebhookReceiver::start().await,
+        WebhookReceiver::start().await,
+    );
     // Before the endpoints exist: not delivered (after_sequence 0 is "from
     // now on").
     app.record(vec![product_created("OLD-1")]).await;
@@ -472,12 +317,13 @@ async fn every_event_arrives_once_in_sequence_order_signed_the_standard_webhooks
             .await,
     );
 
-    let delivered: Vec<pb::Event> = all
-        .wait_for_accepted(recorded.len())
+    let delivered: Vec<pb::Event> = wait_for_accepted(&all, recorded.len())
         .await
         .iter()
         .map(|r| {
             assert_eq!(r.path, "/hooks/in");
+            let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert!(json["payload"]["product"]["sku"].is_string(), "{json}");
             r.verified(&everything.secret)
         })
         .collect();
@@ -495,8 +341,7 @@ async fn every_event_arrives_once_in_sequence_order_signed_the_standard_webhooks
         .filter(|row| row.kind == ProductUpdated::full_name())
         .map(read::StoredEvent::sequence)
         .collect();
-    let delivered_updates: Vec<pb::Event> = filtered
-        .wait_for_accepted(updated.len())
+    let delivered_updates: Vec<pb::Event> = wait_for_accepted(&filtered, updated.len())
         .await
         .iter()
         .map(|r| r.verified(&updates.secret))
@@ -505,7 +350,7 @@ async fn every_event_arrives_once_in_sequence_order_signed_the_standard_webhooks
 
     // Once: a later event is the barrier; nothing came twice before it.
     let last = app.record(vec![product_updated("C-3")]).await;
-    let after = all.wait_for_accepted(recorded.len() + 1).await;
+    let after = wait_for_accepted(&all, recorded.len() + 1).await;
     let after: Vec<i64> = sequences(
         &after
             .iter()
@@ -542,7 +387,7 @@ async fn every_event_arrives_once_in_sequence_order_signed_the_standard_webhooks
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_was_down_gets_everything_in_order_once_it_is_back() {
     let app = App::spawn(60).await;
-    let receiver = Receiver::start().await;
+    let receiver = WebhookReceiver::start().await;
     receiver.answer(503);
     let endpoint = app.create(&receiver.url, &[]).await;
     let recorded = app
@@ -567,8 +412,7 @@ async fn a_receiver_that_was_down_gets_everything_in_order_once_it_is_back() {
     }
 
     receiver.answer(200);
-    let delivered: Vec<pb::Event> = receiver
-        .wait_for_accepted(recorded.len())
+    let delivered: Vec<pb::Event> = wait_for_accepted(&receiver, recorded.len())
         .await
         .iter()
         .map(|r| r.verified(&endpoint.secret))
@@ -606,7 +450,7 @@ async fn a_receiver_that_was_down_gets_everything_in_order_once_it_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_failing_for_the_whole_retry_window_is_given_up_and_can_be_redelivered() {
     let app = App::spawn(2).await;
-    let receiver = Receiver::start().await;
+    let receiver = WebhookReceiver::start().await;
     receiver.answer(500);
     let endpoint = app.create(&receiver.url, &[]).await;
     let given_up = app.record(vec![product_created("E-1")]).await;
@@ -622,7 +466,7 @@ async fn a_delivery_failing_for_the_whole_retry_window_is_given_up_and_can_be_re
 
     receiver.answer(200);
     let next = app.record(vec![product_created("E-2")]).await;
-    let delivered = receiver.wait_for_accepted(1).await;
+    let delivered = wait_for_accepted(&receiver, 1).await;
     assert_eq!(
         delivered[0].verified(&endpoint.secret).sequence,
         next[0].sequence()
@@ -636,8 +480,7 @@ async fn a_delivery_failing_for_the_whole_retry_window_is_given_up_and_can_be_re
         }))
         .await
         .expect("redeliver");
-    let delivered: Vec<pb::Event> = receiver
-        .wait_for_accepted(2)
+    let delivered: Vec<pb::Event> = wait_for_accepted(&receiver, 2)
         .await
         .iter()
         .map(|r| r.verified(&endpoint.secret))
@@ -656,7 +499,7 @@ async fn a_delivery_failing_for_the_whole_retry_window_is_given_up_and_can_be_re
         }))
         .await
         .expect("redeliver");
-    let delivered = receiver.wait_for_accepted(3).await;
+    let delivered = wait_for_accepted(&receiver, 3).await;
     assert_eq!(
         delivered[2].verified(&endpoint.secret).sequence,
         next[0].sequence()

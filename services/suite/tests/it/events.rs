@@ -1,17 +1,25 @@
 //! Domain events across the three services: a full order life (place →
 //! ship → return → refund) leaves its events in every service's feed, in
 //! order per subject, gap-free, decodable with the generated types, through
-//! ListEvents and WatchEvents alike; live events reach an open stream; the
+//! ListEvents and WatchEvents alike, in each service's JetStream stream (a
+//! `nats-server` of the test's own) and at a webhook receiver; live events reach an open stream; the
 //! feed is for services and admins only.
 
 use std::time::Duration;
 
 use backroom_proto::{
-    events::v1::{self as ev, event_service_client::EventServiceClient},
+    events::v1::{
+        self as ev, event_service_client::EventServiceClient,
+        webhook_service_client::WebhookServiceClient,
+    },
     inventory::v1 as inv,
     payment::v1 as pb,
 };
-use backroom_shared::client::{ClientConfig, TracedChannel, channel};
+use backroom_shared::{
+    client::{ClientConfig, TracedChannel, channel},
+    events::EventsConfig,
+    testing::{NatsServer, WebhookReceiver, stream_contents},
+};
 use futures_util::StreamExt as _;
 use prost::Name;
 use tonic::Code;
@@ -116,7 +124,27 @@ pub(crate) async fn adjust(suite: &Suite, sku: &str, delta: i64) -> inv::StockLe
 
 #[tokio::test]
 async fn a_full_order_life_leaves_its_events_in_order_in_every_feed() {
-    let suite = Suite::spawn().await;
+    let nats = NatsServer::start().await;
+    let suite = Suite::spawn_with_events(EventsConfig {
+        nats_url: Some(nats.url()),
+        webhook_allowed_hosts: vec!["127.0.0.1".into()],
+        ..EventsConfig::default()
+    })
+    .await;
+    // A webhook endpoint for every payment event, registered before the
+    // order exists.
+    let receiver = WebhookReceiver::start().await;
+    let endpoint = WebhookServiceClient::new(suite.payment.channel.clone())
+        .create_webhook_endpoint(authed(
+            &suite.admin,
+            ev::CreateWebhookEndpointRequest {
+                url: receiver.url.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
     suite.product("MUG", 1299, 10).await;
     let ada = suite.customer("events@example.com", VISA).await;
     let order = completed_order(&suite, &ada, &[("MUG", 3)]).await;
@@ -263,7 +291,62 @@ async fn a_full_order_life_leaves_its_events_in_order_in_every_feed() {
     assert_eq!(shipped.subject, order.name);
     let shipped: pb::OrderShipped = decode(&shipped);
     assert!(shipped.shipment.unwrap().name.starts_with(&order.name));
+
+    // JetStream: each service's stream holds its whole feed, once each, in
+    // sequence order, the message id the event id.
+    for (source, mut client) in [
+        ("account", account),
+        ("inventory", inventory),
+        ("payment", payment),
+    ] {
+        let fed = all_events(&mut client, &suite.admin).await;
+        let streamed = eventually_streamed(&nats, source, fed.len()).await;
+        let ids: Vec<&str> = streamed.iter().map(|(id, _)| id.as_str()).collect();
+        let fed_ids: Vec<&str> = fed.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, fed_ids, "{source}: the stream is the feed");
+        let streamed: Vec<ev::Event> = streamed.into_iter().map(|(_, e)| e).collect();
+        assert_eq!(streamed, fed, "{source}: the same envelopes");
+    }
+
+    // The webhook receiver: every payment event, signed, in sequence order.
+    let fed = all_events(&mut feed(suite.payment.endpoint()), &suite.admin).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while receiver.accepted().len() < fed.len() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivered: Vec<ev::Event> = receiver
+        .accepted()
+        .iter()
+        .map(|r| r.verified(&endpoint.secret))
+        .collect();
+    assert_eq!(
+        delivered, fed,
+        "the receiver got every payment event in order"
+    );
+    let refunded: pb::OrderRefunded = decode(
+        delivered
+            .iter()
+            .find(|e| short(e) == "OrderRefunded")
+            .unwrap(),
+    );
+    assert_eq!(refunded.amount.unwrap().amount_minor, 100);
     assert_audit_clean(&suite).await;
+}
+
+/// The stream of `source` once it holds `count` messages (up to 20 s).
+async fn eventually_streamed(
+    nats: &NatsServer,
+    source: &str,
+    count: usize,
+) -> Vec<(String, ev::Event)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let streamed = stream_contents(&nats.url(), source).await;
+        if streamed.len() >= count || tokio::time::Instant::now() > deadline {
+            return streamed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

@@ -30,6 +30,7 @@ use backroom_shared::{
     clock::{self, ManualClock},
     config::{AuthConfig, Secret, ServerConfig},
     db::{DbError, Pool},
+    events::{Events, EventsConfig},
     service::Shutdown,
     store::Store,
     testing::{TestDb, TestServer},
@@ -138,6 +139,42 @@ impl Suite {
         server: ServerConfig,
         checkout_limit: usize,
     ) -> Self {
+        Self::spawn_full(
+            saga_config,
+            configure,
+            server,
+            checkout_limit,
+            EventsConfig::default(),
+        )
+        .await
+    }
+
+    /// The suite with every service's events configured by `events` (a
+    /// NATS relay, webhook hosts).
+    pub async fn spawn_with_events(events: EventsConfig) -> Self {
+        Self::spawn_full(
+            SagaConfig {
+                recovery_interval: Duration::from_secs(3600),
+                ..SagaConfig::default()
+            },
+            |_| {},
+            ServerConfig::without_client_limits(),
+            RACE_ORDERS,
+            events,
+        )
+        .await
+    }
+
+    async fn spawn_full(
+        saga_config: SagaConfig,
+        configure: impl FnOnce(&mut PaymentConfig),
+        server: ServerConfig,
+        checkout_limit: usize,
+        events: EventsConfig,
+    ) -> Self {
+        let configured = |current: &Events| {
+            Events::new(current.pool().clone(), current.source(), events.clone())
+        };
         // The three schemas, cloned from one per-process template.
         let db = TestDb::with_services([
             (backroom_account::SERVICE, backroom_account::MIGRATIONS),
@@ -164,7 +201,7 @@ impl Suite {
                 .into(),
         );
         account_config.service_client_roles = Some("warehouse=fulfillment".into());
-        let account_deps = backroom_account::Deps::new(
+        let mut account_deps = backroom_account::Deps::new(
             &AuthConfig::default(),
             &account_config,
             Pool::new(&account_db, backroom_account::SERVICE),
@@ -172,6 +209,7 @@ impl Suite {
         )
         .await
         .unwrap();
+        account_deps.events = configured(&account_deps.events);
         backroom_account::bootstrap_admin(&account_deps, &account_config)
             .await
             .unwrap();
@@ -199,12 +237,13 @@ impl Suite {
         inventory_db.pool_size = 8;
         inventory_db.checkout_timeout_ms = 20_000;
         let inventory_pool = Pool::new(&inventory_db, backroom_inventory::SERVICE);
-        let inventory_deps = backroom_inventory::Deps::new(
+        let mut inventory_deps = backroom_inventory::Deps::new(
             &backroom_inventory::InventoryConfig::default(),
             inventory_pool.clone(),
             shared_clock.clone(),
             jwks(audience::INVENTORY),
         );
+        inventory_deps.events = configured(&inventory_deps.events);
         let inventory = TestServer::spawn(backroom_inventory::server(
             ServerConfig::without_client_limits(),
             inventory_deps,
@@ -229,7 +268,7 @@ impl Suite {
             checkout_concurrency_limit: Some(checkout_limit),
             ..CheckoutConfig::new(inventory.endpoint())
         };
-        let payment_deps = backroom_payment::Deps::with(
+        let mut payment_deps = backroom_payment::Deps::with(
             &payment_config,
             payment_pool.clone(),
             shared_clock.clone(),
@@ -237,6 +276,7 @@ impl Suite {
             Arc::new(backroom_payment::processor::Simulator::new()),
         )
         .unwrap();
+        payment_deps.events = configured(&payment_deps.events);
         let listener = TestServer::bind().await;
         let self_endpoint = format!("http://{}", listener.local_addr().unwrap());
         let checkout = CheckoutDeps::new(
