@@ -9,10 +9,12 @@
 //! servers), [`stack`] (the three service binaries as child processes:
 //! start, kill -9, restart, memory), [`bench`] (the whole suite →
 //! BENCHMARKS.md), [`secrets`] (the secret scan of tables and logs),
-//! [`flood`] (short-deadline credential floods, for the attack tests).
+//! [`flood`] (short-deadline credential floods, for the attack tests),
+//! [`consumer`] (a JetStream consumer applying each event exactly once).
 
 pub mod baselines;
 pub mod bench;
+pub mod consumer;
 pub mod driver;
 pub mod fixtures;
 pub mod flood;

@@ -4,7 +4,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use backroom_loadgen::{
-    baselines, bench,
+    baselines, bench, consumer,
     driver::{self, Mode, Plan},
     flood::{self, FloodPlan, FloodRpc},
     scenarios::{self, Target},
@@ -145,6 +145,43 @@ enum Command {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Consume the services' JetStream streams, applying each event's effect
+    /// exactly once (recorded by event id in Postgres), until SIGINT/SIGTERM.
+    Consume {
+        /// NATS URL.
+        #[arg(
+            long,
+            env = "BACKROOM_NATS_URL",
+            default_value = "nats://127.0.0.1:4222"
+        )]
+        nats_url: String,
+        /// Postgres URL of the database for the consumer's schema.
+        #[arg(long, env = "BACKROOM_CONSUMER_DATABASE_URL")]
+        database_url: String,
+        /// The consumer's schema (created when missing).
+        #[arg(long, default_value = "consumer")]
+        schema: String,
+        /// Services whose streams are consumed.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "account,inventory,payment"
+        )]
+        sources: Vec<String>,
+        /// Durable consumer names are `<prefix>-<service>`.
+        #[arg(long, default_value = "backroom-loadgen")]
+        durable_prefix: String,
+        /// Messages per batch (one transaction each).
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Seconds JetStream waits for an acknowledgement before redelivering.
+        #[arg(long, default_value_t = 2)]
+        ack_wait_secs: u64,
+        /// Pause between a batch's commit and its acknowledgement
+        /// (milliseconds; widens the window the fault tests kill in).
+        #[arg(long, default_value_t = 0)]
+        ack_delay_ms: u64,
+    },
     /// Run `backroom up` and the baselines, every scenario, write BENCHMARKS.md.
     Bench {
         /// Directory of the service binaries (default: this one's).
@@ -284,6 +321,33 @@ async fn main() -> anyhow::Result<()> {
                     baselines::serve_pk_select(listener, &url, 10).await
                 }
             }
+        }
+        Command::Consume {
+            nats_url,
+            database_url,
+            schema,
+            sources,
+            durable_prefix,
+            batch,
+            ack_wait_secs,
+            ack_delay_ms,
+        } => {
+            let totals = consumer::run(consumer::ConsumeConfig {
+                nats_url,
+                database_url,
+                schema,
+                sources,
+                durable_prefix,
+                batch,
+                ack_wait: Duration::from_secs(ack_wait_secs.max(1)),
+                ack_delay: Duration::from_millis(ack_delay_ms),
+            })
+            .await?;
+            println!(
+                "applied {} new events, skipped {} duplicates, rejected {}",
+                totals.new, totals.duplicates, totals.rejected
+            );
+            Ok(())
         }
         Command::Bench {
             bin_dir,

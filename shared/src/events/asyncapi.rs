@@ -1298,9 +1298,9 @@ mod tests {
             return fail(format!("is above {maximum}"));
         }
         if schema["contentEncoding"] == "base64"
-            && !value
+            && value
                 .as_str()
-                .is_some_and(|text| STANDARD.decode(text).is_ok())
+                .is_none_or(|text| STANDARD.decode(text).is_err())
         {
             return fail("is not base64".to_owned());
         }

@@ -121,6 +121,15 @@ pub async fn run(events: Events) {
                     .connected
                     .store(false, Ordering::Relaxed);
                 tracing::warn!(error = format!("{err:#}"), source = events.source(), retry_in = ?backoff, "event relay failed");
+                // The lag keeps being reported while NATS is out of reach,
+                // so the gauges show it growing rather than frozen.
+                if let Ok(pending) = events
+                    .pool()
+                    .run(|conn| lag(conn).map_err(DbError::from))
+                    .await
+                {
+                    report_lag(&events, pending);
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }

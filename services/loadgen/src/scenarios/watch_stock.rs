@@ -36,7 +36,7 @@ use crate::{
 };
 
 /// Sequential adjustments per run (half back to back, half on an idle hub).
-pub const ADJUSTMENTS: usize = 200;
+pub const ADJUSTMENTS: usize = 60;
 
 /// Streams on the same SKU in the many-watchers variant, all one customer's:
 /// the bench lifts inventory's per-caller and per-address stream caps to

@@ -12,6 +12,16 @@
 //!   oversold or charged twice, the ledger balances, no reservation outlives
 //!   its TTL plus the sweep, the invariant checker finds nothing, and no
 //!   table row or log line holds a card number, password, token or key.
+//!   Events ride along: every service relays to a NATS of the test's own,
+//!   a webhook receiver takes every payment event, and the reference
+//!   consumer (`backroom-loadgen consume`) applies every event; the kills
+//!   hit each relay mid-publish, then the consumer is killed between a
+//!   batch's commit and its acknowledgement, then NATS is stopped and the
+//!   receiver is down for a while. Afterwards every committed event is in
+//!   its stream once (by id), in order, none unpublished, every lag gauge
+//!   back at 0, the consumer applied each once (and skipped redeliveries),
+//!   the receiver got every payment event in order per subject, and the
+//!   audit with its relay check is clean.
 //! - `past_the_concurrency_limit_calls_are_shed_fast_and_memory_stays_bounded`:
 //!   storms of 2000 concurrent GetProduct calls (inventory) and Login calls
 //!   (account) against a concurrency limit of 4: every call is served or
@@ -26,7 +36,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{CALL_DEADLINE, MixedLoad, World, call, mixed_load_options, request_id};
+use crate::common::{
+    CALL_DEADLINE, EventsRig, MixedLoad, World, assert_audit_clean_with, call, count,
+    mixed_load_options, request_id,
+};
 use backroom_loadgen::{
     fixtures,
     stack::{Service, StackOptions},
@@ -44,9 +57,11 @@ const ORDERS_BETWEEN_FAULTS: usize = 6;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_each_service_under_mixed_load_loses_and_doubles_nothing() {
     // Everything, dependencies included: the secret scan reads it all.
-    let mut world = World::start("chaos", true, mixed_load_options("debug")).await;
+    let (mut events, options) = EventsRig::start(mixed_load_options("debug")).await;
+    let mut world = World::start("chaos", true, options).await;
     let mut mixed = MixedLoad::start(&world, CALL_DEADLINE).await;
     let load = mixed.load.clone();
+    events.attach(&world, &load.admin).await;
 
     // kill -9 of each service in turn, mid-load.
     for service in Service::ALL {
@@ -60,9 +75,21 @@ async fn kill_9_of_each_service_under_mixed_load_loses_and_doubles_nothing() {
         let in_flight = load.tally.in_flight(service);
         let pid = world.stack.pid(service).unwrap_or_default();
         let acknowledged = load.tally.acknowledged.load(Ordering::SeqCst);
+        // Its relay, mid-publish: wait (up to 3 s) for events sequenced and
+        // not yet acknowledged by JetStream, then kill at once (0: the relay
+        // kept caught up).
+        let unpublished_sql = format!(
+            "SELECT '' AS label, count(*) AS n FROM {}.events WHERE published_at IS NULL",
+            service.name()
+        );
+        let publishing = Instant::now() + Duration::from_secs(3);
+        let mut unpublished = count(&world.admin_url, &unpublished_sql).await;
+        while unpublished == 0 && Instant::now() < publishing {
+            unpublished = count(&world.admin_url, &unpublished_sql).await;
+        }
         world.stack.kill9(service).expect("kill -9");
         println!(
-            "injected at {:.1} s: kill -9 of {} (pid {pid}) with {in_flight} test calls in flight to it, {acknowledged} operations acknowledged so far",
+            "injected at {:.1} s: kill -9 of {} (pid {pid}) with {in_flight} test calls in flight to it, {acknowledged} operations acknowledged so far, {unpublished} of its events not yet acknowledged by JetStream",
             mixed.started.elapsed().as_secs_f64(),
             service.binary()
         );
@@ -92,14 +119,65 @@ async fn kill_9_of_each_service_under_mixed_load_loses_and_doubles_nothing() {
         );
     }
     load.progress(ORDERS_BETWEEN_FAULTS).await;
+
+    // kill -9 of the consumer between a batch's commit and its ack.
+    events
+        .kill_consumer_mid_batch(&world.admin_url, mixed.started)
+        .await;
+    load.progress(ORDERS_BETWEEN_FAULTS).await;
+
+    // NATS stopped and the webhook receiver down for a while, under load.
+    let outage = Instant::now();
+    events.nats.stop();
+    events.receiver.down();
+    println!(
+        "injected at {:.1} s: nats-server killed, webhook receiver down (connections refused)",
+        mixed.started.elapsed().as_secs_f64()
+    );
+    load.progress(ORDERS_BETWEEN_FAULTS).await;
+    // The relay notices when a publish times out; its lag gauge then grows.
+    let lag = loop {
+        let lag = events.relay_lag(Service::Payment).await;
+        if lag.is_some_and(|lag| lag > 0.0) {
+            break lag;
+        }
+        assert!(
+            outage.elapsed() < Duration::from_secs(30),
+            "payment's relay lag gauge does not show the outage: {lag:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Down for a while: at least OUTAGE, the load running on.
+    tokio::time::sleep(OUTAGE.saturating_sub(outage.elapsed())).await;
+    events.nats.restart().await;
+    events.receiver.up().await;
+    println!(
+        "injected at {:.1} s: nats-server restarted on the same port and store, receiver back, after {:.1} s down; payment's relay lag gauge read {} during the outage",
+        mixed.started.elapsed().as_secs_f64(),
+        outage.elapsed().as_secs_f64(),
+        lag.unwrap_or_default()
+    );
+    load.progress(ORDERS_BETWEEN_FAULTS).await;
+
     let load_time = mixed.finish().await;
     let retried = mixed.verify(&world, load_time).await;
     assert!(
         retried.keys().any(|k| k.starts_with("PlaceOrder")),
         "no PlaceOrder ever failed: the kills missed the load"
     );
+    events.verify(&world.admin_url).await;
+    let tolerances = assert_audit_clean_with(&world.admin_url, Some(RELAY_LAG)).await;
+    println!(
+        "checked: backroom audit with the relay check (no event unpublished past {:?}): no findings",
+        tolerances.relay_lag.unwrap_or_default()
+    );
     world.stop().await;
 }
+
+/// How long NATS and the webhook receiver stay down, at least.
+const OUTAGE: Duration = Duration::from_secs(4);
+/// The audit's bound on an unpublished event once the relays caught up.
+const RELAY_LAG: Duration = Duration::from_secs(5);
 
 /// Calls per storm, the HTTP/2 connections they are spread over, the
 /// concurrency limit of the stormed services, and each call's deadline.

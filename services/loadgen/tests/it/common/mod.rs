@@ -43,9 +43,11 @@ use tonic::{Code, Request, Response, Status, transport::Channel};
 
 /// Deadline of every call the checks make, and of the load's calls in the
 /// kill -9 run (PlaceOrder answers with the order's current state when it
+mod events;
 mod load;
 mod mixed;
 
+pub use events::*;
 pub use load::*;
 pub use mixed::*;
 
@@ -195,10 +197,16 @@ pub async fn counts(admin_url: &str, sql: &str) -> Vec<(String, i64)> {
 /// one sweep and a second, no saga may be unfinished — and asserts it finds
 /// nothing; returns the tolerances it used.
 pub async fn assert_audit_clean(admin_url: &str) -> Tolerances {
+    assert_audit_clean_with(admin_url, None).await
+}
+
+/// [`assert_audit_clean`], with the audit's relay check on: no event
+/// unpublished longer than `relay_lag`.
+pub async fn assert_audit_clean_with(admin_url: &str, relay_lag: Option<Duration>) -> Tolerances {
     let tolerances = Tolerances {
         grace: SWEEP + Duration::from_secs(1),
         stuck_after: Duration::ZERO,
-        relay_lag: None,
+        relay_lag,
     };
     let url = admin_url.to_owned();
     let findings = tokio::task::spawn_blocking(move || {
