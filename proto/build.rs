@@ -35,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Sorted so the generated code and the descriptor set are reproducible.
     files.sort();
     println!("cargo:rerun-if-changed=backroom");
+    println!("cargo:rerun-if-changed=google");
 
     let fds = protox::Compiler::new([&root])?
         .include_imports(true)
