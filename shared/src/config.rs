@@ -18,6 +18,7 @@
 //! | `BACKROOM_RATE_LIMIT_PER_SEC` | 10 | rate-limited RPCs: calls per second per client address and method (0: no limit) |
 //! | `BACKROOM_RATE_LIMIT_BURST` | 20 | rate-limited RPCs: calls allowed at once before the rate applies |
 //! | `BACKROOM_TRUSTED_PROXIES` | unset | comma-separated CIDRs whose `x-forwarded-for` names the client |
+//! | `BACKROOM_CORS_ALLOWED_ORIGINS` | unset | comma-separated origins (`https://shop.example.com`, or `*`) browsers may call the port from (REST/JSON and gRPC-Web); unset: no CORS headers, browsers on other origins are refused |
 //! | `DATABASE_URL` | (required by services) | the service's runtime role (`backroom_<svc>`) + database: serving only reads and writes rows |
 //! | `BACKROOM_MIGRATION_DATABASE_URL` | unset | the schema owner (`backroom_<svc>_migrator`) + database: what `migrate` and `RUN_MIGRATIONS=true` connect as; never needed to serve |
 //! | `BACKROOM_DB_POOL_SIZE` | 10 | pooled connections |
@@ -122,6 +123,10 @@ pub struct ServerConfig {
     /// After the delay: the longest wait for in-flight calls (milliseconds).
     #[arg(long, env = "BACKROOM_DRAIN_TIMEOUT_MS", default_value_t = 20_000)]
     pub drain_timeout_ms: u64,
+    /// Origins browsers may call this port from (CORS), comma-separated;
+    /// `*` for any. Unset: no CORS headers.
+    #[arg(long, env = "BACKROOM_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
     /// Per-client rate limits of the RPCs a service names.
     #[command(flatten)]
     pub rate_limit: RateLimitConfig,
@@ -190,6 +195,7 @@ impl Default for ServerConfig {
             max_message_bytes: 4 * 1024 * 1024,
             shutdown_delay_ms: 0,
             drain_timeout_ms: 20_000,
+            cors_allowed_origins: Vec::new(),
             rate_limit: RateLimitConfig::default(),
         }
     }

@@ -38,6 +38,7 @@ pub mod db;
 pub mod deadline;
 pub mod errors;
 pub mod events;
+pub mod gateway;
 pub mod idempotency;
 #[cfg(feature = "local-postgres")]
 pub mod local_postgres;
@@ -45,6 +46,7 @@ pub mod money;
 pub mod names;
 pub mod paging;
 pub mod ratelimit;
+pub(crate) mod schema;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -6,6 +6,9 @@
 //!   begins;
 //! - server reflection v1 AND v1alpha (grpcurl 1.8 speaks only v1alpha), with
 //!   our descriptors plus health and `google.rpc` so every type is describable;
+//! - every protocol on the one port ([`crate::gateway`]): gRPC, gRPC-Web,
+//!   Connect-style JSON and the protos' REST routes, HTTP/1.1 and HTTP/2,
+//!   CORS for the allowed origins;
 //! - the layer stack (see [`GrpcServer::serve`]): telemetry, then the
 //!   service's extra layers (rate limits, auth), then the concurrency limit
 //!   (streams count until they end); tonic's own per-call timeout wraps it
@@ -240,6 +243,8 @@ impl GrpcServer {
         let client_layer =
             crate::ratelimit::RateLimitLayer::new(&self.config.rate_limit, &self.rate_limited);
         let layers = Arc::new(self.layers);
+        let gateway = crate::gateway::GatewayLayer::new(&self.service_names, &self.config)?;
+        let cors = crate::gateway::cors::layer(&self.config.cors_allowed_origins);
         let stack = tower::layer::layer_fn(move |routes: Routes| {
             let mut service = HttpService::new(
                 ServiceBuilder::new()
@@ -254,13 +259,33 @@ impl GrpcServer {
             // Who the client is (and its rate limits) before anything else
             // of ours: auth and the concurrency limit read it.
             let service = HttpService::new(client_layer.layer(service));
-            RpcTelemetryLayer.layer(service)
+            let grpc = HttpService::new(
+                ServiceBuilder::new()
+                    .map_err(|never: Infallible| match never {})
+                    .map_response(|response: http::Response<_>| response.map(Body::new))
+                    .service(RpcTelemetryLayer.layer(service)),
+            );
+            // Outside the gRPC stack, and calling into it: JSON (REST and
+            // Connect) transcoded to gRPC, gRPC-Web translated to gRPC,
+            // CORS preflights answered before anything else.
+            let web = gateway.layer(grpc);
+            match &cors {
+                Some(cors) => HttpService::new(
+                    ServiceBuilder::new()
+                        .map_response(|response: http::Response<_>| response.map(Body::new))
+                        .layer(cors.clone())
+                        .service(web),
+                ),
+                None => web,
+            }
         });
 
         let local_addr = listener.local_addr()?;
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
+            // HTTP/1.1 beside HTTP/2: browsers (gRPC-Web) and JSON clients.
+            .accept_http1(true)
             .timeout(self.config.request_timeout())
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))

@@ -145,6 +145,23 @@ impl Suite {
             server,
             checkout_limit,
             EventsConfig::default(),
+            &[],
+        )
+        .await
+    }
+
+    /// The suite with every server allowing browsers from `origins` (CORS).
+    pub async fn spawn_with_cors(origins: &[String]) -> Self {
+        Self::spawn_full(
+            SagaConfig {
+                recovery_interval: Duration::from_secs(3600),
+                ..SagaConfig::default()
+            },
+            |_| {},
+            ServerConfig::without_client_limits(),
+            RACE_ORDERS,
+            EventsConfig::default(),
+            origins,
         )
         .await
     }
@@ -161,6 +178,7 @@ impl Suite {
             ServerConfig::without_client_limits(),
             RACE_ORDERS,
             events,
+            &[],
         )
         .await
     }
@@ -171,7 +189,16 @@ impl Suite {
         server: ServerConfig,
         checkout_limit: usize,
         events: EventsConfig,
+        cors: &[String],
     ) -> Self {
+        let server = ServerConfig {
+            cors_allowed_origins: cors.to_vec(),
+            ..server
+        };
+        let others = ServerConfig {
+            cors_allowed_origins: cors.to_vec(),
+            ..ServerConfig::without_client_limits()
+        };
         let configured = |current: &Events| {
             Events::new(current.pool().clone(), current.source(), events.clone())
         };
@@ -213,11 +240,8 @@ impl Suite {
         backroom_account::bootstrap_admin(&account_deps, &account_config)
             .await
             .unwrap();
-        let account = TestServer::spawn(backroom_account::server(
-            ServerConfig::without_client_limits(),
-            account_deps,
-        ))
-        .await;
+        let account =
+            TestServer::spawn(backroom_account::server(others.clone(), account_deps)).await;
         let auth = AuthConfig {
             account_endpoint: account.endpoint(),
             ..AuthConfig::default()
@@ -244,11 +268,7 @@ impl Suite {
             jwks(audience::INVENTORY),
         );
         inventory_deps.events = configured(&inventory_deps.events);
-        let inventory = TestServer::spawn(backroom_inventory::server(
-            ServerConfig::without_client_limits(),
-            inventory_deps,
-        ))
-        .await;
+        let inventory = TestServer::spawn(backroom_inventory::server(others, inventory_deps)).await;
 
         // Payment with checkout, which calls its own API over loopback.
         let mut payment_db = db
@@ -697,6 +717,20 @@ pub async fn raw_call(
     body: Vec<u8>,
     server_streaming: bool,
 ) -> Result<(), tonic::Status> {
+    raw_call_answer(channel, path, metadata, body, server_streaming)
+        .await
+        .map(drop)
+}
+
+/// [`raw_call`], keeping the answer: the encoded response (a stream's first
+/// message), or `None` for a stream still open without one after 300 ms.
+pub async fn raw_call_answer(
+    channel: TracedChannel,
+    path: &str,
+    metadata: &[(&str, &str)],
+    body: Vec<u8>,
+    server_streaming: bool,
+) -> Result<Option<Vec<u8>>, tonic::Status> {
     let path = http::uri::PathAndQuery::try_from(path).unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
@@ -715,11 +749,13 @@ pub async fn raw_call(
             .await?
             .into_inner();
         match tokio::time::timeout(Duration::from_millis(300), stream.message()).await {
-            Ok(first) => first.map(|_| ()),
-            Err(_) => Ok(()),
+            Ok(first) => first,
+            Err(_) => Ok(None),
         }
     } else {
-        grpc.unary(request, path, RawCodec).await.map(|_| ())
+        grpc.unary(request, path, RawCodec)
+            .await
+            .map(|response| Some(response.into_inner()))
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod attack_surface;
 mod audit;
+mod browser;
 mod cancellations;
 mod checkout;
 mod checkout_trace;
@@ -12,6 +13,8 @@ mod events;
 mod harness;
 mod hostile_input;
 mod order_payments;
+mod protocols;
 mod returns;
+mod schemathesis;
 mod shipments;
 mod up;
