@@ -4,8 +4,6 @@
 
 use std::{env, fs, path::PathBuf};
 
-use prost::Message;
-
 fn proto_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
@@ -37,16 +35,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=backroom");
     println!("cargo:rerun-if-changed=google");
 
-    let fds = protox::Compiler::new([&root])?
+    let mut compiler = protox::Compiler::new([&root])?;
+    compiler
         .include_imports(true)
         .include_source_info(true)
-        .open_files(&files)?
-        .file_descriptor_set();
+        .open_files(&files)?;
+    let fds = compiler.file_descriptor_set();
 
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     // `file_descriptor_set_path()` is ignored on the `compile_fds` path, so the
-    // set reflection serves is written here by hand.
-    fs::write(out_dir.join("backroom_descriptor.bin"), fds.encode_to_vec())?;
+    // set reflection serves is written here by hand — encoded by protox
+    // itself: `prost_types` drops custom options (`google.api.http`, the
+    // REST routes the gateway serves) when it re-encodes.
+    fs::write(
+        out_dir.join("backroom_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
 
     tonic_prost_build::configure()
         .build_client(true)

@@ -234,18 +234,23 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     let stack = Stack::start(
         &cluster.url("backroom"),
         &config.bin_dir,
-        StackOptions::default()
-            .without_rate_limits()
-            .with_env(
-                Service::Inventory,
-                "BACKROOM_WATCH_STREAMS_PER_CALLER",
-                WATCHERS.to_string(),
-            )
-            .with_env(
-                Service::Inventory,
-                "BACKROOM_WATCH_STREAMS_PER_ADDRESS",
-                (2 * WATCHERS).to_string(),
-            ),
+        StackOptions {
+            // The services' logs, kept where `BACKROOM_BENCH_LOG_DIR` says
+            // (to look into a bad run); discarded otherwise.
+            log_dir: std::env::var_os("BACKROOM_BENCH_LOG_DIR").map(PathBuf::from),
+            ..StackOptions::default()
+        }
+        .without_rate_limits()
+        .with_env(
+            Service::Inventory,
+            "BACKROOM_WATCH_STREAMS_PER_CALLER",
+            WATCHERS.to_string(),
+        )
+        .with_env(
+            Service::Inventory,
+            "BACKROOM_WATCH_STREAMS_PER_ADDRESS",
+            (2 * WATCHERS).to_string(),
+        ),
     )
     .await
     .context("cannot start the services (build them with `just bench`)")?;

@@ -9,7 +9,7 @@
 //! The page lives in `tests/browser` (its npm packages are installed, its
 //! stubs generated and bundled, by this test). Ignored by `cargo test`
 //! (it needs Chromium and npm): `.ci/run` installs both and runs it with
-//! `cargo test -p backroom --test it browser -- --ignored`.
+//! `cargo test --workspace -- --ignored browser::`.
 
 use std::{path::PathBuf, process::Command, sync::Arc, time::Duration};
 

@@ -5,8 +5,8 @@
 //! serves afterwards.
 //!
 //! Ignored by `cargo test` (it needs the `schemathesis` command): `.ci/run`
-//! installs it and runs `cargo test -p backroom --test it schemathesis --
-//! --ignored`. `BACKROOM_SCHEMATHESIS` names another command;
+//! installs it and runs `cargo test --workspace -- --ignored schemathesis::`.
+//! `BACKROOM_SCHEMATHESIS` names another command;
 //! `BACKROOM_SCHEMATHESIS_EXAMPLES` the examples per operation (default 25).
 
 use std::time::Duration;
