@@ -183,6 +183,25 @@ fn singular(collection: &str) -> String {
     }
 }
 
+/// One server-sent event: `event` message or error, `data` the JSON of an
+/// `item` or of the status that ended the stream.
+fn sse_event(item: Value) -> Value {
+    let event = map([("enum", Value::Sequence(vec![s("message"), s("error")]))]);
+    let data = map([
+        ("type", s("string")),
+        ("contentMediaType", s("application/json")),
+        (
+            "contentSchema",
+            map([("anyOf", Value::Sequence(vec![item, schema_ref(STATUS)]))]),
+        ),
+    ]);
+    map([
+        ("type", s("object")),
+        ("required", Value::Sequence(vec![s("data")])),
+        ("properties", map([("event", event), ("data", data)])),
+    ])
+}
+
 fn json_content(schema: Value) -> Value {
     map([("application/json", map([("schema", schema)]))])
 }
@@ -215,14 +234,9 @@ fn responses(
                 "content",
                 map([(
                     "text/event-stream",
-                    map([(
-                        "schema",
-                        map([
-                            ("type", s("string")),
-                            ("description", s("SSE events")),
-                            ("x-item", item),
-                        ]),
-                    )]),
+                    // One event (OpenAPI 3.1 has no itemSchema: tools such
+                    // as schemathesis read `schema` as the per-event one).
+                    map([("schema", sse_event(item))]),
                 )]),
             ),
         ])
