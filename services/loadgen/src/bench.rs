@@ -297,6 +297,15 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         Some(&fixtures),
     )
     .await?;
+    // The same read through the JSON gateway, same port, same load.
+    let get_json_m = measure(
+        &config,
+        "get-product-json",
+        &target(fixtures.inventory.clone(), 64),
+        "GET /v1/products/{sku} (JSON)",
+        Some(&fixtures),
+    )
+    .await?;
     let hash_m = measure(
         &config,
         "raw-argon2id",
@@ -447,6 +456,11 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         Some(&pk_m),
     ));
     md.push_str(&row_line("GetProduct vs bare echo", &get_m, Some(&echo_m)));
+    md.push_str(&row_line(
+        "GetProduct as REST JSON (`GET /v1/products/{sku}`, 64 in flight) vs gRPC GetProduct",
+        &get_json_m,
+        Some(&get_m),
+    ));
     md.push_str(&row_line(
         "raw Argon2id hash, ≤ 1 per core (16 in flight)",
         &hash_m,

@@ -33,12 +33,13 @@ use crate::{
 };
 
 /// Every scenario name, for `--help` and parsing.
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 7] = [
     "echo",
     "pk-select",
     "login",
     "raw-argon2id",
     "get-product",
+    "get-product-json",
     "place-order",
 ];
 
@@ -85,6 +86,7 @@ pub async fn setup(
         "login" => login(target).await,
         "raw-argon2id" => Ok(raw_argon2id()),
         "get-product" => get_product(target, need_suite()?).await,
+        "get-product-json" => get_product_json(target, need_suite()?).await,
         "place-order" => place_order(target, need_suite()?).await,
         other => anyhow::bail!("unknown scenario {other:?}; known: {}", NAMES.join(", ")),
     }
@@ -94,10 +96,8 @@ fn run_tag() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase()
 }
 
-async fn get_product(target: &Target, suite: &Suite) -> anyhow::Result<Operation> {
-    use backroom_proto::inventory::v1::{
-        GetProductRequest, inventory_service_client::InventoryServiceClient,
-    };
+/// A product to read and a shopper's token to read it with.
+async fn product_and_reader(suite: &Suite) -> anyhow::Result<(String, String)> {
     let admin = fixtures::admin_token(suite).await?;
     let sku = format!("GET-{}", run_tag());
     fixtures::product(suite, &admin, &sku, 1000).await?;
@@ -106,6 +106,14 @@ async fn get_product(target: &Target, suite: &Suite) -> anyhow::Result<Operation
         &format!("get-{}@example.com", run_tag().to_lowercase()),
     )
     .await?;
+    Ok((sku, shopper.token))
+}
+
+async fn get_product(target: &Target, suite: &Suite) -> anyhow::Result<Operation> {
+    use backroom_proto::inventory::v1::{
+        GetProductRequest, inventory_service_client::InventoryServiceClient,
+    };
+    let (sku, token) = product_and_reader(suite).await?;
     let clients: Arc<Vec<_>> = Arc::new(
         channels(&target.endpoint, target.connections)
             .await?
@@ -113,7 +121,7 @@ async fn get_product(target: &Target, suite: &Suite) -> anyhow::Result<Operation
             .map(InventoryServiceClient::new)
             .collect(),
     );
-    let (name, token) = (Arc::new(format!("products/{sku}")), Arc::new(shopper.token));
+    let (name, token) = (Arc::new(format!("products/{sku}")), Arc::new(token));
     Ok(Arc::new(move |i, mut rec: Recorder| {
         let mut client = clients[i % clients.len()].clone();
         let request = fixtures::authed(
@@ -125,6 +133,56 @@ async fn get_product(target: &Target, suite: &Suite) -> anyhow::Result<Operation
         Box::pin(async move {
             rec.call("InventoryService/GetProduct", client.get_product(request))
                 .await;
+            rec
+        })
+    }))
+}
+
+/// GetProduct through the REST route (`GET /v1/products/{sku}`, JSON) on the
+/// same port, over as many HTTP/2 connections as the gRPC scenario uses: the
+/// JSON path's cost per call is the difference of the two.
+async fn get_product_json(target: &Target, suite: &Suite) -> anyhow::Result<Operation> {
+    let (sku, token) = product_and_reader(suite).await?;
+    let clients: Arc<Vec<reqwest::Client>> = Arc::new(
+        (0..target.connections.max(1))
+            .map(|_| {
+                reqwest::Client::builder()
+                    .http2_prior_knowledge()
+                    .tcp_nodelay(true)
+                    .build()
+            })
+            .collect::<Result<_, _>>()?,
+    );
+    let url = Arc::new(format!("{}/v1/products/{sku}", target.endpoint));
+    let bearer = Arc::new(format!("Bearer {token}"));
+    Ok(Arc::new(move |i, mut rec: Recorder| {
+        let client = clients[i % clients.len()].clone();
+        let request = client
+            .get(url.as_str())
+            .header("authorization", bearer.as_str());
+        Box::pin(async move {
+            rec.call("GET /v1/products/{sku} (JSON)", async move {
+                let response = request
+                    .send()
+                    .await
+                    .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+                let status = response.status();
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+                if status.is_success() {
+                    return Ok(body);
+                }
+                // The gateway's error body carries the gRPC code.
+                let code = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|json| json["code"].as_i64())
+                    .and_then(|code| i32::try_from(code).ok())
+                    .map_or(tonic::Code::Unknown, tonic::Code::from_i32);
+                Err(tonic::Status::new(code, format!("HTTP {status}")))
+            })
+            .await;
             rec
         })
     }))

@@ -60,10 +60,16 @@ type Job = Box<dyn FnOnce() + Send>;
 /// at ~19 ms a hash, the last of them waits about 0.6 s.
 pub const DEFAULT_QUEUE_DEPTH: usize = 64;
 
-/// Which queue a hash job waits in. Threads always take a [`Priority::Login`]
-/// job first, and [`Priority::Bulk`] jobs may fill only a quarter of the
-/// queue: a flood of sign-ups or service-token requests (from however many
-/// addresses) cannot crowd out the logins of people who have accounts.
+/// Which queue a hash job waits in. Threads take [`Priority::Login`] jobs
+/// first — but never more than [`LOGINS_IN_A_ROW`] in a row while a
+/// [`Priority::Bulk`] job waits — and bulk jobs may fill only a quarter of
+/// the queue: a flood of sign-ups or service-token requests (from however
+/// many addresses) cannot crowd out the logins of people who have accounts,
+/// and a login storm slows sign-ups and service tokens to a share of the
+/// hashing instead of stopping them. (Strict priority once starved them for
+/// as long as the storm lasted: with IssueServiceToken stuck, the other
+/// services could not refresh their revocation lists, and after ten seconds
+/// they refused every admin token.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
     /// Checking the password of an existing account (Login, ChangePassword).
@@ -72,12 +78,17 @@ pub enum Priority {
     Bulk,
 }
 
+/// Login jobs a thread takes in a row while a bulk job waits; then one bulk.
+pub const LOGINS_IN_A_ROW: usize = 3;
+
 /// The two waiting lines and their bounds.
 struct Queues {
     login: VecDeque<Job>,
     bulk: VecDeque<Job>,
     depth: usize,
     bulk_depth: usize,
+    /// Login jobs taken since the last bulk one while bulk jobs waited.
+    logins_in_a_row: usize,
     closed: bool,
 }
 
@@ -95,6 +106,7 @@ impl JobQueue {
                 bulk: VecDeque::new(),
                 depth,
                 bulk_depth: (depth / 4).max(1),
+                logins_in_a_row: 0,
                 closed: false,
             }),
             ready: Condvar::new(),
@@ -121,11 +133,23 @@ impl JobQueue {
         Ok(())
     }
 
-    /// The next job, logins first; `None` once closed and empty.
+    /// The next job, logins first (see [`Priority`]); `None` once closed
+    /// and empty.
     fn pop(&self) -> Option<Job> {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some(job) = queues.login.pop_front().or_else(|| queues.bulk.pop_front()) {
+            let bulk_turn = !queues.bulk.is_empty()
+                && (queues.login.is_empty() || queues.logins_in_a_row >= LOGINS_IN_A_ROW);
+            if bulk_turn {
+                queues.logins_in_a_row = 0;
+                return queues.bulk.pop_front();
+            }
+            if let Some(job) = queues.login.pop_front() {
+                queues.logins_in_a_row = if queues.bulk.is_empty() {
+                    0
+                } else {
+                    queues.logins_in_a_row + 1
+                };
                 return Some(job);
             }
             if queues.closed {
@@ -514,7 +538,7 @@ mod tests {
     }
 
     #[test]
-    fn bulk_jobs_fill_a_quarter_of_the_queue_and_logins_go_first() {
+    fn bulk_jobs_fill_a_quarter_of_the_queue_and_logins_go_first_but_not_always() {
         let queue = JobQueue::new(8);
         let order = Arc::new(Mutex::new(Vec::new()));
         let job = |label: &'static str| -> Job {
@@ -536,8 +560,35 @@ mod tests {
             job();
         }
         let order = order.lock().unwrap();
-        assert_eq!(order[..6], ["login"; 6], "logins are taken first");
-        assert_eq!(order[6..], ["bulk 1", "bulk 2"]);
+        assert_eq!(
+            *order,
+            [
+                "login", "login", "login", "bulk 1", "login", "login", "login", "bulk 2"
+            ],
+            "logins first, but a waiting bulk job gets every fourth turn"
+        );
+    }
+
+    #[test]
+    fn a_login_storm_never_starves_bulk_jobs() {
+        // Logins refilled as fast as they are taken: a bulk job still runs
+        // within LOGINS_IN_A_ROW + 1 turns.
+        let queue = JobQueue::new(64);
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let job = |label: &'static str| -> Job {
+            let ran = ran.clone();
+            Box::new(move || ran.lock().unwrap().push(label))
+        };
+        for _ in 0..32 {
+            assert!(queue.push(job("login"), Priority::Login).is_ok());
+        }
+        assert!(queue.push(job("bulk"), Priority::Bulk).is_ok());
+        for _ in 0..=LOGINS_IN_A_ROW {
+            queue.pop().unwrap()();
+            assert!(queue.push(job("login"), Priority::Login).is_ok());
+        }
+        let ran = ran.lock().unwrap();
+        assert_eq!(ran.last(), Some(&"bulk"), "{ran:?}");
     }
 
     #[tokio::test]
