@@ -49,6 +49,10 @@ pub fn descriptors() -> &'static DescriptorPool {
 #[derive(Debug, Clone)]
 struct Settings {
     routes: Arc<RouteTable>,
+    /// JSON bodies being read and transcoded at once: bounded like the
+    /// calls themselves (the concurrency limit), since a body is read
+    /// before its call takes a slot; past it a request is shed.
+    reading: Arc<tokio::sync::Semaphore>,
     /// The server's OpenAPI document, served at `/openapi.json`.
     openapi: Arc<String>,
     max_body: usize,
@@ -79,6 +83,7 @@ impl GatewayLayer {
                 routes: Arc::new(routes),
                 openapi: Arc::new(openapi),
                 max_body: config.max_message_bytes,
+                reading: Arc::new(tokio::sync::Semaphore::new(config.concurrency_limit.max(1))),
                 body_timeout: (config.request_body_timeout_ms > 0)
                     .then(|| Duration::from_millis(config.request_body_timeout_ms)),
                 request_timeout: config.request_timeout(),
@@ -207,6 +212,15 @@ async fn serve_json(
     let deadline = client.map_or(server, |client| client.min(server));
     let started = tokio::time::Instant::now();
 
+    let Ok(reading) = settings.reading.clone().try_acquire_owned() else {
+        return error_response(&crate::errors::with_reason(
+            tonic::Code::ResourceExhausted,
+            transcode::DOMAIN,
+            "OVERLOADED",
+            "too many requests being read at once; retry shortly",
+            [],
+        ));
+    };
     let body = match read_body(&settings, body).await {
         Ok(body) => body,
         Err(status) => return error_response(&status),
@@ -215,6 +229,7 @@ async fn serve_json(
         Ok(message) => message,
         Err(status) => return error_response(&status),
     };
+    drop((body, reading));
     let remaining = deadline.saturating_sub(started.elapsed());
     let call = transcode::grpc_request(parts, &target.method, message, Some(remaining));
     let expired = || {
