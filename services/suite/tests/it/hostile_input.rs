@@ -8,6 +8,10 @@
 //! are not UTF-8, truncated and garbage encodings, nesting past the
 //! decoder's limit.
 //!
+//! Every generated case is sent twice: over gRPC, and as Connect-style JSON
+//! through the gateway on the same port (the JSON surface), with the same
+//! rules for the answer (a 5xx is INTERNAL).
+//!
 //! Every answer must be OK or a documented refusal (INVALID_ARGUMENT,
 //! NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION, ALREADY_EXISTS,
 //! ABORTED, OUT_OF_RANGE for a message over the size limit,
@@ -524,7 +528,73 @@ fn raw_cases(input: &MessageDescriptor, valid: &[u8]) -> Vec<(String, Vec<u8>)> 
 struct Target {
     method: MethodDescriptor,
     channel: TracedChannel,
+    /// `http://…` of the same server, for the JSON surface.
+    endpoint: String,
     audience: &'static str,
+}
+
+/// How a case is sent: the encoded message over gRPC, or the message as
+/// Connect-style JSON (canonical proto3 JSON) on the same port.
+enum Sent {
+    Grpc(Vec<u8>),
+    Json(DynamicMessage),
+}
+
+/// [`send`] through the JSON gateway: `POST /<service>/<method>`; the
+/// status its `google.rpc.Status` body names, INTERNAL for a 5xx or a body
+/// that is not one.
+async fn send_json(
+    endpoint: &str,
+    method: &MethodDescriptor,
+    token: &str,
+    message: &DynamicMessage,
+) -> Result<(), Status> {
+    let url = format!(
+        "{endpoint}/{}/{}",
+        method.parent_service().full_name(),
+        method.name()
+    );
+    // Values proto3 JSON cannot carry (a timestamp past year 9999, …): no
+    // JSON client can send them; nothing to try.
+    let Ok(body) = serde_json::to_vec(message) else {
+        return Ok(());
+    };
+    let call = async {
+        let response = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .header("connect-timeout-ms", HANG.as_millis().to_string())
+            .bearer_auth(token)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            // A server stream answers with its events: open is enough.
+            return Ok(());
+        }
+        let text = response.bytes().await.unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+        let code = json["code"]
+            .as_i64()
+            .and_then(|c| i32::try_from(c).ok())
+            .map(Code::from_i32);
+        match code {
+            Some(code) if !status.is_server_error() => Err(Status::new(
+                code,
+                json["message"].as_str().unwrap_or_default().to_owned(),
+            )),
+            _ => Err(Status::internal(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&text)
+            ))),
+        }
+    };
+    match tokio::time::timeout(HANG + Duration::from_secs(5), call).await {
+        Ok(result) => result,
+        Err(_) => Err(Status::deadline_exceeded("the client gave up: a hang")),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -620,19 +690,24 @@ async fn every_field_of_every_request_survives_hostile_values() {
     let known = Arc::new(known);
 
     let pool = DescriptorPool::decode(backroom_proto::FILE_DESCRIPTOR_SET).unwrap();
-    let inventory = suite
-        .inventory
-        .lock()
-        .await
-        .as_ref()
-        .unwrap()
-        .channel
-        .clone();
+    let (inventory, inventory_endpoint) = {
+        let guard = suite.inventory.lock().await;
+        let server = guard.as_ref().unwrap();
+        (server.channel.clone(), server.endpoint())
+    };
     let mut targets = Vec::new();
     let every_service = [
-        (suite.account.channel.clone(), "backroom.account"),
-        (inventory.clone(), "backroom.inventory"),
-        (suite.payment.channel.clone(), "backroom.payment"),
+        (
+            suite.account.channel.clone(),
+            "backroom.account",
+            suite.account.endpoint(),
+        ),
+        (inventory.clone(), "backroom.inventory", inventory_endpoint),
+        (
+            suite.payment.channel.clone(),
+            "backroom.payment",
+            suite.payment.endpoint(),
+        ),
     ];
     for service in pool.services() {
         let reached = match service.package_name() {
@@ -645,11 +720,12 @@ async fn every_field_of_every_request_survives_hostile_values() {
             "backroom.testing.v1" => continue,
             other => panic!("a package this test does not know how to reach: {other}"),
         };
-        for (channel, audience) in reached {
+        for (channel, audience, endpoint) in reached {
             for method in service.methods() {
                 targets.push(Target {
                     method,
                     channel: channel.clone(),
+                    endpoint: endpoint.clone(),
                     audience,
                 });
             }
@@ -706,15 +782,23 @@ async fn every_field_of_every_request_survives_hostile_values() {
                 .filter(|(who, _)| !who.starts_with("backroom.") || *who == target.audience)
                 .map(|(who, t)| ((*who).to_owned(), t.clone()))
                 .collect();
-            let check = |label: &str, who: &str, token: &str, body: Vec<u8>| {
+            let check = |label: &str, who: &str, token: &str, sent: Sent| {
                 let mut state = state.borrow_mut();
                 let before = state.snapshots.take();
-                let outcome = handle.block_on(send(
-                    target.channel.clone(),
-                    &target.method,
-                    token,
-                    body,
-                ));
+                let outcome = match sent {
+                    Sent::Grpc(body) => handle.block_on(send(
+                        target.channel.clone(),
+                        &target.method,
+                        token,
+                        body,
+                    )),
+                    Sent::Json(message) => handle.block_on(send_json(
+                        &target.endpoint,
+                        &target.method,
+                        token,
+                        &message,
+                    )),
+                };
                 state.calls += 1;
                 let code = match &outcome {
                     Ok(()) => Code::Ok,
@@ -749,7 +833,7 @@ async fn every_field_of_every_request_survives_hostile_values() {
             let valid = DynamicMessage::new(input.clone()).encode_to_vec();
             for (label, body) in raw_cases(&input, &valid) {
                 let (who, token) = &callers[0];
-                if let Err(failure) = check(&label, who, token, body) {
+                if let Err(failure) = check(&label, who, token, Sent::Grpc(body)) {
                     panic!("{failure}");
                 }
             }
@@ -770,8 +854,10 @@ async fn every_field_of_every_request_survives_hostile_values() {
                 max_shrink_iters: 64,
                 ..Config::default()
             });
+            // Each case twice: over gRPC, and as JSON through the gateway.
             let result = runner.run(&strategy, |((who, token), message): ((String, String), DynamicMessage)| {
-                check("generated", &who, &token, message.encode_to_vec())
+                check("generated", &who, &token, Sent::Grpc(message.encode_to_vec()))
+                    .and_then(|()| check("generated, as JSON", &who, &token, Sent::Json(message.clone())))
                     .map_err(TestCaseError::fail)
             });
             match result {
