@@ -212,6 +212,19 @@ async fn serve_json(
     let deadline = client.map_or(server, |client| client.min(server));
     let started = tokio::time::Instant::now();
 
+    // A declared length over the limit is refused before any of it is read.
+    if parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|length| length > settings.max_body as u64)
+    {
+        return error_response(&bad(
+            "body",
+            &format!("is larger than {} bytes", settings.max_body),
+        ));
+    }
     let Ok(reading) = settings.reading.clone().try_acquire_owned() else {
         return error_response(&crate::errors::with_reason(
             tonic::Code::ResourceExhausted,

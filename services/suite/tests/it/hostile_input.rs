@@ -559,8 +559,12 @@ async fn send_json(
     let Ok(body) = serde_json::to_vec(message) else {
         return Ok(());
     };
+    // Over the servers' size limit (BACKROOM_MAX_MESSAGE_BYTES, 4 MiB) the
+    // gateway answers 400 at once and closes the connection rather than
+    // read the rest: the client may see the close before the answer.
+    let oversized = body.len() > 4 * 1024 * 1024;
     let call = async {
-        let response = reqwest::Client::new()
+        let response = match reqwest::Client::new()
             .post(url)
             .header("content-type", "application/json")
             .header("connect-timeout-ms", HANG.as_millis().to_string())
@@ -568,7 +572,15 @@ async fn send_json(
             .body(body)
             .send()
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        {
+            Ok(response) => response,
+            Err(err) if oversized && !err.is_timeout() => {
+                return Err(Status::invalid_argument(format!(
+                    "body over the size limit, connection closed: {err}"
+                )));
+            }
+            Err(err) => return Err(Status::unavailable(err.to_string())),
+        };
         let status = response.status();
         if status.is_success() {
             // A server stream answers with its events: open is enough.

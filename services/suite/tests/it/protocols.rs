@@ -529,6 +529,9 @@ async fn every_rpc_answers_the_same_over_grpc_connect_json_and_rest() {
     );
 }
 
+/// The servers' request size limit (`BACKROOM_MAX_MESSAGE_BYTES` default).
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
 /// The committed copies of the served OpenAPI documents.
 const OPENAPI_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi");
 
@@ -641,14 +644,24 @@ async fn hostile_json_gets_a_clear_400_never_a_5xx() {
                     method.name()
                 );
                 for (what, body) in &bodies {
-                    let response = http
+                    let sent = http
                         .post(&url)
                         .header("content-type", "application/json")
                         .bearer_auth(&suite.admin)
                         .body(body.clone())
                         .send()
-                        .await
-                        .unwrap();
+                        .await;
+                    // Over the limit the server answers 400 at once and
+                    // closes the connection rather than read the rest: the
+                    // client may see the close before the answer.
+                    let response = match sent {
+                        Err(err) if body.len() > MAX_BODY => {
+                            assert!(!err.is_timeout(), "{}: {what}: {err}", method.full_name());
+                            checked += 1;
+                            continue;
+                        }
+                        sent => sent.unwrap(),
+                    };
                     let status = response.status();
                     let json: Json = serde_json::from_slice(&response.bytes().await.unwrap())
                         .unwrap_or(Json::Null);
