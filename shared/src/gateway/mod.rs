@@ -234,9 +234,15 @@ async fn serve_json(
             [],
         ));
     };
-    let body = match read_body(&settings, body).await {
-        Ok(body) => body,
-        Err(status) => return error_response(&status),
+    // A route without a body (GET, DELETE) reads none.
+    let body = if target.body == BodyRule::None {
+        drop(body);
+        bytes::Bytes::new()
+    } else {
+        match read_body(&settings, body).await {
+            Ok(body) => body,
+            Err(status) => return error_response(&status),
+        }
     };
     let message = match transcode::request_message(&target, &body, parts.uri.query()) {
         Ok(message) => message,

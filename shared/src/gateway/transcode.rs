@@ -76,10 +76,27 @@ pub fn request_message(
             let fields = field_path(&input, &name)
                 .ok_or_else(|| bad(&name, "is not a field of the request (query parameter)"))?;
             let last = fields.last().expect("a path has a field");
-            if target.bound.iter().any(|(bound, _)| *bound == name) {
+            // By field, whatever the spelling: a query parameter may not
+            // set (or reach inside) what the path binds or the body holds.
+            let numbers: Vec<u32> = fields.iter().map(|f| f.number()).collect();
+            let covered = |path: &str| {
+                field_path(&input, path).is_some_and(|taken| {
+                    let taken: Vec<u32> = taken.iter().map(|f| f.number()).collect();
+                    numbers.starts_with(&taken) || taken.starts_with(&numbers)
+                })
+            };
+            if target.bound.iter().any(|(bound, _)| covered(bound)) {
                 return Err(bad(
                     &name,
                     "is bound by the path; it cannot be a query parameter too",
+                ));
+            }
+            if let BodyRule::Field(field) = &target.body
+                && covered(field)
+            {
+                return Err(bad(
+                    &name,
+                    "is in the request body; it cannot be a query parameter too",
                 ));
             }
             let value = query_value(last, &value).map_err(|why| bad(&name, &why))?;
@@ -432,7 +449,7 @@ pub fn client_deadline(headers: &HeaderMap) -> Result<Option<Duration>, Status> 
     let amount: u64 = digits
         .parse()
         .ok()
-        .filter(|_| !digits.is_empty() && digits.len() <= 8)
+        .filter(|amount| *amount > 0 && !digits.is_empty() && digits.len() <= 8)
         .ok_or_else(|| {
             bad(
                 "grpc-timeout",

@@ -705,6 +705,28 @@ async fn hostile_json_gets_a_clear_400_never_a_5xx() {
                         serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
                     assert!(json.to_string().contains("noSuchParameter"), "{json}");
                     checked += 1;
+                    // A path variable again as a query parameter, in its
+                    // JSON spelling: refused, never an override.
+                    for variable in route.template.variables() {
+                        let fields =
+                            backroom_shared::gateway::routes::field_path(&method.input(), variable)
+                                .unwrap();
+                        let json_name: Vec<&str> = fields.iter().map(|f| f.json_name()).collect();
+                        let url = format!(
+                            "{}{}?{}=accounts/other",
+                            port.endpoint,
+                            fill(&route.template.text, &bound),
+                            json_name.join(".")
+                        );
+                        let response = http
+                            .get(url)
+                            .bearer_auth(&suite.admin)
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(response.status(), 400, "{}: {variable}", method.full_name());
+                        checked += 1;
+                    }
                 }
             }
         }
