@@ -54,7 +54,7 @@ struct Settings {
     /// before its call takes a slot; past it a request is shed.
     reading: Arc<tokio::sync::Semaphore>,
     /// The server's OpenAPI document, served at `/openapi.json`.
-    openapi: Arc<String>,
+    openapi: bytes::Bytes,
     max_body: usize,
     body_timeout: Option<Duration>,
     request_timeout: Duration,
@@ -81,7 +81,7 @@ impl GatewayLayer {
         Ok(Self {
             settings: Settings {
                 routes: Arc::new(routes),
-                openapi: Arc::new(openapi),
+                openapi: bytes::Bytes::from(openapi),
                 max_body: config.max_message_bytes,
                 reading: Arc::new(tokio::sync::Semaphore::new(config.concurrency_limit.max(1))),
                 body_timeout: (config.request_body_timeout_ms > 0)
@@ -94,11 +94,6 @@ impl GatewayLayer {
     /// The REST and Connect routes it serves.
     pub fn routes(&self) -> &RouteTable {
         &self.settings.routes
-    }
-
-    /// Its OpenAPI document (JSON), as served at `/openapi.json`.
-    pub fn openapi(&self) -> &str {
-        &self.settings.openapi
     }
 
     /// Wraps `inner` (the gRPC stack): gRPC goes to it as is, gRPC-Web
@@ -179,7 +174,7 @@ async fn serve_json(
 ) -> http::Response<Body> {
     if request.method() == http::Method::GET && request.uri().path() == "/openapi.json" {
         let mut response = http::Response::new(Body::new(http_body_util::Full::new(
-            bytes::Bytes::from(settings.openapi.as_bytes().to_vec()),
+            settings.openapi.clone(),
         )));
         response.headers_mut().insert(
             header::CONTENT_TYPE,

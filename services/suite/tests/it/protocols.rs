@@ -63,7 +63,13 @@ impl Port {
     }
 }
 
-fn ports(suite: &Suite, inventory: (String, TracedChannel)) -> Vec<Port> {
+/// The three ports and the services each serves.
+async fn ports(suite: &Suite) -> Vec<Port> {
+    let inventory = {
+        let guard = suite.inventory.lock().await;
+        let server = guard.as_ref().unwrap();
+        (server.endpoint(), server.channel.clone())
+    };
     let common = [
         "backroom.events.v1.EventService",
         "backroom.events.v1.WebhookService",
@@ -389,12 +395,7 @@ async fn every_rpc_answers_the_same_over_grpc_connect_json_and_rest() {
     let suite = Suite::spawn().await;
     suite.product("MUG", 1299, 10).await;
     let ada = suite.customer("three-ways@example.com", VISA).await;
-    let inventory = {
-        let guard = suite.inventory.lock().await;
-        let server = guard.as_ref().unwrap();
-        (server.endpoint(), server.channel.clone())
-    };
-    let ports = ports(&suite, inventory);
+    let ports = ports(&suite).await;
 
     // Every RPC: without a token, and as the admin on names that exist
     // nowhere.
@@ -538,15 +539,10 @@ const OPENAPI_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/opena
 #[tokio::test]
 async fn every_server_serves_its_openapi_document_and_the_committed_copy_is_fresh() {
     let suite = Suite::spawn().await;
-    let inventory = {
-        let guard = suite.inventory.lock().await;
-        let server = guard.as_ref().unwrap();
-        (server.endpoint(), server.channel.clone())
-    };
     let update = std::env::var("BACKROOM_UPDATE_DOCS").as_deref() == Ok("1");
     for (name, port) in ["account", "inventory", "payment"]
         .into_iter()
-        .zip(ports(&suite, inventory))
+        .zip(ports(&suite).await)
     {
         let response = client(false)
             .get(format!("{}/openapi.json", port.endpoint))
@@ -602,16 +598,11 @@ async fn every_server_serves_its_openapi_document_and_the_committed_copy_is_fres
 #[tokio::test]
 async fn hostile_json_gets_a_clear_400_never_a_5xx() {
     let suite = Suite::spawn().await;
-    let inventory = {
-        let guard = suite.inventory.lock().await;
-        let server = guard.as_ref().unwrap();
-        (server.endpoint(), server.channel.clone())
-    };
     let http = client(false);
     let deep = format!("{}1{}", "{\"a\":".repeat(500), "}".repeat(500));
     let huge = format!("{{\"x\":\"{}\"}}", "y".repeat(5 * 1024 * 1024));
     let mut checked = 0;
-    for port in ports(&suite, inventory) {
+    for port in ports(&suite).await {
         for service in &port.services {
             let descriptor = backroom_shared::gateway::descriptors()
                 .get_service_by_name(service)
