@@ -121,9 +121,100 @@ pub fn parse_lines<'a>(
     parsed
 }
 
+/// Most discount codes one order may give.
+pub const MAX_DISCOUNT_CODES: usize = 5;
+
+/// A discount code: 1–32 of `A–Z 0–9 - _`, starting with a letter or digit;
+/// lower-case letters are upper-cased (customers type codes as they like).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DiscountCode(String);
+
+impl DiscountCode {
+    /// Checks `raw` (case-insensitively); `field` names it in the violation.
+    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldViolation> {
+        let upper = raw.to_ascii_uppercase();
+        let bytes = upper.as_bytes();
+        let ok = (1..=32).contains(&bytes.len())
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_');
+        if raw.is_empty() {
+            Err(FieldViolation::new(field, "is required"))
+        } else if ok {
+            Ok(Self(upper))
+        } else {
+            Err(FieldViolation::new(
+                field,
+                "must be 1-32 characters of A-Z, 0-9, '-' and '_', starting with a letter or digit",
+            ))
+        }
+    }
+
+    /// Wraps a code read back from the database (checked by its constraint).
+    pub fn from_stored(code: String) -> Self {
+        Self(code)
+    }
+
+    /// The code, upper-case.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DiscountCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The discount codes of an order, quote or reservation at `field`: at most
+/// [`MAX_DISCOUNT_CODES`], each valid and given once (case-insensitively);
+/// violations name `{field}[i]`. Returns the codes that parsed, in request
+/// order.
+pub fn parse_discount_codes(
+    violations: &mut Violations,
+    field: &str,
+    raw: &[String],
+) -> Vec<DiscountCode> {
+    if raw.len() > MAX_DISCOUNT_CODES {
+        violations.push(field, format!("at most {MAX_DISCOUNT_CODES} codes"));
+    }
+    let mut codes: Vec<DiscountCode> = Vec::new();
+    for (i, code) in raw.iter().enumerate().take(MAX_DISCOUNT_CODES) {
+        let Some(code) = violations.check(DiscountCode::parse(&format!("{field}[{i}]"), code))
+        else {
+            continue;
+        };
+        if codes.contains(&code) {
+            violations.push(format!("{field}[{i}]"), "duplicates an earlier code");
+            continue;
+        }
+        codes.push(code);
+    }
+    codes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discount_codes_are_case_insensitive_bounded_and_distinct() {
+        assert_eq!(DiscountCode::parse("c", "summer-10").unwrap().as_str(), "SUMMER-10");
+        for bad in ["", "-A", "A B", &"A".repeat(33), "ÄPFEL"] {
+            assert!(DiscountCode::parse("c", bad).is_err(), "{bad}");
+        }
+        let mut violations = Violations::default();
+        let codes = parse_discount_codes(
+            &mut violations,
+            "discount_codes",
+            &["a".into(), "A".into(), "b".into()],
+        );
+        assert_eq!(codes.len(), 2);
+        let err = violations.finish().unwrap_err();
+        assert_eq!(err[0].field, "discount_codes[1]");
+    }
 
     #[test]
     fn skus_and_quantities_parse_by_one_rule() {

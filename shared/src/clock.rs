@@ -76,6 +76,20 @@ pub fn to_timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// A protobuf `Timestamp` a client sent, at `field`: seconds and nanos in
+/// range (years 1–9999, nanos 0–999,999,999), else a violation.
+pub fn from_timestamp(
+    field: &str,
+    time: &prost_types::Timestamp,
+) -> Result<DateTime<Utc>, crate::errors::FieldViolation> {
+    u32::try_from(time.nanos)
+        .ok()
+        .filter(|nanos| *nanos < 1_000_000_000)
+        .and_then(|nanos| DateTime::from_timestamp(time.seconds, nanos))
+        .filter(|t| (1..=9999).contains(&chrono::Datelike::year(t)))
+        .ok_or_else(|| crate::errors::FieldViolation::new(field, "is not a valid timestamp"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,6 +170,57 @@ impl Money {
     }
 }
 
+/// `round-half-up(amount × numerator / denominator)` for non-negative
+/// operands (computed in `i128`, so no product overflows); 0 when
+/// `denominator` is 0. The one rounding rule of pricing (VAT contained in a
+/// line, a percentage discount) and of the ledger (the VAT part of a capture
+/// or refund): half a minor unit rounds up, as commercial rounding does.
+pub fn proportion(amount: i64, numerator: i64, denominator: i64) -> i64 {
+    if denominator <= 0 {
+        return 0;
+    }
+    let (a, n, d) = (
+        i128::from(amount),
+        i128::from(numerator),
+        i128::from(denominator),
+    );
+    let rounded = (2 * a * n + d).div_euclid(2 * d);
+    i64::try_from(rounded).unwrap_or(i64::MAX)
+}
+
+/// Splits `total` (≥ 0) into parts proportional to `weights` (each ≥ 0)
+/// that sum to exactly `total`: each part is its floor share, and the minor
+/// units left over go one each to the largest remainders (ties: the earlier
+/// weight). With every weight 0, the parts are as if every weight were 1.
+pub fn allocate(total: i64, weights: &[i64]) -> Vec<i64> {
+    if weights.is_empty() {
+        return Vec::new();
+    }
+    let all_zero = weights.iter().all(|w| *w <= 0);
+    let weights: Vec<i128> = weights
+        .iter()
+        .map(|w| if all_zero { 1 } else { i128::from((*w).max(0)) })
+        .collect();
+    let sum: i128 = weights.iter().sum();
+    let total = i128::from(total.max(0));
+    let mut parts: Vec<i128> = weights.iter().map(|w| total * w / sum).collect();
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    // Largest remainder first; the earlier index on ties (a stable sort).
+    order.sort_by_key(|i| std::cmp::Reverse(total * weights[*i] % sum));
+    let mut left = total - parts.iter().sum::<i128>();
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        parts[i] += 1;
+        left -= 1;
+    }
+    parts
+        .into_iter()
+        .map(|p| i64::try_from(p).unwrap_or(i64::MAX))
+        .collect()
+}
+
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.minor, self.currency)
@@ -185,6 +236,27 @@ impl From<Money> for backroom_proto::common::v1::Money {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proportions_round_half_up_and_allocations_sum_exactly() {
+        // 19 % VAT contained in 39.98: 3998 × 1900 / 11900 = 638.32.
+        assert_eq!(proportion(3998, 1900, 11_900), 638);
+        // 7 % in 14.97: 97.93; half a cent rounds up.
+        assert_eq!(proportion(1497, 700, 10_700), 98);
+        assert_eq!(proportion(1, 1, 2), 1);
+        assert_eq!(proportion(5, 0, 7), 0);
+        assert_eq!(proportion(5, 3, 0), 0);
+        assert_eq!(proportion(MAX_AMOUNT, MAX_AMOUNT, 1), MAX_AMOUNT * MAX_AMOUNT);
+        // 4.90 shipping over 39.98 and 14.97 of goods: 356.50 / 133.50.
+        assert_eq!(allocate(490, &[3998, 1497]), vec![357, 133]);
+        assert_eq!(allocate(10, &[1, 1, 1]), vec![4, 3, 3]);
+        assert_eq!(allocate(7, &[0, 0]), vec![4, 3]);
+        assert_eq!(allocate(0, &[5, 5]), vec![0, 0]);
+        for total in [0, 1, 99, 12_345] {
+            let parts = allocate(total, &[3, 0, 17, 1_000_000, 1]);
+            assert_eq!(parts.iter().sum::<i64>(), total);
+        }
+    }
 
     fn eur() -> Currency {
         Currency::parse("c", "EUR").unwrap()

@@ -6,9 +6,11 @@
 //! Layout: the thin `impl InventoryService for InventoryApi` here delegates
 //! to one module per resource — `products`, `stock` (levels,
 //! AdjustStock, movements), `quotes` (QuoteOrder, shipping rules),
-//! `reservations`, [`watch`] (WatchStock and its hub) — and
+//! `reservations`, `pricing` (VAT rates, discount codes), [`watch`]
+//! (WatchStock and its hub) — and
 //! `impl From<Error> for Status`, the one exhaustive mapping, closes it.
 
+mod pricing;
 mod products;
 mod quotes;
 mod reservations;
@@ -35,7 +37,10 @@ use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status};
 use tracing::instrument;
 
-use crate::{DOMAIN, Deps, domain::Error};
+use crate::{
+    DOMAIN, Deps,
+    domain::{Error, pricing::NotApplicable},
+};
 
 /// The service implementation.
 #[derive(Debug, Clone)]
@@ -292,6 +297,62 @@ impl InventoryService for InventoryApi {
         reservations::get(self, request).await
     }
 
+    #[instrument(skip_all, fields(country = %request.get_ref().tax_rate.as_ref().map_or("", |r| r.country_code.as_str())))]
+    async fn create_tax_rate(
+        &self,
+        request: Request<pb::CreateTaxRateRequest>,
+    ) -> Result<Response<pb::TaxRate>, Status> {
+        pricing::create_rate(self, request).await
+    }
+
+    #[instrument(skip_all, fields(country = %request.get_ref().country_code))]
+    async fn list_tax_rates(
+        &self,
+        request: Request<pb::ListTaxRatesRequest>,
+    ) -> Result<Response<pb::ListTaxRatesResponse>, Status> {
+        pricing::list_rates(self, request).await
+    }
+
+    #[instrument(skip_all, fields(tax_rate = %request.get_ref().name))]
+    async fn delete_tax_rate(
+        &self,
+        request: Request<pb::DeleteTaxRateRequest>,
+    ) -> Result<Response<()>, Status> {
+        pricing::delete_rate(self, request).await
+    }
+
+    #[instrument(skip_all)]
+    async fn create_discount_code(
+        &self,
+        request: Request<pb::CreateDiscountCodeRequest>,
+    ) -> Result<Response<pb::DiscountCode>, Status> {
+        pricing::create_discount(self, request).await
+    }
+
+    #[instrument(skip_all, fields(discount_code = %request.get_ref().name))]
+    async fn get_discount_code(
+        &self,
+        request: Request<pb::GetDiscountCodeRequest>,
+    ) -> Result<Response<pb::DiscountCode>, Status> {
+        pricing::get_discount(self, request).await
+    }
+
+    #[instrument(skip_all)]
+    async fn list_discount_codes(
+        &self,
+        request: Request<pb::ListDiscountCodesRequest>,
+    ) -> Result<Response<pb::ListDiscountCodesResponse>, Status> {
+        pricing::list_discounts(self, request).await
+    }
+
+    #[instrument(skip_all, fields(discount_code = %request.get_ref().discount_code.as_ref().map_or("", |d| d.name.as_str())))]
+    async fn update_discount_code(
+        &self,
+        request: Request<pb::UpdateDiscountCodeRequest>,
+    ) -> Result<Response<pb::DiscountCode>, Status> {
+        pricing::update_discount(self, request).await
+    }
+
     type WatchStockStream = WatchStream;
 
     #[instrument(skip_all, fields(skus = request.get_ref().skus.len(), location = %request.get_ref().location))]
@@ -300,6 +361,20 @@ impl InventoryService for InventoryApi {
         request: Request<pb::WatchStockRequest>,
     ) -> Result<Response<Self::WatchStockStream>, Status> {
         watch::watch_stock(self, request).await
+    }
+}
+
+/// A customer-safe sentence for why a discount code cannot be used.
+fn not_applicable(cause: NotApplicable) -> &'static str {
+    match cause {
+        NotApplicable::Inactive => "it is not active",
+        NotApplicable::NotStarted => "it is not valid yet",
+        NotApplicable::Ended => "it has expired",
+        NotApplicable::Exhausted => "it has no uses left",
+        NotApplicable::CustomerLimit => "you have used it as often as it allows",
+        NotApplicable::Currency => "it does not apply to orders in this currency",
+        NotApplicable::MinimumSubtotal => "the order is below its minimum",
+        NotApplicable::NotStackable => "it cannot be combined with other codes",
     }
 }
 
@@ -363,11 +438,60 @@ impl From<Error> for Status {
                 std::iter::once(skus_metadata(&skus))
                     .chain(available.map(|a| ("available".to_owned(), a.to_string()))),
             ),
-            Error::CurrencyMismatch(skus) => reason(
+            Error::CurrencyMismatch { skus, currency } => with_reason(
                 Code::FailedPrecondition,
+                DOMAIN,
                 "CURRENCY_MISMATCH",
-                format!("products priced in another currency: {}", sku_list(&skus)),
-                &skus,
+                format!("no price in {currency} for {}", sku_list(&skus)),
+                [
+                    skus_metadata(&skus),
+                    ("currency_code".to_owned(), currency.code().to_owned()),
+                ],
+            ),
+            Error::DiscountCodeNotFound(code) => with_reason(
+                Code::NotFound,
+                DOMAIN,
+                "DISCOUNT_CODE_NOT_FOUND",
+                format!("no discount code {code}"),
+                [("code".to_owned(), code.as_str().to_owned())],
+            ),
+            Error::DiscountCodeNotApplicable { code, cause } => with_reason(
+                Code::FailedPrecondition,
+                DOMAIN,
+                "DISCOUNT_CODE_NOT_APPLICABLE",
+                format!("discount code {code} cannot be used: {}", not_applicable(cause)),
+                [
+                    ("code".to_owned(), code.as_str().to_owned()),
+                    ("cause".to_owned(), cause.as_str().to_owned()),
+                ],
+            ),
+            Error::DiscountCodeAlreadyExists(code) => with_reason(
+                Code::AlreadyExists,
+                DOMAIN,
+                "DISCOUNT_CODE_ALREADY_EXISTS",
+                format!("discount code {code} already exists"),
+                [("code".to_owned(), code.as_str().to_owned())],
+            ),
+            Error::TaxRateAlreadyExists => with_reason(
+                Code::AlreadyExists,
+                DOMAIN,
+                "TAX_RATE_ALREADY_EXISTS",
+                "a rate for this country and category starts at that time already",
+                [],
+            ),
+            Error::TaxRateNotFound(name) => with_reason(
+                Code::NotFound,
+                DOMAIN,
+                "TAX_RATE_NOT_FOUND",
+                format!("{name} not found"),
+                [("name".to_owned(), name)],
+            ),
+            Error::TaxRateInEffect => with_reason(
+                Code::FailedPrecondition,
+                DOMAIN,
+                "TAX_RATE_IN_EFFECT",
+                "the rate has taken effect and stays as history; schedule a new rate instead",
+                [],
             ),
             Error::NoShippingRule {
                 country,

@@ -1,6 +1,6 @@
 //! CreateProduct, GetProduct, ListProducts, UpdateProduct.
 
-use backroom_proto::inventory::v1 as pb;
+use backroom_proto::{common::v1::Money as ProtoMoney, inventory::v1 as pb};
 use backroom_shared::{
     auth::Access,
     catalog::Sku,
@@ -13,11 +13,15 @@ use backroom_shared::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{InventoryApi, Retryable, anyone, caller, mutation, one_violation};
+use super::{
+    InventoryApi, Retryable, anyone, caller, mutation, one_violation,
+    pricing::{tax_category_from_proto, tax_category_to_proto},
+};
 use crate::{
     db::repo,
     domain::{
         Error,
+        pricing::{MAX_OTHER_PRICES, TaxCategory},
         products::{
             CreateProduct, ListProducts, MAX_DESCRIPTION, MAX_DISPLAY_NAME, MAX_QUERY, Product,
             ProductChanges, ProductFilter, UNIT_PRICES, UpdateProduct, parse_etag, parse_weight,
@@ -116,14 +120,21 @@ impl TryFrom<pb::CreateProductRequest> for CreateProduct {
         let mut violations = Violations::default();
         let sku = violations.check(Sku::parse("product.sku", &product.sku));
         let fields = ProductFields::parse(&mut violations, &product, |_| true);
-        let (sku, display_name, description, unit_price, weight_grams) =
+        let (sku, display_name, description, unit_price, weight_grams, prices) =
             violations.finish_with((
                 sku,
                 fields.display_name,
                 fields.description,
                 fields.unit_price,
                 fields.weight_grams,
+                fields.prices,
             ))?;
+        if prices.iter().any(|p| p.currency() == unit_price.currency()) {
+            return Err(Error::field(
+                "product.prices",
+                "lists the unit_price's currency: one price per currency",
+            ));
+        }
         Ok(Self {
             sku,
             display_name,
@@ -131,17 +142,21 @@ impl TryFrom<pb::CreateProductRequest> for CreateProduct {
             unit_price,
             weight_grams,
             active: product.active,
+            tax_category: fields.tax_category.unwrap_or(TaxCategory::Standard),
+            prices,
         })
     }
 }
 
 /// The fields UpdateProduct may change (`update_mask` paths).
-const MUTABLE: [&str; 5] = [
+const MUTABLE: [&str; 7] = [
     "display_name",
     "description",
     "unit_price",
     "weight_grams",
     "active",
+    "tax_category",
+    "prices",
 ];
 
 impl Retryable for pb::UpdateProductRequest {
@@ -203,6 +218,12 @@ impl TryFrom<pb::UpdateProductRequest> for UpdateProduct {
                 unit_price: fields.unit_price,
                 weight_grams: fields.weight_grams,
                 active: wanted("active").then_some(product.active),
+                tax_category: if wanted("tax_category") {
+                    Some(fields.tax_category.unwrap_or(TaxCategory::Standard))
+                } else {
+                    None
+                },
+                prices: fields.prices,
             },
         })
     }
@@ -240,6 +261,8 @@ struct ProductFields {
     description: Option<String>,
     unit_price: Option<Money>,
     weight_grams: Option<i64>,
+    tax_category: Option<TaxCategory>,
+    prices: Option<Vec<Money>>,
 }
 
 impl ProductFields {
@@ -282,8 +305,53 @@ impl ProductFields {
             fields.weight_grams =
                 violations.check(parse_weight("product.weight_grams", product.weight_grams));
         }
+        if wanted("tax_category") {
+            fields.tax_category = violations
+                .check(tax_category_from_proto(
+                    "product.tax_category",
+                    product.tax_category,
+                    true,
+                ))
+                .flatten();
+        }
+        if wanted("prices") {
+            fields.prices = parse_prices(violations, &product.prices);
+        }
         fields
     }
+}
+
+/// A product's prices in other currencies: at most [`MAX_OTHER_PRICES`],
+/// one per currency, each a unit price.
+fn parse_prices(violations: &mut Violations, raw: &[ProtoMoney]) -> Option<Vec<Money>> {
+    if raw.len() > MAX_OTHER_PRICES {
+        violations.push(
+            "product.prices",
+            format!("at most {MAX_OTHER_PRICES} prices"),
+        );
+        return None;
+    }
+    let mut prices: Vec<Money> = Vec::with_capacity(raw.len());
+    let mut ok = true;
+    for (i, price) in raw.iter().enumerate() {
+        let field = format!("product.prices[{i}]");
+        match Money::parse(&field, price, UNIT_PRICES) {
+            Ok(price) if prices.iter().any(|p| p.currency() == price.currency()) => {
+                violations.push(
+                    format!("{field}.currency_code"),
+                    "duplicates an earlier price's currency",
+                );
+                ok = false;
+            }
+            Ok(price) => prices.push(price),
+            Err(found) => {
+                violations.extend(found);
+                ok = false;
+            }
+        }
+    }
+    prices.sort_by_key(|p| p.currency().code());
+    ok.then_some(prices)
 }
 
 impl From<Product> for pb::Product {
@@ -299,6 +367,8 @@ impl From<Product> for pb::Product {
             active: product.active,
             create_time: Some(to_timestamp(product.created_at)),
             update_time: Some(to_timestamp(product.updated_at)),
+            tax_category: tax_category_to_proto(product.tax_category) as i32,
+            prices: product.prices.into_iter().map(ProtoMoney::from).collect(),
         }
     }
 }

@@ -1,10 +1,13 @@
 //! QuoteOrder and ListShippingRules.
 
 use backroom_proto::inventory::v1 as pb;
-use backroom_shared::{errors::Violations, money::Currency, paging::page, validate::optional_text};
+use backroom_shared::{
+    catalog::parse_discount_codes, errors::Violations, money::Currency, paging::page,
+    validate::optional_text,
+};
 use tonic::{Request, Response, Status};
 
-use super::{InventoryApi, anyone, caller};
+use super::{InventoryApi, anyone, caller, pricing::tax_category_to_proto};
 use crate::{
     db::repo,
     domain::{
@@ -21,9 +24,10 @@ pub(super) async fn quote(
 ) -> Result<Response<pb::Quote>, Status> {
     caller(&request, anyone)?;
     let order = QuoteOrder::try_from(request.into_inner())?;
+    let now = api.store().now();
     let quote = api
         .store()
-        .read(move |conn| repo::shipping::quote(conn, &order))
+        .read(move |conn| repo::shipping::quote(conn, &order, now))
         .await?;
     Ok(Response::new(quote.into()))
 }
@@ -65,6 +69,8 @@ impl TryFrom<pb::QuoteOrderRequest> for QuoteOrder {
             MAX_POSTAL_CODE,
         ));
         let currency = violations.check(Currency::parse("currency_code", &req.currency_code));
+        let discount_codes =
+            parse_discount_codes(&mut violations, "discount_codes", &req.discount_codes);
         let (country, currency) = violations.finish_with((country, currency))?;
         Ok(Self {
             lines: lines
@@ -73,6 +79,7 @@ impl TryFrom<pb::QuoteOrderRequest> for QuoteOrder {
                 .collect(),
             country,
             currency,
+            discount_codes,
         })
     }
 }
@@ -97,6 +104,10 @@ impl From<PricedLine> for pb::QuoteLine {
             unit_price: Some(line.unit_price.into()),
             line_total: Some(line.line_total.into()),
             weight_grams: line.weight_grams,
+            tax_category: tax_category_to_proto(line.tax_category) as i32,
+            tax_rate_basis_points: line.tax_rate_bp.unwrap_or(0),
+            discount: Some(line.discount.into()),
+            tax: Some(line.tax.into()),
         }
     }
 }
@@ -110,6 +121,28 @@ impl From<Quote> for pb::Quote {
             shipping_zone: quote.zone.as_str().to_owned(),
             total_weight_grams: quote.total_weight_grams,
             total: Some(quote.total.into()),
+            discount: Some(quote.discount.into()),
+            tax: Some(quote.tax.into()),
+            tax_lines: quote
+                .tax_lines
+                .into_iter()
+                .map(|t| pb::TaxLine {
+                    category: tax_category_to_proto(t.category) as i32,
+                    rate_basis_points: t.rate_bp,
+                    taxable_base: Some(t.taxable_base.into()),
+                    tax: Some(t.tax.into()),
+                    gross: Some(t.gross.into()),
+                })
+                .collect(),
+            discounts: quote
+                .discounts
+                .into_iter()
+                .map(|d| pb::DiscountLine {
+                    code: d.code.as_str().to_owned(),
+                    amount: Some(d.amount.into()),
+                })
+                .collect(),
+            shipping_tax: Some(quote.shipping_tax.into()),
         }
     }
 }

@@ -5,7 +5,11 @@
 
 use backroom_proto::inventory::v1 as pb;
 use backroom_shared::{
-    auth::Access, catalog::MAX_LINES, clock::to_timestamp, errors::Violations, idempotency,
+    auth::Access,
+    catalog::{MAX_LINES, parse_discount_codes},
+    clock::to_timestamp,
+    errors::Violations,
+    idempotency, names,
 };
 use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
@@ -153,6 +157,17 @@ impl TryFrom<pb::ReserveStockRequest> for ReserveStock {
             "ttl",
             req.ttl.map(|ttl| (ttl.seconds, ttl.nanos)),
         ));
+        let mut discount_codes =
+            parse_discount_codes(&mut violations, "discount_codes", &req.discount_codes);
+        discount_codes.sort();
+        let customer = if req.customer.is_empty() {
+            if !discount_codes.is_empty() {
+                violations.push("customer", "is required with discount_codes");
+            }
+            None
+        } else {
+            violations.check(names::parse_uuid("customer", "accounts", &req.customer))
+        };
         let (order_id, ttl) = violations.finish_with((order_id, ttl))?;
         // Without violations every line parsed, in request order, and every
         // location is the line's (`None`: none named).
@@ -169,6 +184,8 @@ impl TryFrom<pb::ReserveStockRequest> for ReserveStock {
             order_id,
             lines,
             ttl,
+            discount_codes,
+            customer,
         })
     }
 }
@@ -325,5 +342,10 @@ pub(crate) fn to_proto(reservation: &Reservation, now: DateTime<Utc>) -> pb::Res
         expire_time: Some(to_timestamp(reservation.expire_at)),
         create_time: Some(to_timestamp(reservation.created_at)),
         update_time: Some(to_timestamp(reservation.updated_at)),
+        discount_codes: reservation
+            .discount_codes
+            .iter()
+            .map(|code| code.as_str().to_owned())
+            .collect(),
     }
 }

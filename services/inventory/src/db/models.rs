@@ -4,7 +4,7 @@
 //! a currency, an adjustment reason) is an error, never a default.
 
 use backroom_shared::{
-    catalog::{Quantity, Sku},
+    catalog::{DiscountCode, Quantity, Sku},
     money::{Currency, Money},
     stored::UnknownStoredValue,
 };
@@ -13,14 +13,15 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::schema::inventory::{
-    products, reservation_lines, reservations, shipping_rates, stock_levels, stock_movements,
+    discount_codes, discount_redemptions, products, tax_rates, reservation_lines, reservations, shipping_rates, stock_levels, stock_movements,
 };
 use crate::domain::{
+    pricing::{Benefit, Discount, TaxCategory, TaxRate},
     products::{CreateProduct, Product},
     reservations::{Reservation, ReservationLine, ReservationState},
     shipping::Band,
     stock::{AdjustmentReason, Change, Deltas, LevelKey, Movement, MovementKind, StockLevel},
-    values::{LocationId, OrderId},
+    values::{CountryCode, LocationId, OrderId},
 };
 
 /// A product as stored.
@@ -37,22 +38,42 @@ pub struct ProductRow {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub tax_category: String,
+    pub other_currencies: Vec<Currency>,
+    pub other_prices: Vec<i64>,
 }
 
-impl From<ProductRow> for Product {
-    fn from(row: ProductRow) -> Self {
-        Self {
+impl TryFrom<ProductRow> for Product {
+    type Error = UnknownStoredValue;
+
+    fn try_from(row: ProductRow) -> Result<Self, UnknownStoredValue> {
+        Ok(Self {
             sku: Sku::from_stored(row.sku),
             display_name: row.display_name,
             description: row.description,
             unit_price: Money::new(row.currency_code, row.price_minor),
             weight_grams: row.weight_grams,
             active: row.active,
+            tax_category: TaxCategory::from_stored(&row.tax_category)?,
+            prices: row
+                .other_currencies
+                .into_iter()
+                .zip(row.other_prices)
+                .map(|(currency, minor)| Money::new(currency, minor))
+                .collect(),
             version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,
-        }
+        })
     }
+}
+
+/// The stored form of a product's other prices: (currencies, amounts),
+/// ascending by currency.
+pub fn other_prices(prices: &[Money]) -> (Vec<Currency>, Vec<i64>) {
+    let mut prices = prices.to_vec();
+    prices.sort_by_key(|p| p.currency().code());
+    prices.iter().map(|p| (p.currency(), p.minor())).unzip()
 }
 
 /// A new product.
@@ -69,12 +90,19 @@ pub struct NewProductRow<'a> {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub tax_category: &'static str,
+    pub other_currencies: Vec<Currency>,
+    pub other_prices: Vec<i64>,
 }
 
 impl<'a> NewProductRow<'a> {
     /// The row of `product`, created at `now` (version 1).
     pub fn new(product: &'a CreateProduct, now: DateTime<Utc>) -> Self {
+        let (other_currencies, other_prices) = other_prices(&product.prices);
         Self {
+            tax_category: product.tax_category.as_str(),
+            other_currencies,
+            other_prices,
             sku: product.sku.as_str(),
             display_name: &product.display_name,
             description: &product.description,
@@ -270,13 +298,17 @@ impl From<ReservationLineRow> for ReservationLine {
     }
 }
 
-/// A reservation from its header and its lines (any order).
+/// A reservation from its header, its lines (any order) and the codes whose
+/// uses it holds (any order).
 pub fn reservation(
     row: ReservationRow,
     mut lines: Vec<ReservationLineRow>,
+    mut codes: Vec<String>,
 ) -> Result<Reservation, UnknownStoredValue> {
     lines.sort_by_key(|l| l.position);
+    codes.sort();
     Ok(Reservation {
+        discount_codes: codes.into_iter().map(DiscountCode::from_stored).collect(),
         order_id: OrderId(row.order_id),
         state: ReservationState::from_stored(&row.state)?,
         expire_at: row.expire_at,
@@ -310,4 +342,134 @@ fn level_key(sku: String, location: String) -> LevelKey {
         sku: Sku::from_stored(sku),
         location: LocationId::from_stored(location),
     }
+}
+
+/// A VAT rate as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = tax_rates, check_for_backend(diesel::pg::Pg))]
+pub struct TaxRateRow {
+    pub id: Uuid,
+    pub country_code: String,
+    pub category: String,
+    pub rate_bp: i32,
+    pub start_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl TryFrom<TaxRateRow> for TaxRate {
+    type Error = UnknownStoredValue;
+
+    fn try_from(row: TaxRateRow) -> Result<Self, UnknownStoredValue> {
+        Ok(Self {
+            id: row.id,
+            country: CountryCode::from_stored(row.country_code),
+            category: TaxCategory::from_stored(&row.category)?,
+            rate_bp: row.rate_bp,
+            start_at: row.start_at,
+            created_at: row.created_at,
+        })
+    }
+}
+
+impl From<&TaxRate> for TaxRateRow {
+    fn from(rate: &TaxRate) -> Self {
+        Self {
+            id: rate.id,
+            country_code: rate.country.as_str().to_owned(),
+            category: rate.category.as_str().to_owned(),
+            rate_bp: rate.rate_bp,
+            start_at: rate.start_at,
+            created_at: rate.created_at,
+        }
+    }
+}
+
+/// A discount code as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = discount_codes, check_for_backend(diesel::pg::Pg), treat_none_as_null = true)]
+pub struct DiscountRow {
+    pub code: String,
+    pub percent_bp: Option<i32>,
+    pub amount_minor: Option<i64>,
+    pub currency_code: Option<Currency>,
+    pub minimum_subtotal_minor: Option<i64>,
+    pub start_at: DateTime<Utc>,
+    pub end_at: Option<DateTime<Utc>>,
+    pub usage_limit: Option<i64>,
+    pub per_customer_limit: Option<i64>,
+    pub stackable: bool,
+    pub active: bool,
+    pub uses: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<DiscountRow> for Discount {
+    type Error = UnknownStoredValue;
+
+    fn try_from(row: DiscountRow) -> Result<Self, UnknownStoredValue> {
+        let corrupt = || UnknownStoredValue {
+            kind: "DiscountCode",
+            text: row.code.clone(),
+        };
+        let benefit = match (row.percent_bp, row.amount_minor, row.currency_code) {
+            (Some(bp), None, _) => Benefit::Percent(bp),
+            (None, Some(minor), Some(currency)) => Benefit::Amount(Money::new(currency, minor)),
+            _ => return Err(corrupt()),
+        };
+        let minimum_subtotal = match (row.minimum_subtotal_minor, row.currency_code) {
+            (None, _) => None,
+            (Some(minor), Some(currency)) => Some(Money::new(currency, minor)),
+            (Some(_), None) => return Err(corrupt()),
+        };
+        Ok(Self {
+            code: DiscountCode::from_stored(row.code),
+            benefit,
+            minimum_subtotal,
+            start_at: row.start_at,
+            end_at: row.end_at,
+            usage_limit: row.usage_limit,
+            per_customer_limit: row.per_customer_limit,
+            stackable: row.stackable,
+            active: row.active,
+            uses: row.uses,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+impl From<&Discount> for DiscountRow {
+    fn from(d: &Discount) -> Self {
+        let (percent_bp, amount_minor) = match d.benefit {
+            Benefit::Percent(bp) => (Some(bp), None),
+            Benefit::Amount(amount) => (None, Some(amount.minor())),
+        };
+        Self {
+            code: d.code.as_str().to_owned(),
+            percent_bp,
+            amount_minor,
+            currency_code: d.currency(),
+            minimum_subtotal_minor: d.minimum_subtotal.map(Money::minor),
+            start_at: d.start_at,
+            end_at: d.end_at,
+            usage_limit: d.usage_limit,
+            per_customer_limit: d.per_customer_limit,
+            stackable: d.stackable,
+            active: d.active,
+            uses: d.uses,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+/// The use of a code a reservation holds.
+#[derive(Debug, Clone, PartialEq, Eq, Insertable)]
+#[diesel(table_name = discount_redemptions, check_for_backend(diesel::pg::Pg))]
+pub struct NewRedemptionRow<'a> {
+    pub order_id: Uuid,
+    pub code: &'a str,
+    pub customer: Uuid,
+    pub created_at: DateTime<Utc>,
 }

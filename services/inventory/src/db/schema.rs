@@ -2,6 +2,35 @@
 
 pub mod inventory {
     diesel::table! {
+        inventory.discount_codes (code) {
+            code -> Text,
+            percent_bp -> Nullable<Int4>,
+            amount_minor -> Nullable<Int8>,
+            currency_code -> Nullable<Text>,
+            minimum_subtotal_minor -> Nullable<Int8>,
+            start_at -> Timestamptz,
+            end_at -> Nullable<Timestamptz>,
+            usage_limit -> Nullable<Int8>,
+            per_customer_limit -> Nullable<Int8>,
+            stackable -> Bool,
+            active -> Bool,
+            uses -> Int8,
+            created_at -> Timestamptz,
+            updated_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        inventory.discount_redemptions (order_id, code) {
+            order_id -> Uuid,
+            code -> Text,
+            customer -> Uuid,
+            returned -> Bool,
+            created_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
         inventory.products (sku) {
             sku -> Text,
             display_name -> Text,
@@ -13,6 +42,9 @@ pub mod inventory {
             version -> Int8,
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
+            tax_category -> Text,
+            other_currencies -> Array<Text>,
+            other_prices -> Array<Int8>,
         }
     }
 
@@ -64,6 +96,17 @@ pub mod inventory {
     }
 
     diesel::table! {
+        inventory.tax_rates (id) {
+            id -> Uuid,
+            country_code -> Text,
+            category -> Text,
+            rate_bp -> Int4,
+            start_at -> Timestamptz,
+            created_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
         inventory.stock_levels (sku, location) {
             sku -> Text,
             location -> Text,
@@ -93,12 +136,16 @@ pub mod inventory {
         }
     }
 
+    diesel::joinable!(discount_redemptions -> discount_codes (code));
+    diesel::joinable!(discount_redemptions -> reservations (order_id));
     diesel::joinable!(reservation_lines -> reservations (order_id));
     diesel::joinable!(shipping_rates -> shipping_zones (zone));
     diesel::joinable!(shipping_zone_countries -> shipping_zones (zone));
     diesel::joinable!(stock_levels -> products (sku));
 
     diesel::allow_tables_to_appear_in_same_query!(
+        discount_codes,
+        discount_redemptions,
         products,
         reservation_lines,
         reservations,
@@ -107,5 +154,6 @@ pub mod inventory {
         shipping_zones,
         stock_levels,
         stock_movements,
+        tax_rates,
     );
 }

@@ -12,8 +12,10 @@
 //!   movement kinds and their deltas, AdjustStock's compare-and-swap rules;
 //! - [`reservations`]: all-or-nothing holds, TTL bounds, expiry, the
 //!   Commit/Release state machine, shipping committed units;
-//! - [`quotes`] and [`shipping`]: pricing an order, zones and weight bands.
+//! - [`quotes`] and [`shipping`]: pricing an order, zones and weight bands;
+//! - [`pricing`]: tax categories, dated VAT rates, discount codes.
 
+pub mod pricing;
 pub mod products;
 pub mod quotes;
 pub mod reservations;
@@ -23,7 +25,7 @@ pub mod values;
 
 use backroom_shared::{
     auth::{AccessDenied, TokenError},
-    catalog::Sku,
+    catalog::{DiscountCode, Sku},
     db::DbError,
     errors::FieldViolation,
     money::Currency,
@@ -31,6 +33,7 @@ use backroom_shared::{
 };
 
 use self::{
+    pricing::NotApplicable,
     reservations::ReservationState,
     stock::LevelKey,
     values::{CountryCode, OrderId},
@@ -76,9 +79,37 @@ pub enum Error {
         /// AdjustStock: the units available at the level.
         available: Option<i64>,
     },
-    /// QuoteOrder: these products are priced in another currency.
-    #[error("currency mismatch: {0:?}")]
-    CurrencyMismatch(Vec<Sku>),
+    /// QuoteOrder: these products have no price in the quote currency.
+    #[error("no price in {currency} for {skus:?}")]
+    CurrencyMismatch {
+        /// The SKUs, ascending.
+        skus: Vec<Sku>,
+        /// The quote currency.
+        currency: Currency,
+    },
+    /// No such discount code.
+    #[error("discount code {0} not found")]
+    DiscountCodeNotFound(DiscountCode),
+    /// The code cannot be used for this order.
+    #[error("discount code {code} cannot be used: {cause:?}")]
+    DiscountCodeNotApplicable {
+        /// The code.
+        code: DiscountCode,
+        /// Why.
+        cause: NotApplicable,
+    },
+    /// CreateDiscountCode with a code that exists.
+    #[error("discount code {0} already exists")]
+    DiscountCodeAlreadyExists(DiscountCode),
+    /// CreateTaxRate: a rate of the same country and category starts then.
+    #[error("a tax rate for the country and category starts then already")]
+    TaxRateAlreadyExists,
+    /// No such tax rate.
+    #[error("tax rate not found")]
+    TaxRateNotFound(String),
+    /// DeleteTaxRate of a rate that has taken effect.
+    #[error("tax rate in effect")]
+    TaxRateInEffect,
     /// QuoteOrder: the destination is not served in this currency and weight.
     #[error("no shipping rule for {country} {currency} {total_weight_grams} g")]
     NoShippingRule {

@@ -4,10 +4,15 @@
 
 use std::collections::BTreeSet;
 
-use backroom_shared::{catalog::Sku, errors::FieldViolation, money::Money, paging::PageRequest};
+use backroom_shared::{
+    catalog::Sku,
+    errors::FieldViolation,
+    money::{Currency, Money},
+    paging::PageRequest,
+};
 use chrono::{DateTime, Utc};
 
-use super::{Error, values::product_name};
+use super::{Error, pricing::TaxCategory, values::product_name};
 
 /// Longest display name, characters.
 pub const MAX_DISPLAY_NAME: usize = 200;
@@ -36,6 +41,11 @@ pub struct Product {
     pub weight_grams: i64,
     /// Whether it may be quoted and reserved.
     pub active: bool,
+    /// Which VAT rate it pays.
+    pub tax_category: TaxCategory,
+    /// Its prices in other currencies than `unit_price`'s, ascending by
+    /// currency.
+    pub prices: Vec<Money>,
     /// Bumped by every update (the etag).
     pub version: i64,
     /// When it was created.
@@ -54,6 +64,13 @@ impl Product {
     pub fn etag(&self) -> String {
         etag(self.version)
     }
+
+    /// Its price of one unit in `currency`, if it has one.
+    pub fn price_in(&self, currency: Currency) -> Option<Money> {
+        std::iter::once(self.unit_price)
+            .chain(self.prices.iter().copied())
+            .find(|price| price.currency() == currency)
+    }
 }
 
 /// CreateProduct: a new product's fields.
@@ -71,6 +88,10 @@ pub struct CreateProduct {
     pub weight_grams: i64,
     /// Whether it may be quoted and reserved.
     pub active: bool,
+    /// Which VAT rate it pays.
+    pub tax_category: TaxCategory,
+    /// Prices in other currencies, ascending by currency.
+    pub prices: Vec<Money>,
 }
 
 /// UpdateProduct: the fields the mask names, at the version the caller read.
@@ -112,20 +133,38 @@ pub struct ProductChanges {
     pub weight_grams: Option<i64>,
     /// New active flag.
     pub active: Option<bool>,
+    /// New tax category.
+    pub tax_category: Option<TaxCategory>,
+    /// New prices in other currencies.
+    pub prices: Option<Vec<Money>>,
 }
 
 impl ProductChanges {
     /// `current` with these changes (version and times unchanged: the
-    /// store bumps them).
-    pub fn applied_to(self, current: Product) -> Product {
-        Product {
+    /// store bumps them); a unit price in a currency the other prices list
+    /// is a violation (one price per currency).
+    pub fn applied_to(self, current: Product) -> Result<Product, Error> {
+        let next = Product {
             display_name: self.display_name.unwrap_or(current.display_name),
             description: self.description.unwrap_or(current.description),
             unit_price: self.unit_price.unwrap_or(current.unit_price),
             weight_grams: self.weight_grams.unwrap_or(current.weight_grams),
             active: self.active.unwrap_or(current.active),
+            tax_category: self.tax_category.unwrap_or(current.tax_category),
+            prices: self.prices.unwrap_or(current.prices),
             ..current
+        };
+        if next
+            .prices
+            .iter()
+            .any(|price| price.currency() == next.unit_price.currency())
+        {
+            return Err(Error::field(
+                "product.prices",
+                "lists the unit_price's currency: one price per currency",
+            ));
         }
+        Ok(next)
     }
 }
 

@@ -15,10 +15,11 @@
 use std::collections::BTreeMap;
 
 use backroom_shared::{
-    catalog::{Quantity, Sku},
+    catalog::{DiscountCode, Quantity, Sku},
     errors::FieldViolation,
 };
 use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
 
 use super::{
     Error, products::sorted, stock::LevelKey, stock::MovementKind, values::LocationId,
@@ -132,6 +133,8 @@ pub struct Reservation {
     pub updated_at: DateTime<Utc>,
     /// The lines.
     pub lines: Vec<ReservationLine>,
+    /// The discount codes whose uses it holds (or held), ascending.
+    pub discount_codes: Vec<DiscountCode>,
 }
 
 impl Reservation {
@@ -266,6 +269,11 @@ pub struct ReserveStock {
     pub lines: Vec<RequestedLine>,
     /// How long the hold lasts.
     pub ttl: Ttl,
+    /// Distinct discount codes of which to hold one use each, ascending
+    /// (the lock order).
+    pub discount_codes: Vec<DiscountCode>,
+    /// Who buys (per-customer limits); set whenever codes are.
+    pub customer: Option<Uuid>,
 }
 
 impl ReserveStock {
@@ -273,7 +281,9 @@ impl ReserveStock {
     /// same SKUs and quantities, and the same location wherever the request
     /// names one.
     pub fn matches(&self, existing: &Reservation) -> bool {
-        if existing.lines.len() != self.lines.len() {
+        if existing.lines.len() != self.lines.len()
+            || existing.discount_codes != self.discount_codes
+        {
             return false;
         }
         let stored: BTreeMap<&Sku, &ReservationLine> =
@@ -421,6 +431,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             lines: Vec::new(),
+            discount_codes: Vec::new(),
         }
     }
 

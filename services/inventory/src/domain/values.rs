@@ -96,6 +96,12 @@ impl CountryCode {
         }
     }
 
+    /// Wraps a code read back from the database (checked by its
+    /// constraint).
+    pub fn from_stored(code: String) -> Self {
+        Self(code)
+    }
+
     /// The code.
     pub fn as_str(&self) -> &str {
         &self.0

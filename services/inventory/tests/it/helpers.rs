@@ -375,6 +375,7 @@ pub fn reserve_request(order_id: &str, lines: &[(&str, i64)]) -> pb::ReserveStoc
             .collect(),
         ttl: None,
         request_id: String::new(),
+        ..Default::default()
     }
 }
 

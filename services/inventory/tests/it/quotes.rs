@@ -64,6 +64,7 @@ async fn quotes_follow_the_shipping_rules() {
                     destination_country_code: (*country).into(),
                     destination_postal_code: "10115".into(),
                     currency_code: (*currency).into(),
+                    ..Default::default()
                 },
             ))
             .await;
@@ -142,6 +143,7 @@ async fn quote_errors_name_the_products_and_fields() {
                 destination_country_code: country.into(),
                 destination_postal_code: String::new(),
                 currency_code: currency.into(),
+                ..Default::default()
             },
         );
         async move { client.quote_order(request).await }
@@ -214,6 +216,7 @@ async fn quote_amounts_cannot_overflow_because_a_price_past_one_payment_is_refus
                 destination_country_code: "DE".into(),
                 destination_postal_code: String::new(),
                 currency_code: "EUR".into(),
+                ..Default::default()
             },
         ))
         .await

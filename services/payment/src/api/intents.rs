@@ -8,6 +8,7 @@ use backroom_shared::{
     clock::to_timestamp,
     errors::{FieldViolation, Violations},
     idempotency,
+    money::{MAX_AMOUNT, Money},
     paging::page,
 };
 use tonic::{Request, Response, Status};
@@ -58,6 +59,26 @@ impl TryFrom<&pb::CreatePaymentIntentRequest> for CreateIntent {
             OrderId::parse("order", raw)
         });
         let request_id = request_id(&mut violations, &req.request_id);
+        // The VAT the amount contains: 0–amount, in its currency.
+        let tax = match (&req.tax, amount) {
+            (None, Some(amount)) => Some(Money::zero(amount.currency())),
+            (None, None) => None,
+            (Some(raw), amount) => match Money::parse("tax", raw, 0..=MAX_AMOUNT) {
+                Ok(tax) if amount.is_some_and(|a| a.currency() != tax.currency()) => {
+                    violations.push("tax.currency_code", "must be the amount's currency");
+                    None
+                }
+                Ok(tax) if amount.is_some_and(|a| tax.minor() > a.minor()) => {
+                    violations.push("tax.amount_minor", "must not exceed the amount");
+                    None
+                }
+                Ok(tax) => Some(tax),
+                Err(found) => {
+                    violations.extend(found);
+                    None
+                }
+            },
+        };
         let (
             customer,
             amount,
@@ -67,6 +88,7 @@ impl TryFrom<&pb::CreatePaymentIntentRequest> for CreateIntent {
             metadata,
             order,
             request_id,
+            tax,
         ) = violations.finish_with((
             customer,
             amount,
@@ -76,6 +98,7 @@ impl TryFrom<&pb::CreatePaymentIntentRequest> for CreateIntent {
             metadata,
             order,
             request_id,
+            tax,
         ))?;
         Ok(Self {
             customer,
@@ -85,6 +108,7 @@ impl TryFrom<&pb::CreatePaymentIntentRequest> for CreateIntent {
             description,
             metadata,
             order,
+            tax,
             confirm: req.confirm,
             request_id,
         })
@@ -293,6 +317,9 @@ pub(crate) fn intent_to_proto(intent: &Intent) -> pb::PaymentIntent {
         create_time: Some(to_timestamp(intent.created_at)),
         update_time: Some(to_timestamp(intent.updated_at)),
         order: intent.order.map(OrderId::name).unwrap_or_default(),
+        tax: Some(intent.tax.into()),
+        tax_received: Some(intent.tax_received.into()),
+        tax_refunded: Some(intent.tax_refunded.into()),
     }
 }
 

@@ -93,6 +93,7 @@ impl From<&Refund> for pb::Refund {
             status: status.into(),
             reason: reason.into(),
             create_time: Some(to_timestamp(refund.created_at)),
+            tax: Some(refund.tax.into()),
         }
     }
 }

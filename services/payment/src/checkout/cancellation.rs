@@ -111,8 +111,7 @@ pub fn plan(order: &Order, lines: &[OrderLine], claimed: &[(Sku, i64)]) -> Resul
             continue;
         };
         let price = line
-            .unit_price
-            .and_then(|price| price.checked_mul(units.get()))
+            .refund_for(units)
             .ok_or_else(|| Error::corrupt(format!("order {} line {} price", order.id, line.sku)))?;
         refund = refund
             .checked_add(price)

@@ -4,8 +4,8 @@
 
 use backroom_shared::{
     auth::{Access, AccessDenied, AccountRef, required},
-    catalog::{Quantity, Sku},
-    money::{Currency, Money},
+    catalog::{DiscountCode, Quantity, Sku},
+    money::{Currency, Money, proportion},
     paging::PageRequest,
 };
 use chrono::{DateTime, Utc};
@@ -118,6 +118,13 @@ pub struct Order {
     pub refund_claimed: Money,
     /// A CancelOrder that came while it was still in checkout.
     pub cancel_request: Option<CancelRequest>,
+    /// The discount codes asked for, in request order.
+    pub discount_codes: Vec<DiscountCode>,
+    /// The VAT `total` contains.
+    pub tax: Option<Money>,
+    /// The quote as priced: an encoded `backroom.inventory.v1.Quote` (tax
+    /// lines, discounts), opaque here.
+    pub quote_snapshot: Option<Vec<u8>>,
 }
 
 /// A CancelOrder of an order still in checkout: before the pivot the saga
@@ -182,6 +189,22 @@ pub struct OrderLine {
     pub canceled: i64,
     /// Shipped units returns have asked for; `returned ≤ shipped`.
     pub returned: i64,
+    /// Its share of the order's discount.
+    pub discount: Option<Money>,
+}
+
+impl OrderLine {
+    /// What `units` of the line are refunded at: their share of what the
+    /// line was paid, `round-half-up((line_total − discount) × units /
+    /// quantity)`; `None` before the quote.
+    pub fn refund_for(&self, units: Quantity) -> Option<Money> {
+        let total = self.line_total?;
+        let paid = total.checked_sub(self.discount.unwrap_or_else(|| Money::zero(total.currency())))?;
+        Some(Money::new(
+            total.currency(),
+            proportion(paid.minor(), units.get(), self.quantity.get()),
+        ))
+    }
 }
 
 /// The units a flow after checkout takes of an order's `lines`: those
@@ -245,6 +268,8 @@ pub struct NewOrder {
     pub currency: Currency,
     /// The lines, unpriced.
     pub lines: Vec<(Sku, Quantity)>,
+    /// The discount codes asked for.
+    pub discount_codes: Vec<DiscountCode>,
 }
 
 /// What a saga step changes besides the state (unset: unchanged).
@@ -268,6 +293,10 @@ pub struct Progress {
     pub reservation: Option<ReservationName>,
     /// The lines, priced.
     pub priced_lines: Vec<OrderLine>,
+    /// The VAT the total contains.
+    pub tax: Option<Money>,
+    /// The quote as priced (encoded `backroom.inventory.v1.Quote`).
+    pub quote_snapshot: Option<Vec<u8>>,
 }
 
 /// PlaceOrder, parsed. The shipping address is checked against the
@@ -286,6 +315,8 @@ pub struct PlaceOrder {
     pub shipping_address: String,
     /// The currency of every amount.
     pub currency: Currency,
+    /// Distinct discount codes, in request order.
+    pub discount_codes: Vec<DiscountCode>,
 }
 
 /// GetOrder, parsed.

@@ -258,8 +258,7 @@ pub fn receipt(
         let price = lines
             .iter()
             .find(|l| l.sku == line.sku)
-            .and_then(|l| l.unit_price)
-            .and_then(|price| price.checked_mul(line.quantity.get()))
+            .and_then(|l| l.refund_for(line.quantity))
             .ok_or_else(|| Error::corrupt(format!("order {} line {} price", order.id, line.sku)))?;
         refund = refund
             .checked_add(price)

@@ -110,6 +110,9 @@ pub struct IntentRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub order_id: Option<Uuid>,
+    pub tax: i64,
+    pub tax_received: i64,
+    pub tax_refunded: i64,
 }
 
 impl TryFrom<IntentRow> for Intent {
@@ -150,6 +153,9 @@ impl TryFrom<IntentRow> for Intent {
             created_at: row.created_at,
             updated_at: row.updated_at,
             order: row.order_id.map(OrderId::from_uuid),
+            tax: money(row.tax),
+            tax_received: money(row.tax_received),
+            tax_refunded: money(row.tax_refunded),
         })
     }
 }
@@ -182,6 +188,9 @@ impl From<&Intent> for IntentRow {
             created_at: intent.created_at,
             updated_at: intent.updated_at,
             order_id: intent.order.map(OrderId::uuid),
+            tax: intent.tax.minor(),
+            tax_received: intent.tax_received.minor(),
+            tax_refunded: intent.tax_refunded.minor(),
         }
     }
 }
@@ -198,6 +207,7 @@ pub struct RefundRow {
     pub reason: String,
     pub processor_refund_id: String,
     pub created_at: DateTime<Utc>,
+    pub tax: i64,
 }
 
 impl TryFrom<RefundRow> for Refund {
@@ -212,6 +222,7 @@ impl TryFrom<RefundRow> for Refund {
             reason: RefundReason::from_stored(&row.reason)?,
             processor_refund_id: row.processor_refund_id,
             created_at: row.created_at,
+            tax: Money::new(row.currency, row.tax),
         })
     }
 }
@@ -227,6 +238,7 @@ impl From<&Refund> for RefundRow {
             reason: refund.reason.as_str().to_owned(),
             processor_refund_id: refund.processor_refund_id.clone(),
             created_at: refund.created_at,
+            tax: refund.tax.minor(),
         }
     }
 }

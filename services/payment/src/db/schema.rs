@@ -43,6 +43,7 @@ pub mod payment {
             shipped -> Int8,
             canceled -> Int8,
             returned -> Int8,
+            discount_minor -> Nullable<Int8>,
         }
     }
 
@@ -174,6 +175,9 @@ pub mod payment {
             cancel_request_id -> Nullable<Uuid>,
             cancel_fingerprint -> Nullable<Bytea>,
             cancel_reason -> Nullable<Text>,
+            discount_codes -> Array<Text>,
+            tax_minor -> Nullable<Int8>,
+            quote_snapshot -> Nullable<Bytea>,
         }
     }
 
@@ -203,6 +207,9 @@ pub mod payment {
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
             order_id -> Nullable<Uuid>,
+            tax -> Int8,
+            tax_received -> Int8,
+            tax_refunded -> Int8,
         }
     }
 
@@ -232,6 +239,7 @@ pub mod payment {
             reason -> Text,
             processor_refund_id -> Text,
             created_at -> Timestamptz,
+            tax -> Int8,
         }
     }
 

@@ -7,9 +7,13 @@
 //! | journal | debit | credit |
 //! |---|---|---|
 //! | AUTHORIZATION_HOLD | authorization_holds a | customer_funds a |
-//! | CAPTURE | customer_funds a; processor_clearing a | authorization_holds a; merchant_revenue a |
+//! | CAPTURE | customer_funds a; processor_clearing a | authorization_holds a; merchant_revenue a − t; tax_payable t |
 //! | RELEASE (void, expiry, uncaptured remainder) | customer_funds a | authorization_holds a |
-//! | REFUND | merchant_revenue a | processor_clearing a |
+//! | REFUND | merchant_revenue a − t; tax_payable t | processor_clearing a |
+//!
+//! `t` is the VAT the captured or refunded amount contains (see
+//! [`crate::domain::Intent::tax_received_at`]); entries of zero are not
+//! posted.
 //!
 //! Journals are written only by `crate::db::repo::ledger::post_journal`, in
 //! the transaction of the state change they record; a deferred constraint
@@ -29,8 +33,32 @@ pub const AUTHORIZATION_HOLDS: &str = "authorization_holds";
 pub const CUSTOMER_FUNDS: &str = "customer_funds";
 /// `processor_clearing` (asset): captured money the processor owes us.
 pub const PROCESSOR_CLEARING: &str = "processor_clearing";
-/// `merchant_revenue` (revenue): captured sales net of refunds.
+/// `merchant_revenue` (revenue): captured sales net of refunds and VAT.
 pub const MERCHANT_REVENUE: &str = "merchant_revenue";
+/// `tax_payable` (liability): VAT collected, owed to the tax office.
+pub const TAX_PAYABLE: &str = "tax_payable";
+
+/// Which part of a journal's amount `a` (with VAT `t`) an entry moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// `a`.
+    Whole,
+    /// `a − t`.
+    Net,
+    /// `t`.
+    Tax,
+}
+
+impl Part {
+    /// The minor units of `amount` (with VAT `tax`) this part is.
+    pub fn of(self, amount: Money, tax: Money) -> i64 {
+        match self {
+            Self::Whole => amount.minor(),
+            Self::Net => amount.minor() - tax.minor(),
+            Self::Tax => tax.minor(),
+        }
+    }
+}
 
 backroom_shared::stored_enum!(
     /// Which money movement a journal records.
@@ -89,26 +117,28 @@ impl LedgerKind {
     }
 }
 
-/// The entries of a journal of `kind` moving `amount`: (account, side).
-pub fn postings(kind: JournalKind) -> &'static [(&'static str, Direction)] {
+/// The entries of a journal of `kind`: (account, side, part of the amount).
+pub fn postings(kind: JournalKind) -> &'static [(&'static str, Direction, Part)] {
     match kind {
         JournalKind::AuthorizationHold => &[
-            (AUTHORIZATION_HOLDS, Direction::Debit),
-            (CUSTOMER_FUNDS, Direction::Credit),
+            (AUTHORIZATION_HOLDS, Direction::Debit, Part::Whole),
+            (CUSTOMER_FUNDS, Direction::Credit, Part::Whole),
         ],
         JournalKind::Capture => &[
-            (CUSTOMER_FUNDS, Direction::Debit),
-            (AUTHORIZATION_HOLDS, Direction::Credit),
-            (PROCESSOR_CLEARING, Direction::Debit),
-            (MERCHANT_REVENUE, Direction::Credit),
+            (CUSTOMER_FUNDS, Direction::Debit, Part::Whole),
+            (AUTHORIZATION_HOLDS, Direction::Credit, Part::Whole),
+            (PROCESSOR_CLEARING, Direction::Debit, Part::Whole),
+            (MERCHANT_REVENUE, Direction::Credit, Part::Net),
+            (TAX_PAYABLE, Direction::Credit, Part::Tax),
         ],
         JournalKind::Release => &[
-            (CUSTOMER_FUNDS, Direction::Debit),
-            (AUTHORIZATION_HOLDS, Direction::Credit),
+            (CUSTOMER_FUNDS, Direction::Debit, Part::Whole),
+            (AUTHORIZATION_HOLDS, Direction::Credit, Part::Whole),
         ],
         JournalKind::Refund => &[
-            (MERCHANT_REVENUE, Direction::Debit),
-            (PROCESSOR_CLEARING, Direction::Credit),
+            (MERCHANT_REVENUE, Direction::Debit, Part::Net),
+            (TAX_PAYABLE, Direction::Debit, Part::Tax),
+            (PROCESSOR_CLEARING, Direction::Credit, Part::Whole),
         ],
     }
 }
@@ -210,13 +240,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_kind_balances() {
+    fn every_kind_balances_whatever_its_tax() {
+        let eur = backroom_shared::money::Currency::parse("c", "EUR").unwrap();
         for kind in JournalKind::ALL {
-            let debits = postings(*kind)
-                .iter()
-                .filter(|(_, d)| *d == Direction::Debit)
-                .count();
-            assert_eq!(debits * 2, postings(*kind).len(), "{kind:?}");
+            for (amount, tax) in [(100, 0), (119, 19), (1, 1), (5_985, 802)] {
+                let (amount, tax) = (Money::new(eur, amount), Money::new(eur, tax));
+                let side = |wanted: Direction| -> i64 {
+                    postings(*kind)
+                        .iter()
+                        .filter(|(_, d, _)| *d == wanted)
+                        .map(|(_, _, part)| part.of(amount, tax))
+                        .sum()
+                };
+                assert_eq!(side(Direction::Debit), side(Direction::Credit), "{kind:?}");
+            }
         }
     }
 }

@@ -55,18 +55,22 @@ pub struct Refund {
     pub processor_refund_id: String,
     /// When it was made.
     pub created_at: DateTime<Utc>,
+    /// The VAT it reversed (part of `amount`).
+    pub tax: Money,
 }
 
 impl Refund {
-    /// A succeeded refund of `amount` of `intent`.
+    /// A succeeded refund of `amount` of `intent`, reversing `tax` of VAT.
     pub fn succeeded(
         intent: &Intent,
         amount: Money,
+        tax: Money,
         reason: RefundReason,
         processor_refund_id: String,
         now: DateTime<Utc>,
     ) -> Self {
         Self {
+            tax,
             id: RefundId::generate(),
             intent: intent.id,
             amount,

@@ -17,8 +17,15 @@
 //!
 //! Layout: [`products`], [`stock`] (levels, movements, AdjustStock),
 //! [`reservations`] (reserve, commit/release, expiry, the sweep),
-//! [`shipping`] (zones, bands, and QuoteOrder, which prices with both).
+//! [`shipping`] (zones, bands, and QuoteOrder, which prices with both),
+//! [`pricing`] (VAT rates, discount codes and the uses reservations hold).
+//!
+//! Discount codes are locked after stock levels (a reservation takes its
+//! levels, then its codes in code order); a code's uses only move through
+//! [`pricing::redeem`] (a conditional UPDATE, `uses < usage_limit`) and
+//! [`pricing::give_back`].
 
+pub mod pricing;
 pub mod products;
 pub mod reservations;
 pub mod shipping;

@@ -7,7 +7,7 @@ use tracing::instrument;
 
 use crate::{
     db::{
-        models::{NewProductRow, ProductRow},
+        models::{self, NewProductRow, ProductRow},
         schema::inventory::products,
     },
     domain::{
@@ -28,11 +28,11 @@ pub fn insert(
         .values(NewProductRow::new(product, now))
         .returning(ProductRow::as_returning())
         .get_result(conn)
-        .map(Product::from)
         .map_err(|err| match DbError::from(err) {
             DbError::Conflict { .. } => Error::ProductAlreadyExists(product.sku.clone()),
             other => Error::Db(other),
         })
+        .and_then(|row| Ok(Product::try_from(row)?))
         .and_then(|created| {
             events::product_created(conn, &created, now)?;
             Ok(created)
@@ -54,8 +54,8 @@ fn get_row(conn: &mut PgConnection, sku: &Sku, for_update: bool) -> Result<Produ
     } else {
         query.first(conn).optional()?
     };
-    row.map(Product::from)
-        .ok_or_else(|| Error::ProductNotFound(vec![sku.clone()]))
+    let row = row.ok_or_else(|| Error::ProductNotFound(vec![sku.clone()]))?;
+    Ok(Product::try_from(row)?)
 }
 
 /// The products with these SKUs; [`Error::ProductNotFound`] naming every
@@ -68,8 +68,8 @@ pub fn require(conn: &mut PgConnection, skus: &[&Sku]) -> Result<Vec<Product>, E
         .select(ProductRow::as_select())
         .load(conn)?
         .into_iter()
-        .map(Product::from)
-        .collect();
+        .map(Product::try_from)
+        .collect::<Result<_, _>>()?;
     require_found(skus, found)
 }
 
@@ -95,7 +95,11 @@ pub fn list(conn: &mut PgConnection, list: &ListProducts) -> Result<Vec<Product>
                 .or(products::description.ilike(pattern)),
         );
     }
-    Ok(query.load(conn)?.into_iter().map(Product::from).collect())
+    Ok(query
+        .load(conn)?
+        .into_iter()
+        .map(Product::try_from)
+        .collect::<Result<_, _>>()?)
 }
 
 /// LIKE metacharacters in user text match themselves.
@@ -115,7 +119,8 @@ pub fn update(
 ) -> Result<Product, Error> {
     let current = get_row(conn, &update.sku, true)?;
     update.check_version(&current)?;
-    let next = update.changes.clone().applied_to(current);
+    let next = update.changes.clone().applied_to(current)?;
+    let (other_currencies, other_prices) = models::other_prices(&next.prices);
     let row = diesel::update(products::table.find(update.sku.as_str()))
         .set((
             products::display_name.eq(&next.display_name),
@@ -124,12 +129,15 @@ pub fn update(
             products::price_minor.eq(next.unit_price.minor()),
             products::weight_grams.eq(next.weight_grams),
             products::active.eq(next.active),
+            products::tax_category.eq(next.tax_category.as_str()),
+            products::other_currencies.eq(&other_currencies),
+            products::other_prices.eq(&other_prices),
             products::version.eq(products::version + 1),
             products::updated_at.eq(now),
         ))
         .returning(ProductRow::as_returning())
         .get_result(conn)?;
-    let updated = Product::from(row);
+    let updated = Product::try_from(row)?;
     events::product_updated(conn, &updated, now)?;
     Ok(updated)
 }

@@ -4,7 +4,7 @@
 //! and swept), and the sweep itself.
 
 use backroom_shared::{
-    catalog::Sku,
+    catalog::{DiscountCode, Sku},
     db::{DbError, Pool},
 };
 use chrono::{DateTime, Utc};
@@ -16,7 +16,7 @@ use diesel::{
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{Lock, products, stock};
+use super::{Lock, pricing, products, stock};
 use crate::{
     db::{
         models::{self, ReservationLineRow, ReservationRow},
@@ -97,6 +97,13 @@ pub fn reserve(
     diesel::insert_into(reservation_lines::table)
         .values(&rows)
         .execute(conn)?;
+    if !cmd.discount_codes.is_empty() {
+        // The codes after the levels: one lock order for everyone.
+        let customer = cmd.customer.ok_or_else(|| {
+            Error::field("customer", "is required with discount_codes")
+        })?;
+        pricing::redeem(conn, cmd.order_id, customer, &cmd.discount_codes, now)?;
+    }
     let made = load(conn, cmd.order_id, false)?;
     events::reservation_made(conn, &made, now)?;
     Ok(made)
@@ -184,7 +191,8 @@ pub fn load(
         .filter(reservation_lines::order_id.eq(order_id.0))
         .select(ReservationLineRow::as_select())
         .load(conn)?;
-    Ok(models::reservation(row, lines)?)
+    let codes = pricing::codes_of(conn, order_id)?;
+    Ok(models::reservation(row, lines, codes)?)
 }
 
 /// Commits or releases a reservation, as [`Transition::decide`] rules
@@ -251,7 +259,18 @@ pub fn settle(
     diesel::update(reservations::table.find(cmd.order_id.0))
         .set(reservations::updated_at.eq(now))
         .execute(conn)?;
-    load(conn, cmd.order_id, false)
+    let settled = load(conn, cmd.order_id, false)?;
+    // Every unit uncommitted, none shipped: the order was canceled before
+    // anything left, so its discount codes' uses come back.
+    if cmd.settlement == Settlement::Uncommit
+        && settled
+            .lines
+            .iter()
+            .all(|line| line.uncommitted == line.quantity.get())
+    {
+        pricing::give_back(conn, &[cmd.order_id.0])?;
+    }
+    Ok(settled)
 }
 
 /// Ends a locked ACTIVE reservation, moving its units.
@@ -263,6 +282,9 @@ fn end(
 ) -> Result<Reservation, Error> {
     for line in reservation.lines_in_lock_order() {
         move_held(conn, reservation.order_id, line, ending.movement(), now)?;
+    }
+    if ending != Ending::Commit {
+        pricing::give_back(conn, &[reservation.order_id.0])?;
     }
     let state = ending.state();
     diesel::update(reservations::table.find(reservation.order_id.0))
@@ -314,6 +336,26 @@ pub fn expire_due(
     now: DateTime<Utc>,
     lock: Lock,
 ) -> Result<usize, Error> {
+    expire(conn, skus, None, now, lock)
+}
+
+/// Like [`expire_due`], for the reservations holding a use of `code`.
+pub fn expire_due_holding(
+    conn: &mut PgConnection,
+    code: &DiscountCode,
+    now: DateTime<Utc>,
+    lock: Lock,
+) -> Result<usize, Error> {
+    expire(conn, None, Some(code), now, lock)
+}
+
+fn expire(
+    conn: &mut PgConnection,
+    skus: Option<&[Sku]>,
+    code: Option<&DiscountCode>,
+    now: DateTime<Utc>,
+    lock: Lock,
+) -> Result<usize, Error> {
     let locking = match lock {
         Lock::Wait => "FOR UPDATE",
         Lock::SkipLocked => "FOR UPDATE SKIP LOCKED",
@@ -324,11 +366,15 @@ pub fn expire_due(
          WHERE r.state = 'ACTIVE' AND r.expire_at <= $1 \
            AND ($2::text[] IS NULL OR EXISTS ( \
                SELECT 1 FROM reservation_lines l WHERE l.order_id = r.order_id AND l.sku = ANY($2))) \
+           AND ($4::text IS NULL OR EXISTS ( \
+               SELECT 1 FROM discount_redemptions d \
+                WHERE d.order_id = r.order_id AND d.code = $4 AND NOT d.returned)) \
          ORDER BY r.order_id LIMIT $3 {locking}"
     ))
     .bind::<Timestamptz, _>(now)
     .bind::<Nullable<Array<Text>>, _>(skus)
     .bind::<BigInt, _>(EXPIRY_BATCH)
+    .bind::<Nullable<Text>, _>(code.map(DiscountCode::as_str))
     .load(conn)?;
     if due.is_empty() {
         return Ok(0);
@@ -356,6 +402,7 @@ pub fn expire_due(
         let line = ReservationLine::from(row);
         move_held(conn, order_id, &line, Ending::Expire.movement(), now)?;
     }
+    pricing::give_back(conn, &ids)?;
     for id in &ids {
         let expired = load(conn, OrderId(*id), false)?;
         events::reservation_ended(conn, &expired, Ending::Expire, now)?;

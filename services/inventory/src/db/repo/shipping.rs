@@ -1,10 +1,11 @@
 //! Shipping rules (zones, their countries, their weight bands) and
 //! QuoteOrder, which prices an order's products and ships it by them.
 
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use tracing::instrument;
 
-use super::products;
+use super::{pricing, products};
 use crate::{
     db::{
         models::ShippingRateRow,
@@ -19,9 +20,15 @@ use crate::{
 
 /// Prices an order (see QuoteOrder in the proto).
 #[instrument(skip_all, fields(lines = order.lines.len(), country = %order.country, currency = %order.currency))]
-pub fn quote(conn: &mut PgConnection, order: &QuoteOrder) -> Result<Quote, Error> {
+pub fn quote(
+    conn: &mut PgConnection,
+    order: &QuoteOrder,
+    now: DateTime<Utc>,
+) -> Result<Quote, Error> {
     let products = products::require(conn, &order.skus())?;
-    let priced = order.price(&products)?;
+    let mut priced = order.price(&products)?;
+    let codes = pricing::find_codes(conn, &order.discount_codes)?;
+    let discounts = order.discount(&mut priced, &codes, now)?;
     let assignments: Vec<(String, ZoneId)> = shipping_zone_countries::table
         .filter(
             shipping_zone_countries::country_code
@@ -44,7 +51,8 @@ pub fn quote(conn: &mut PgConnection, order: &QuoteOrder) -> Result<Quote, Error
         .into_iter()
         .map(Band::from)
         .collect();
-    order.ship(priced, zone, &bands)
+    let rates = pricing::rates_in_effect(conn, &order.country, now)?;
+    order.ship(priced, discounts, zone, &bands, &rates)
 }
 
 /// A page of shipping zones by id, with their countries and bands.

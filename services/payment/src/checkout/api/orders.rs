@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use backroom_proto::{
     account::v1::Address,
+    inventory::v1 as inventory_pb,
     payment::v1::{self as pb},
 };
 use backroom_shared::{
     auth::{AccountRef, Caller},
-    catalog::{MAX_LINES, Quantity, Sku},
+    catalog::{MAX_LINES, Quantity, Sku, parse_discount_codes},
     clock::to_timestamp,
     errors::Violations,
     idempotency,
@@ -65,6 +66,8 @@ impl TryFrom<&pb::PlaceOrderRequest> for PlaceOrder {
             &req.payment_method,
         ));
         let currency = violations.check(Currency::parse("currency_code", &req.currency_code));
+        let discount_codes =
+            parse_discount_codes(&mut violations, "discount_codes", &req.discount_codes);
         let (customer, request_id, payment_method, currency) =
             violations.finish_with((customer, request_id, payment_method, currency))?;
         Ok(Self {
@@ -74,6 +77,7 @@ impl TryFrom<&pb::PlaceOrderRequest> for PlaceOrder {
             payment_method,
             shipping_address: req.shipping_address.clone(),
             currency,
+            discount_codes,
         })
     }
 }
@@ -177,24 +181,47 @@ fn state_from_proto(state: pb::OrderState) -> Option<State> {
     }
 }
 
-/// An order and its lines as the proto resource.
+/// An order and its lines as the proto resource; its tax lines and
+/// discounts, and each line's VAT, come from the quote it was placed at.
 pub fn order_to_proto(order: &Order, lines: &[OrderLine]) -> pb::Order {
+    let quote = order
+        .quote_snapshot
+        .as_deref()
+        .and_then(|bytes| inventory_pb::Quote::decode(bytes).ok())
+        .unwrap_or_default();
     pb::Order {
         name: order.id.name(),
         customer: order.customer.name(),
         lines: lines
             .iter()
-            .map(|line| pb::OrderLine {
-                sku: line.sku.as_str().to_owned(),
-                display_name: line.display_name.clone(),
-                quantity: line.quantity.get(),
-                unit_price: line.unit_price.map(Into::into),
-                line_total: line.line_total.map(Into::into),
-                shipped_quantity: line.shipped,
-                canceled_quantity: line.canceled,
-                returned_quantity: line.returned,
+            .map(|line| {
+                let quoted = quote.lines.iter().find(|q| q.sku == line.sku.as_str());
+                pb::OrderLine {
+                    sku: line.sku.as_str().to_owned(),
+                    display_name: line.display_name.clone(),
+                    quantity: line.quantity.get(),
+                    unit_price: line.unit_price.map(Into::into),
+                    line_total: line.line_total.map(Into::into),
+                    shipped_quantity: line.shipped,
+                    canceled_quantity: line.canceled,
+                    returned_quantity: line.returned,
+                    discount: line.discount.map(Into::into),
+                    tax: quoted.and_then(|q| q.tax.clone()),
+                    tax_rate_basis_points: quoted.map_or(0, |q| q.tax_rate_basis_points),
+                    tax_category: quoted.map_or(0, |q| q.tax_category),
+                }
             })
             .collect(),
+        discount_codes: order
+            .discount_codes
+            .iter()
+            .map(|code| code.as_str().to_owned())
+            .collect(),
+        discount: quote.discount.clone().filter(|_| order.total.is_some()),
+        tax: order.tax.map(Into::into),
+        shipping_tax: quote.shipping_tax.clone(),
+        tax_lines: quote.tax_lines.clone(),
+        discounts: quote.discounts.clone(),
         shipping_address: order.shipping_address.as_str().to_owned(),
         shipping_address_snapshot: order
             .shipping_address_snapshot
@@ -323,6 +350,7 @@ impl CheckoutApi {
             payment_method: cmd.payment_method,
             currency: cmd.currency,
             lines: cmd.lines,
+            discount_codes: cmd.discount_codes,
         };
         // The order's insert and its saga's first drive run on their own
         // task: if this caller gives up (its deadline, a hang-up) at any

@@ -87,6 +87,7 @@ pub fn advance(
                         order_lines::display_name.eq(&line.display_name),
                         order_lines::unit_price_minor.eq(line.unit_price.map(|m| m.minor())),
                         order_lines::line_total_minor.eq(line.line_total.map(|m| m.minor())),
+                        order_lines::discount_minor.eq(line.discount.map(|m| m.minor())),
                     ))
                     .execute(conn)?;
             }

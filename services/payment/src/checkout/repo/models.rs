@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use backroom_shared::{
-    catalog::{Quantity, Sku},
+    catalog::{DiscountCode, Quantity, Sku},
     money::{Currency, Money},
 };
 use chrono::{DateTime, Utc};
@@ -56,6 +56,9 @@ pub struct OrderRow {
     pub cancel_request_id: Option<Uuid>,
     pub cancel_fingerprint: Option<Vec<u8>>,
     pub cancel_reason: Option<String>,
+    pub discount_codes: Vec<String>,
+    pub tax_minor: Option<i64>,
+    pub quote_snapshot: Option<Vec<u8>>,
 }
 
 impl TryFrom<OrderRow> for Order {
@@ -101,6 +104,13 @@ impl TryFrom<OrderRow> for Order {
                 _ => None,
             },
             shipping_zone: row.shipping_zone,
+            discount_codes: row
+                .discount_codes
+                .into_iter()
+                .map(DiscountCode::from_stored)
+                .collect(),
+            tax: money(row.tax_minor),
+            quote_snapshot: row.quote_snapshot,
             state: State::from_stored(&row.state)?,
             failure,
             failed_at_state: row
@@ -138,6 +148,7 @@ pub struct NewOrderRow {
     pub next_attempt_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub discount_codes: Vec<String>,
 }
 
 impl NewOrderRow {
@@ -155,6 +166,11 @@ impl NewOrderRow {
             next_attempt_at: now,
             created_at: now,
             updated_at: now,
+            discount_codes: order
+                .discount_codes
+                .iter()
+                .map(|code| code.as_str().to_owned())
+                .collect(),
         }
     }
 }
@@ -173,6 +189,7 @@ pub struct LineRow {
     pub shipped: i64,
     pub canceled: i64,
     pub returned: i64,
+    pub discount_minor: Option<i64>,
 }
 
 impl LineRow {
@@ -193,6 +210,7 @@ impl LineRow {
                 shipped: 0,
                 canceled: 0,
                 returned: 0,
+                discount_minor: None,
             })
             .collect()
     }
@@ -209,6 +227,7 @@ impl LineRow {
             shipped: self.shipped,
             canceled: self.canceled,
             returned: self.returned,
+            discount: self.discount_minor.map(|m| Money::new(currency, m)),
         }
     }
 }
@@ -228,6 +247,8 @@ pub struct OrderChanges {
     pub failed_at_state: Option<String>,
     pub payment_intent: Option<String>,
     pub reservation: Option<String>,
+    pub tax_minor: Option<i64>,
+    pub quote_snapshot: Option<Vec<u8>>,
 }
 
 impl From<&Progress> for OrderChanges {
@@ -248,6 +269,8 @@ impl From<&Progress> for OrderChanges {
             failed_at_state: failure.map(|(_, state)| state.as_str().to_owned()),
             payment_intent: progress.payment_intent.map(IntentId::name),
             reservation: progress.reservation.as_ref().map(|r| r.as_str().to_owned()),
+            tax_minor: progress.tax.map(Money::minor),
+            quote_snapshot: progress.quote_snapshot.clone(),
         }
     }
 }

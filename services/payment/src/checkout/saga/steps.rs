@@ -59,6 +59,15 @@ fn capture_refusal(status: &Status, intent: IntentId) -> Failure {
     failure
 }
 
+/// The order's discount codes as the inventory service takes them.
+fn discount_codes(order: &Order) -> Vec<String> {
+    order
+        .discount_codes
+        .iter()
+        .map(|code| code.as_str().to_owned())
+        .collect()
+}
+
 /// A definitive refusal of a step's call fails the order with its reason
 /// (`fallback` when it carries none).
 fn business(fallback: &'static str) -> impl Fn(Status) -> StepError {
@@ -121,6 +130,7 @@ impl Saga {
                     destination_country_code: address.country_code.clone(),
                     destination_postal_code: address.postal_code.clone(),
                     currency_code: order.currency.code().to_owned(),
+                    discount_codes: discount_codes(order),
                 },
                 |mut client, request| async move { client.quote_order(request).await },
             )
@@ -158,6 +168,7 @@ impl Saga {
                     display_name: quoted.map(|q| q.display_name.clone()).unwrap_or_default(),
                     unit_price: quoted.and_then(|q| amount(&q.unit_price)),
                     line_total: quoted.and_then(|q| amount(&q.line_total)),
+                    discount: quoted.and_then(|q| amount(&q.discount)),
                     ..line
                 }
             })
@@ -169,6 +180,8 @@ impl Saga {
             total: amount(&quote.total),
             shipping_zone: Some(quote.shipping_zone.clone()),
             priced_lines,
+            tax: amount(&quote.tax),
+            quote_snapshot: Some(quote.encode_to_vec()),
             ..Progress::default()
         };
         self.transition(order.id, (State::Pending, State::Reserving), progress)
@@ -197,6 +210,8 @@ impl Saga {
                         .collect(),
                     ttl: Some(ttl),
                     request_id: step_request_id(order.id, "reserve"),
+                    discount_codes: discount_codes(order),
+                    customer: order.customer.name(),
                 },
                 |mut client, request| async move { client.reserve_stock(request).await },
             )
@@ -266,6 +281,7 @@ impl Saga {
                             request_id: step_request_id(order.id, "create-intent"),
                             // The order's payment: only this saga may act on it.
                             order: order.id.name(),
+                            tax: order.tax.map(Into::into),
                         },
                         |mut client, request| async move {
                             client.create_payment_intent(request).await

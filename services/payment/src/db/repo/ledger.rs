@@ -25,20 +25,22 @@ use crate::{
     },
 };
 
-/// Posts a balanced journal of `kind` moving `amount` for an intent (the
-/// only way journals are written; see [`crate::domain::ledger`]).
-#[instrument(skip_all, fields(intent = %intent, kind = %kind, amount = %amount))]
+/// Posts a balanced journal of `kind` moving `amount`, of which `tax` is
+/// VAT, for an intent (the only way journals are written; see
+/// [`crate::domain::ledger`]). Entries of zero are left out.
+#[instrument(skip_all, fields(intent = %intent, kind = %kind, amount = %amount, tax = %tax))]
 pub fn post_journal(
     conn: &mut PgConnection,
     intent: IntentId,
     kind: JournalKind,
     refund: Option<RefundId>,
     amount: Money,
+    tax: Money,
     now: DateTime<Utc>,
 ) -> Result<JournalId, Error> {
-    if amount.minor() <= 0 {
+    if amount.minor() <= 0 || tax.minor() < 0 || tax.minor() > amount.minor() {
         return Err(Error::Db(DbError::Other(anyhow::anyhow!(
-            "journal amounts are positive, got {amount}"
+            "journal amounts are positive and the tax part within, got {amount} with {tax}"
         ))));
     }
     let id = JournalId::generate();
@@ -53,12 +55,14 @@ pub fn post_journal(
         .execute(conn)?;
     let entries: Vec<NewEntryRow> = ledger::postings(kind)
         .iter()
-        .map(|(account, direction)| NewEntryRow {
+        .map(|(account, direction, part)| (account, direction, part.of(amount, tax)))
+        .filter(|(_, _, minor)| *minor > 0)
+        .map(|(account, direction, minor)| NewEntryRow {
             journal_id: id.uuid(),
             ledger_account: (*account).to_owned(),
             direction: direction.as_str().to_owned(),
             currency: amount.currency(),
-            amount: amount.minor(),
+            amount: minor,
             created_at: now,
         })
         .collect();

@@ -212,12 +212,23 @@ impl Engine {
             })?;
         let remainder = checked(capturable.checked_sub(amount))?;
         intent.amount_received = checked(intent.amount_received.checked_add(amount))?;
+        let tax_before = intent.tax_received;
+        intent.tax_received = intent.tax_received_at(intent.amount_received);
+        let tax = checked(intent.tax_received.checked_sub(tax_before))?;
         intent.amount_capturable = intent.zero();
         intent.status = IntentStatus::Succeeded;
         intent.authorization_expires_at = None;
         intent.updated_at = self.now;
         repo::intents::update(conn, &intent)?;
-        self.post(conn, &intent, JournalKind::Capture, amount)?;
+        repo::ledger::post_journal(
+            conn,
+            intent.id,
+            JournalKind::Capture,
+            None,
+            amount,
+            tax,
+            self.now,
+        )?;
         if remainder.minor() > 0 {
             self.post(conn, &intent, JournalKind::Release, remainder)?;
         }
@@ -299,9 +310,12 @@ impl Engine {
                     intent: Some(intent.id),
                 }
             })?;
-        let refund = Refund::succeeded(&intent, amount, reason, processor_refund, self.now);
-        repo::refunds::insert(conn, &refund)?;
         intent.amount_refunded = checked(intent.amount_refunded.checked_add(amount))?;
+        let tax_before = intent.tax_refunded;
+        intent.tax_refunded = intent.tax_refunded_at(intent.amount_refunded);
+        let tax = checked(intent.tax_refunded.checked_sub(tax_before))?;
+        let refund = Refund::succeeded(&intent, amount, tax, reason, processor_refund, self.now);
+        repo::refunds::insert(conn, &refund)?;
         intent.updated_at = self.now;
         repo::intents::update(conn, &intent)?;
         repo::ledger::post_journal(
@@ -310,6 +324,7 @@ impl Engine {
             JournalKind::Refund,
             Some(refund.id),
             amount,
+            tax,
             self.now,
         )?;
         Ok((intent, refund))
@@ -322,6 +337,7 @@ impl Engine {
         kind: JournalKind,
         amount: Money,
     ) -> Result<(), Error> {
-        repo::ledger::post_journal(conn, intent.id, kind, None, amount, self.now).map(|_| ())
+        repo::ledger::post_journal(conn, intent.id, kind, None, amount, intent.zero(), self.now)
+            .map(|_| ())
     }
 }

@@ -27,7 +27,7 @@ pub mod engine;
 
 use backroom_shared::{
     auth::{Access, AccessDenied, AccountRef, required},
-    money::Money,
+    money::{Money, proportion},
     paging::PageRequest,
 };
 use chrono::{DateTime, Utc};
@@ -165,12 +165,41 @@ pub struct Intent {
     /// The order whose payment this is (checkout created it): managed by
     /// checkout only.
     pub order: Option<OrderId>,
+    /// The VAT `amount` contains.
+    pub tax: Money,
+    /// The VAT of what was captured.
+    pub tax_received: Money,
+    /// The VAT its refunds reversed.
+    pub tax_refunded: Money,
 }
 
 impl Intent {
     /// A zero of the intent's currency.
     pub fn zero(&self) -> Money {
         Money::zero(self.amount.currency())
+    }
+
+    /// The VAT a capture bringing `amount_received` to `received`
+    /// carries, in total: `round-half-up(tax × received / amount)`.
+    pub fn tax_received_at(&self, received: Money) -> Money {
+        Money::new(
+            self.amount.currency(),
+            proportion(self.tax.minor(), received.minor(), self.amount.minor()),
+        )
+    }
+
+    /// The VAT refunds totalling `refunded` reverse, in total:
+    /// `round-half-up(tax_received × refunded / amount_received)`, so a
+    /// full refund reverses exactly the VAT captured.
+    pub fn tax_refunded_at(&self, refunded: Money) -> Money {
+        Money::new(
+            self.amount.currency(),
+            proportion(
+                self.tax_received.minor(),
+                refunded.minor(),
+                self.amount_received.minor(),
+            ),
+        )
     }
 }
 
@@ -248,6 +277,8 @@ pub struct CreateIntent {
     pub metadata: Metadata,
     /// The order it pays for (checkout only).
     pub order: Option<OrderId>,
+    /// The VAT `amount` contains (0–amount, its currency).
+    pub tax: Money,
     /// Confirm at once.
     pub confirm: bool,
     /// The request id, if the caller sent one.
@@ -368,6 +399,9 @@ pub fn create(
         created_at: engine.now,
         updated_at: engine.now,
         order: cmd.order,
+        tax: cmd.tax,
+        tax_received: zero,
+        tax_refunded: zero,
     };
     repo::intents::insert(conn, &intent)?;
     if cmd.confirm {

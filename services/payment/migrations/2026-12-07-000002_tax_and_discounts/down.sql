@@ -1,0 +1,6 @@
+ALTER TABLE order_lines DROP COLUMN discount_minor;
+ALTER TABLE orders DROP COLUMN quote_snapshot, DROP COLUMN tax_minor, DROP COLUMN discount_codes;
+ALTER TABLE refunds DROP COLUMN tax;
+ALTER TABLE payment_intents DROP CONSTRAINT payment_intents_tax,
+    DROP COLUMN tax_refunded, DROP COLUMN tax_received, DROP COLUMN tax;
+DELETE FROM ledger_accounts WHERE code = 'tax_payable';
