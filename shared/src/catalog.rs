@@ -201,7 +201,10 @@ mod tests {
 
     #[test]
     fn discount_codes_are_case_insensitive_bounded_and_distinct() {
-        assert_eq!(DiscountCode::parse("c", "summer-10").unwrap().as_str(), "SUMMER-10");
+        assert_eq!(
+            DiscountCode::parse("c", "summer-10").unwrap().as_str(),
+            "SUMMER-10"
+        );
         for bad in ["", "-A", "A B", &"A".repeat(33), "ÄPFEL"] {
             assert!(DiscountCode::parse("c", bad).is_err(), "{bad}");
         }

@@ -246,7 +246,10 @@ mod tests {
         assert_eq!(proportion(1, 1, 2), 1);
         assert_eq!(proportion(5, 0, 7), 0);
         assert_eq!(proportion(5, 3, 0), 0);
-        assert_eq!(proportion(MAX_AMOUNT, MAX_AMOUNT, 1), MAX_AMOUNT * MAX_AMOUNT);
+        assert_eq!(
+            proportion(MAX_AMOUNT, MAX_AMOUNT, 1),
+            MAX_AMOUNT * MAX_AMOUNT
+        );
         // 4.90 shipping over 39.98 and 14.97 of goods: 356.50 / 133.50.
         assert_eq!(allocate(490, &[3998, 1497]), vec![357, 133]);
         assert_eq!(allocate(10, &[1, 1, 1]), vec![4, 3, 3]);

@@ -224,6 +224,7 @@ async fn place_order(target: &Target, suite: &Suite) -> anyhow::Result<Operation
                 shipping_address: shopper.address.clone(),
                 currency_code: "EUR".into(),
                 request_id: uuid::Uuid::new_v4().to_string(),
+                ..Default::default()
             },
         );
         Box::pin(async move {
@@ -305,6 +306,7 @@ pub async fn reserve_race(
                     nanos: 0,
                 }),
                 request_id: String::new(),
+                ..Default::default()
             },
         );
         async move { client.reserve_stock(request).await }

@@ -27,6 +27,11 @@
 //!   and its refunds those of its DONE cancellations, RECEIVED returns and
 //!   DONE goodwill refunds; what its refunds promised never exceeds its
 //!   total, and the payment's refunded amount is the order's;
+//! - VAT: `tax_payable` per currency is the VAT of every captured order
+//!   less the VAT its refunds reversed in proportion, and each order's
+//!   payment carries the VAT its quote found;
+//! - discount codes: each code's uses are the uses reservations hold, and
+//!   no released or expired reservation holds one;
 //! - events: each schema's sequences are 1..n without gaps; every stock
 //!   movement has its `StockLevelChanged`; every order its `OrderPlaced`, a
 //!   completed or failed one its `OrderCompleted` or `OrderFailed`, every
@@ -253,6 +258,51 @@ fn checks(tolerances: Tolerances) -> Vec<Check> {
                          AND NOT EXISTS (SELECT 1 FROM payment.cancellations x WHERE x.order_id = o.id AND x.state = 'PENDING')
                          AND NOT EXISTS (SELECT 1 FROM payment.returns x WHERE x.order_id = o.id AND x.state = 'RECEIVING')
                          AND NOT EXISTS (SELECT 1 FROM payment.order_refunds x WHERE x.order_id = o.id AND x.state = 'PENDING'))"
+                .into(),
+        },
+        Check {
+            // The ledger's VAT against the orders: an order's payment carries
+            // the VAT its quote found, and tax_payable holds, per currency,
+            // the VAT of what orders captured less what their refunds gave
+            // back in proportion (half up), to the cent.
+            name: "tax payable is the VAT of captured orders less their refunds'",
+            sql: "WITH expected AS (
+                      SELECT o.currency_code AS currency,
+                             sum(o.tax_minor - (2 * o.tax_minor * i.amount_refunded + i.amount_received)
+                                               / (2 * i.amount_received)) AS tax
+                        FROM payment.orders o
+                        JOIN payment.payment_intents i ON i.order_id = o.id
+                       WHERE i.amount_received > 0 AND i.amount_received = o.total_minor
+                       GROUP BY o.currency_code),
+                  booked AS (
+                      SELECT currency, sum(CASE direction WHEN 'credit' THEN amount ELSE -amount END) AS tax
+                        FROM payment.ledger_entries WHERE ledger_account = 'tax_payable'
+                       GROUP BY currency)
+                  SELECT 'tax_payable in ' || coalesce(b.currency, e.currency) || ': booked '
+                         || coalesce(b.tax, 0) || ', orders owe ' || coalesce(e.tax, 0) AS finding
+                  FROM expected e FULL JOIN booked b ON b.currency = e.currency
+                  WHERE coalesce(b.tax, 0) <> coalesce(e.tax, 0)
+                  UNION ALL
+                  SELECT 'orders/' || o.id || ': VAT ' || coalesce(o.tax_minor::text, '-')
+                         || ', its payment carries ' || i.tax AS finding
+                  FROM payment.orders o JOIN payment.payment_intents i ON i.order_id = o.id
+                  WHERE o.tax_minor IS DISTINCT FROM i.tax"
+                .into(),
+        },
+        Check {
+            // A code's uses are the uses reservations hold and have not
+            // given back; a reservation that ended without a sale holds none.
+            name: "discount code uses are the redemptions held",
+            sql: "SELECT 'discountCodes/' || c.code || ': uses ' || c.uses || ', held ' || coalesce(h.n, 0) AS finding
+                  FROM inventory.discount_codes c
+                  LEFT JOIN (SELECT code, count(*) n FROM inventory.discount_redemptions
+                              WHERE NOT returned GROUP BY code) h ON h.code = c.code
+                  WHERE c.uses <> coalesce(h.n, 0)
+                  UNION ALL
+                  SELECT 'reservations/' || d.order_id || ' ' || r.state || ' still holds a use of ' || d.code
+                  FROM inventory.discount_redemptions d
+                  JOIN inventory.reservations r ON r.order_id = d.order_id
+                  WHERE NOT d.returned AND r.state IN ('RELEASED', 'EXPIRED')"
                 .into(),
         },
     ]);

@@ -459,7 +459,10 @@ impl From<Error> for Status {
                 Code::FailedPrecondition,
                 DOMAIN,
                 "DISCOUNT_CODE_NOT_APPLICABLE",
-                format!("discount code {code} cannot be used: {}", not_applicable(cause)),
+                format!(
+                    "discount code {code} cannot be used: {}",
+                    not_applicable(cause)
+                ),
                 [
                     ("code".to_owned(), code.as_str().to_owned()),
                     ("cause".to_owned(), cause.as_str().to_owned()),

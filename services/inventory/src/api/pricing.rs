@@ -95,8 +95,8 @@ pub(super) async fn delete_rate(
     request: Request<pb::DeleteTaxRateRequest>,
 ) -> Result<Response<()>, Status> {
     caller(&request, Access::require_admin)?;
-    let id = names::parse_uuid("name", TAX_RATES, &request.get_ref().name)
-        .map_err(one_violation)?;
+    let id =
+        names::parse_uuid("name", TAX_RATES, &request.get_ref().name).map_err(one_violation)?;
     api.store()
         .write(move |conn, now| repo::pricing::delete_rate(conn, id, now))
         .await?;
@@ -221,7 +221,10 @@ impl TryFrom<pb::CreateTaxRateRequest> for CreateTaxRate {
 
     fn try_from(req: pb::CreateTaxRateRequest) -> Result<Self, Error> {
         let Some(rate) = req.tax_rate else {
-            return Err(one_violation(FieldViolation::new("tax_rate", "is required")));
+            return Err(one_violation(FieldViolation::new(
+                "tax_rate",
+                "is required",
+            )));
         };
         let mut violations = Violations::default();
         let country = violations.check(CountryCode::parse(

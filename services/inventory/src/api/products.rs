@@ -120,8 +120,8 @@ impl TryFrom<pb::CreateProductRequest> for CreateProduct {
         let mut violations = Violations::default();
         let sku = violations.check(Sku::parse("product.sku", &product.sku));
         let fields = ProductFields::parse(&mut violations, &product, |_| true);
-        let (sku, display_name, description, unit_price, weight_grams, prices) =
-            violations.finish_with((
+        let (sku, display_name, description, unit_price, weight_grams, prices) = violations
+            .finish_with((
                 sku,
                 fields.display_name,
                 fields.description,

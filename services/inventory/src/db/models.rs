@@ -13,7 +13,8 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::schema::inventory::{
-    discount_codes, discount_redemptions, products, tax_rates, reservation_lines, reservations, shipping_rates, stock_levels, stock_movements,
+    discount_codes, discount_redemptions, products, reservation_lines, reservations,
+    shipping_rates, stock_levels, stock_movements, tax_rates,
 };
 use crate::domain::{
     pricing::{Benefit, Discount, TaxCategory, TaxRate},

@@ -106,12 +106,8 @@ impl CountryRates {
     /// The rate for `category`: its own, else (for a non-zero category)
     /// the standard one; `None` when the country taxes no such goods.
     pub fn rate_for(&self, category: TaxCategory) -> Option<i32> {
-        let find = |wanted: TaxCategory| {
-            self.0
-                .iter()
-                .find(|(c, _)| *c == wanted)
-                .map(|(_, bp)| *bp)
-        };
+        let find =
+            |wanted: TaxCategory| self.0.iter().find(|(c, _)| *c == wanted).map(|(_, bp)| *bp);
         find(category).or_else(|| match category {
             TaxCategory::Zero => None,
             _ => find(TaxCategory::Standard),
@@ -255,11 +251,9 @@ impl Discount {
     /// What it takes off `subtotal`, before the cap at the subtotal.
     pub fn takes(&self, subtotal: Money) -> i64 {
         match self.benefit {
-            Benefit::Percent(bp) => proportion(
-                subtotal.minor(),
-                i64::from(bp),
-                i64::from(MAX_BASIS_POINTS),
-            ),
+            Benefit::Percent(bp) => {
+                proportion(subtotal.minor(), i64::from(bp), i64::from(MAX_BASIS_POINTS))
+            }
             Benefit::Amount(amount) => amount.minor(),
         }
     }
@@ -377,7 +371,10 @@ mod tests {
         let rates = CountryRates(vec![(TaxCategory::Standard, 2500)]);
         assert_eq!(rates.rate_for(TaxCategory::Reduced), Some(2500));
         assert_eq!(rates.rate_for(TaxCategory::Zero), None);
-        assert_eq!(CountryRates::default().rate_for(TaxCategory::Standard), None);
+        assert_eq!(
+            CountryRates::default().rate_for(TaxCategory::Standard),
+            None
+        );
         assert_eq!(tax_contained(11_900, 1900), 1900);
         assert_eq!(tax_contained(1000, 0), 0);
     }

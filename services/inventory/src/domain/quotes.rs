@@ -277,7 +277,9 @@ impl QuoteOrder {
         let last = self.lines.len().saturating_sub(1);
         let discount = discounts
             .iter()
-            .try_fold(Money::zero(self.currency), |sum, d| sum.checked_add(d.amount))
+            .try_fold(Money::zero(self.currency), |sum, d| {
+                sum.checked_add(d.amount)
+            })
             .ok_or_else(|| too_large(last))?;
         let total = priced
             .subtotal
@@ -286,7 +288,9 @@ impl QuoteOrder {
             .ok_or_else(|| too_large(last))?;
         for line in &mut priced.lines {
             line.tax_rate_bp = rates.rate_for(line.tax_category);
-            let tax = line.tax_rate_bp.map_or(0, |bp| tax_contained(line.gross(), bp));
+            let tax = line
+                .tax_rate_bp
+                .map_or(0, |bp| tax_contained(line.gross(), bp));
             line.tax = Money::new(self.currency, tax);
         }
         let (tax_lines, shipping_tax) = self.tax_lines(&priced.lines, shipping.minor());
@@ -442,7 +446,13 @@ mod tests {
                 amount: eur(discount),
             };
             let quote = order
-                .ship(priced, vec![code], ZoneId::from_stored("domestic".into()), &bands, &rates)
+                .ship(
+                    priced,
+                    vec![code],
+                    ZoneId::from_stored("domestic".into()),
+                    &bands,
+                    &rates,
+                )
                 .unwrap();
             let goods: i64 = quote.lines.iter().map(PricedLine::gross).sum();
             assert_eq!(goods + quote.shipping.minor(), quote.total.minor());

@@ -271,6 +271,7 @@ async fn postgres_stopped_under_mixed_load_fails_fast_recovers_and_loses_nothing
         shipping_address: shopper.address.clone(),
         currency_code: "EUR".into(),
         request_id: request_id(),
+        ..Default::default()
     };
     let account = AccountServiceClient::new(lazy_channel(&suite.account));
     let inventory = InventoryServiceClient::new(lazy_channel(&suite.inventory));

@@ -20,11 +20,17 @@ ALTER TABLE refunds
 
 ALTER TABLE orders
     ADD COLUMN discount_codes text[]  NOT NULL DEFAULT '{}',
+    -- Σ discounts; NULL until quoted. total = subtotal − discount + shipping.
+    ADD COLUMN discount_minor bigint  CHECK (discount_minor >= 0),
     -- The VAT contained in total_minor; NULL until quoted.
     ADD COLUMN tax_minor      bigint  CHECK (tax_minor >= 0),
     -- The inventory quote as the order was priced: an encoded
     -- backroom.inventory.v1.Quote (tax lines, discounts), never rewritten.
-    ADD COLUMN quote_snapshot bytea;
+    ADD COLUMN quote_snapshot bytea,
+    DROP CONSTRAINT orders_totals_add_up,
+    ADD CONSTRAINT orders_totals_add_up CHECK (
+        total_minor IS NULL
+        OR total_minor = subtotal_minor - coalesce(discount_minor, 0) + shipping_minor);
 
 ALTER TABLE order_lines
     -- The line's share of the discount; NULL until quoted.

@@ -120,6 +120,8 @@ pub struct Order {
     pub cancel_request: Option<CancelRequest>,
     /// The discount codes asked for, in request order.
     pub discount_codes: Vec<DiscountCode>,
+    /// Σ discounts.
+    pub discount: Option<Money>,
     /// The VAT `total` contains.
     pub tax: Option<Money>,
     /// The quote as priced: an encoded `backroom.inventory.v1.Quote` (tax
@@ -199,7 +201,10 @@ impl OrderLine {
     /// quantity)`; `None` before the quote.
     pub fn refund_for(&self, units: Quantity) -> Option<Money> {
         let total = self.line_total?;
-        let paid = total.checked_sub(self.discount.unwrap_or_else(|| Money::zero(total.currency())))?;
+        let paid = total.checked_sub(
+            self.discount
+                .unwrap_or_else(|| Money::zero(total.currency())),
+        )?;
         Some(Money::new(
             total.currency(),
             proportion(paid.minor(), units.get(), self.quantity.get()),
@@ -293,6 +298,8 @@ pub struct Progress {
     pub reservation: Option<ReservationName>,
     /// The lines, priced.
     pub priced_lines: Vec<OrderLine>,
+    /// Σ discounts.
+    pub discount: Option<Money>,
     /// The VAT the total contains.
     pub tax: Option<Money>,
     /// The quote as priced (encoded `backroom.inventory.v1.Quote`).

@@ -176,6 +176,7 @@ pub mod payment {
             cancel_fingerprint -> Nullable<Bytea>,
             cancel_reason -> Nullable<Text>,
             discount_codes -> Array<Text>,
+            discount_minor -> Nullable<Int8>,
             tax_minor -> Nullable<Int8>,
             quote_snapshot -> Nullable<Bytea>,
         }

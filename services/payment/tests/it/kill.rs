@@ -302,6 +302,7 @@ async fn killing_the_payment_process_mid_checkout_loses_nothing_and_doubles_noth
                             shipping_address: address.clone(),
                             currency_code: "EUR".into(),
                             request_id: request_id.clone(),
+                            ..Default::default()
                         },
                     ))
                     .await;

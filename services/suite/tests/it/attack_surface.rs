@@ -183,8 +183,10 @@ async fn every_rpc_refuses_missing_expired_misaddressed_and_forged_tokens() {
 }
 
 /// RPCs any signed-in customer may call on the shared catalogue (products,
-/// stock levels, quotes): nothing in them belongs to one customer.
-const SHARED_CATALOGUE: [&str; 7] = [
+/// stock levels, quotes, VAT rates): nothing in them belongs to one
+/// customer. Discount codes are not among them: a customer learns a code
+/// only by using it.
+const SHARED_CATALOGUE: [&str; 8] = [
     "/backroom.inventory.v1.InventoryService/GetProduct",
     "/backroom.inventory.v1.InventoryService/ListProducts",
     "/backroom.inventory.v1.InventoryService/GetStockLevel",
@@ -192,6 +194,7 @@ const SHARED_CATALOGUE: [&str; 7] = [
     "/backroom.inventory.v1.InventoryService/QuoteOrder",
     "/backroom.inventory.v1.InventoryService/ListShippingRules",
     "/backroom.inventory.v1.InventoryService/WatchStock",
+    "/backroom.inventory.v1.InventoryService/ListTaxRates",
 ];
 
 /// Payment and checkout RPCs that look up a resource by name, with the
@@ -551,6 +554,7 @@ async fn a_customer_cannot_reach_another_customers_resources() {
                 shipping_address: victim.address.clone(),
                 currency_code: "EUR".into(),
                 request_id: uuid::Uuid::new_v4().to_string(),
+                ..Default::default()
             },
         )
         .await,

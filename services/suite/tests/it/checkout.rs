@@ -627,6 +627,7 @@ async fn a_caller_who_gives_up_does_not_park_its_order_or_the_stock_it_holds() {
                 shipping_address: ada.address.clone(),
                 currency_code: "EUR".into(),
                 request_id: request_id(),
+                ..Default::default()
             },
         );
         request.set_timeout(patience);

@@ -583,6 +583,7 @@ impl Suite {
                     shipping_address: customer.address.clone(),
                     currency_code: "EUR".into(),
                     request_id: request_id.into(),
+                    ..Default::default()
                 },
             ))
             .await

@@ -13,6 +13,7 @@ mod events;
 mod harness;
 mod hostile_input;
 mod order_payments;
+mod pricing;
 mod protocols;
 mod returns;
 mod schemathesis;

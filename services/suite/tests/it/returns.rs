@@ -360,6 +360,7 @@ async fn only_customers_ask_only_warehouses_receive_only_admins_refund_and_the_w
                 shipping_address: ada.address.clone(),
                 currency_code: "EUR".into(),
                 request_id: request_id(),
+                ..Default::default()
             },
         ))
         .await

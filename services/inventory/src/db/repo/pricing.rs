@@ -87,19 +87,17 @@ pub fn list_rates(conn: &mut PgConnection, list: &ListTaxRates) -> Result<Vec<Ta
             return Ok(Vec::new());
         };
         query = query.filter(
-            tax_rates::country_code.gt(last.country_code.clone()).or(
-                tax_rates::country_code.eq(last.country_code.clone()).and(
-                    tax_rates::category.gt(last.category.clone()).or(
-                        tax_rates::category.eq(last.category.clone()).and(
-                            tax_rates::start_at.gt(last.start_at).or(
-                                tax_rates::start_at
-                                    .eq(last.start_at)
-                                    .and(tax_rates::id.gt(last.id)),
-                            ),
-                        ),
-                    ),
-                ),
-            ),
+            tax_rates::country_code
+                .gt(last.country_code.clone())
+                .or(tax_rates::country_code.eq(last.country_code.clone()).and(
+                    tax_rates::category
+                        .gt(last.category.clone())
+                        .or(tax_rates::category.eq(last.category.clone()).and(
+                            tax_rates::start_at.gt(last.start_at).or(tax_rates::start_at
+                                .eq(last.start_at)
+                                .and(tax_rates::id.gt(last.id))),
+                        )),
+                )),
         );
     }
     query
@@ -243,8 +241,8 @@ pub fn update_discount(
     cmd: &UpdateDiscount,
     now: DateTime<Utc>,
 ) -> Result<Discount, Error> {
-    let current =
-        find(conn, &cmd.code, true)?.ok_or_else(|| Error::DiscountCodeNotFound(cmd.code.clone()))?;
+    let current = find(conn, &cmd.code, true)?
+        .ok_or_else(|| Error::DiscountCodeNotFound(cmd.code.clone()))?;
     let mut next = cmd
         .applied_to(current)
         .map_err(|v| Error::Validation(vec![v]))?;
@@ -276,8 +274,7 @@ pub fn redeem(
                 // Uses held by reservations past their expiry are free: give
                 // them back (expiring those reservations) and try once more,
                 // as stock does; only on this slow path.
-                let freed =
-                    reservations::expire_due_holding(conn, code, now, Lock::SkipLocked)?;
+                let freed = reservations::expire_due_holding(conn, code, now, Lock::SkipLocked)?;
                 match (freed > 0).then(|| take(conn, code, now)).transpose()? {
                     Some(Some(limit)) => limit,
                     _ => return Err(refusal(conn, code, now)?),
@@ -354,7 +351,11 @@ fn take(
 }
 
 /// Why `code` could not be taken at `now`.
-fn refusal(conn: &mut PgConnection, code: &DiscountCode, now: DateTime<Utc>) -> Result<Error, Error> {
+fn refusal(
+    conn: &mut PgConnection,
+    code: &DiscountCode,
+    now: DateTime<Utc>,
+) -> Result<Error, Error> {
     let Some(discount) = find(conn, code, false)? else {
         return Ok(Error::DiscountCodeNotFound(code.clone()));
     };

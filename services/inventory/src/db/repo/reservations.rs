@@ -99,9 +99,9 @@ pub fn reserve(
         .execute(conn)?;
     if !cmd.discount_codes.is_empty() {
         // The codes after the levels: one lock order for everyone.
-        let customer = cmd.customer.ok_or_else(|| {
-            Error::field("customer", "is required with discount_codes")
-        })?;
+        let customer = cmd
+            .customer
+            .ok_or_else(|| Error::field("customer", "is required with discount_codes"))?;
         pricing::redeem(conn, cmd.order_id, customer, &cmd.discount_codes, now)?;
     }
     let made = load(conn, cmd.order_id, false)?;

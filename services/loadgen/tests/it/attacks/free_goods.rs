@@ -122,6 +122,7 @@ async fn place_orders(
                 shipping_address: customer.address.clone(),
                 currency_code: "EUR".into(),
                 request_id: request_id(),
+                ..Default::default()
             },
             deadline,
         );

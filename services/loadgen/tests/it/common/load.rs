@@ -241,6 +241,7 @@ pub(super) async fn shop(load: Arc<Load>, shopper: Shopper, n: usize) {
             shipping_address: shopper.address.clone(),
             currency_code: "EUR".into(),
             request_id: request_id(),
+            ..Default::default()
         };
         let order = load
             .tally
@@ -504,6 +505,7 @@ pub(super) async fn reserve_and_abandon(load: Arc<Load>) {
                 nanos: 0,
             }),
             request_id: request_id(),
+            ..Default::default()
         };
         match load
             .tally

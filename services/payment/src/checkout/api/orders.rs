@@ -217,7 +217,7 @@ pub fn order_to_proto(order: &Order, lines: &[OrderLine]) -> pb::Order {
             .iter()
             .map(|code| code.as_str().to_owned())
             .collect(),
-        discount: quote.discount.clone().filter(|_| order.total.is_some()),
+        discount: order.discount.map(Into::into),
         tax: order.tax.map(Into::into),
         shipping_tax: quote.shipping_tax.clone(),
         tax_lines: quote.tax_lines.clone(),

@@ -57,6 +57,7 @@ pub struct OrderRow {
     pub cancel_fingerprint: Option<Vec<u8>>,
     pub cancel_reason: Option<String>,
     pub discount_codes: Vec<String>,
+    pub discount_minor: Option<i64>,
     pub tax_minor: Option<i64>,
     pub quote_snapshot: Option<Vec<u8>>,
 }
@@ -109,6 +110,7 @@ impl TryFrom<OrderRow> for Order {
                 .into_iter()
                 .map(DiscountCode::from_stored)
                 .collect(),
+            discount: money(row.discount_minor),
             tax: money(row.tax_minor),
             quote_snapshot: row.quote_snapshot,
             state: State::from_stored(&row.state)?,
@@ -247,6 +249,7 @@ pub struct OrderChanges {
     pub failed_at_state: Option<String>,
     pub payment_intent: Option<String>,
     pub reservation: Option<String>,
+    pub discount_minor: Option<i64>,
     pub tax_minor: Option<i64>,
     pub quote_snapshot: Option<Vec<u8>>,
 }
@@ -269,6 +272,7 @@ impl From<&Progress> for OrderChanges {
             failed_at_state: failure.map(|(_, state)| state.as_str().to_owned()),
             payment_intent: progress.payment_intent.map(IntentId::name),
             reservation: progress.reservation.as_ref().map(|r| r.as_str().to_owned()),
+            discount_minor: progress.discount.map(Money::minor),
             tax_minor: progress.tax.map(Money::minor),
             quote_snapshot: progress.quote_snapshot.clone(),
         }

@@ -180,6 +180,7 @@ impl Saga {
             total: amount(&quote.total),
             shipping_zone: Some(quote.shipping_zone.clone()),
             priced_lines,
+            discount: amount(&quote.discount),
             tax: amount(&quote.tax),
             quote_snapshot: Some(quote.encode_to_vec()),
             ..Progress::default()

@@ -251,7 +251,9 @@ const CHECKS: &[&str] = &[
                sum(CASE WHEN e.ledger_account = 'processor_clearing' THEN
                    CASE e.direction WHEN 'debit' THEN e.amount ELSE -e.amount END ELSE 0 END) AS clearing,
                sum(CASE WHEN e.ledger_account = 'merchant_revenue' THEN
-                   CASE e.direction WHEN 'credit' THEN e.amount ELSE -e.amount END ELSE 0 END) AS revenue
+                   CASE e.direction WHEN 'credit' THEN e.amount ELSE -e.amount END ELSE 0 END) AS revenue,
+               sum(CASE WHEN e.ledger_account = 'tax_payable' THEN
+                   CASE e.direction WHEN 'credit' THEN e.amount ELSE -e.amount END ELSE 0 END) AS tax
           FROM journals j JOIN ledger_entries e ON e.journal_id = j.id
          GROUP BY j.payment_intent_id)
      SELECT 'intent ' || i.id || ' disagrees with the ledger' AS problem
@@ -259,7 +261,22 @@ const CHECKS: &[&str] = &[
       WHERE coalesce(p.holds, 0) <> i.amount_capturable
          OR coalesce(p.funds, 0) <> i.amount_capturable
          OR coalesce(p.clearing, 0) <> i.amount_received - i.amount_refunded
-         OR coalesce(p.revenue, 0) <> i.amount_received - i.amount_refunded",
+         OR coalesce(p.revenue, 0) <> (i.amount_received - i.amount_refunded)
+                                      - (i.tax_received - i.tax_refunded)
+         OR coalesce(p.tax, 0) <> i.tax_received - i.tax_refunded",
+    // VAT follows the amounts in proportion, rounded half up (see
+    // `Intent::tax_received_at` and `Intent::tax_refunded_at`).
+    "SELECT 'intent ' || id || ' carries VAT out of proportion: tax ' || tax || ', received '
+            || tax_received || ', refunded ' || tax_refunded AS problem
+       FROM payment_intents
+      WHERE tax_received <> (2 * tax * amount_received + amount) / (2 * amount)
+         OR tax_refunded <> CASE WHEN amount_received = 0 THEN 0
+                            ELSE (2 * tax_received * amount_refunded + amount_received)
+                                 / (2 * amount_received) END",
+    // Each refund's VAT adds up to the intent's.
+    "SELECT 'intent ' || i.id || ' tax_refunded differs from its refunds' AS problem
+       FROM payment_intents i LEFT JOIN refunds r ON r.payment_intent_id = i.id AND r.status = 'succeeded'
+      GROUP BY i.id, i.tax_refunded HAVING coalesce(sum(r.tax), 0) <> i.tax_refunded",
 ];
 
 /// Audits the ledger and the intents (read-only; run it in a repeatable-read
