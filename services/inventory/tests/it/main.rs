@@ -15,6 +15,7 @@ mod access;
 mod concurrency;
 mod db_privileges;
 mod deploy_contract;
+mod discounts;
 mod helpers;
 mod products;
 mod quotes;

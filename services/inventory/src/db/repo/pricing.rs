@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use diesel::{
     OptionalExtension as _,
     prelude::*,
-    sql_types::{Array, Timestamptz, Uuid as SqlUuid},
+    sql_types::{Timestamptz, Uuid as SqlUuid},
 };
 use tracing::instrument;
 use uuid::Uuid;
@@ -370,19 +370,24 @@ fn refusal(
 }
 
 /// Gives back the uses the reservations of `order_ids` hold (they ended
-/// without a sale): each marked returned once, each code's count lowered
-/// by as many.
+/// without a sale): each marked returned once, then each code's count
+/// lowered by as many, in code order (the lock order [`redeem`] takes).
 pub fn give_back(conn: &mut PgConnection, order_ids: &[Uuid]) -> Result<(), Error> {
-    diesel::sql_query(
-        "WITH back AS ( \
-             UPDATE discount_redemptions SET returned = true \
-              WHERE order_id = ANY($1) AND NOT returned RETURNING code), \
-         counted AS (SELECT code, count(*) AS n FROM back GROUP BY code) \
-         UPDATE discount_codes c SET uses = c.uses - counted.n \
-           FROM counted WHERE c.code = counted.code",
+    let mut returned: Vec<String> = diesel::update(
+        discount_redemptions::table
+            .filter(discount_redemptions::order_id.eq_any(order_ids))
+            .filter(discount_redemptions::returned.eq(false)),
     )
-    .bind::<Array<SqlUuid>, _>(order_ids)
-    .execute(conn)?;
+    .set(discount_redemptions::returned.eq(true))
+    .returning(discount_redemptions::code)
+    .get_results(conn)?;
+    returned.sort();
+    for code in returned.chunk_by(|a, b| a == b) {
+        let n = i64::try_from(code.len()).unwrap_or(i64::MAX);
+        diesel::update(discount_codes::table.find(&code[0]))
+            .set(discount_codes::uses.eq(discount_codes::uses - n))
+            .execute(conn)?;
+    }
     Ok(())
 }
 
