@@ -46,14 +46,17 @@ pub fn insert_rate(
         start_at: cmd.start(now).map_err(|v| Error::Validation(vec![v]))?,
         created_at: now,
     };
-    diesel::insert_into(tax_rates::table)
+    // The stored row answers (times at the database's microseconds, as
+    // every later read shows them).
+    let row = diesel::insert_into(tax_rates::table)
         .values(TaxRateRow::from(&rate))
-        .execute(conn)
+        .returning(TaxRateRow::as_returning())
+        .get_result(conn)
         .map_err(|err| match DbError::from(err) {
             DbError::Conflict { .. } => Error::TaxRateAlreadyExists,
             other => Error::Db(other),
         })?;
-    Ok(rate)
+    Ok(TaxRate::try_from(row)?)
 }
 
 /// A page of rates by (country, category, start).
@@ -155,14 +158,15 @@ pub fn insert_discount(
     now: DateTime<Utc>,
 ) -> Result<Discount, Error> {
     let discount = cmd.at(now).map_err(|v| Error::Validation(vec![v]))?;
-    diesel::insert_into(discount_codes::table)
+    let row = diesel::insert_into(discount_codes::table)
         .values(DiscountRow::from(&discount))
-        .execute(conn)
+        .returning(DiscountRow::as_returning())
+        .get_result(conn)
         .map_err(|err| match DbError::from(err) {
             DbError::Conflict { .. } => Error::DiscountCodeAlreadyExists(cmd.code.clone()),
             other => Error::Db(other),
         })?;
-    Ok(discount)
+    Ok(Discount::try_from(row)?)
 }
 
 /// The code, if it exists (locked when `for_update`).
@@ -247,10 +251,11 @@ pub fn update_discount(
         .applied_to(current)
         .map_err(|v| Error::Validation(vec![v]))?;
     next.updated_at = now;
-    diesel::update(discount_codes::table.find(cmd.code.as_str()))
+    let row = diesel::update(discount_codes::table.find(cmd.code.as_str()))
         .set(DiscountRow::from(&next))
-        .execute(conn)?;
-    Ok(next)
+        .returning(DiscountRow::as_returning())
+        .get_result(conn)?;
+    Ok(Discount::try_from(row)?)
 }
 
 /// Takes one use of each of `codes` (ascending: the lock order) for the
